@@ -1,0 +1,57 @@
+"""hubzarr: numpy-like arrays of any size, stored as versioned zarr on any filesystem.
+
+Example::
+
+    import hubzarr as hub
+    big = hub.array((100000, 512, 512, 3), name="test/bigarray:v0", dtype="uint8")
+    big[0] = image                               # stored; nothing else to call
+    hub.tag("test/bigarray:v0", "v1")            # immutable snapshot, no chunk copied
+    hub.load("test/bigarray:v1")[0]              # old state, forever
+"""
+
+from hubzarr.api import Hub, array, branch, delete, load, log, ls, store, tag
+from hubzarr.array import HubArray
+from hubzarr.errors import (
+    AlreadyExistsError,
+    CorruptChunkError,
+    FormatError,
+    HubError,
+    InvalidArgumentError,
+    InvalidIndexError,
+    InvalidNameError,
+    NotFoundError,
+    ReadOnlyError,
+    StorageError,
+    UnsafeCastError,
+)
+from hubzarr.store import HubStore
+from hubzarr.versions import LogEntry
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AlreadyExistsError",
+    "CorruptChunkError",
+    "FormatError",
+    "Hub",
+    "HubArray",
+    "HubError",
+    "HubStore",
+    "InvalidArgumentError",
+    "InvalidIndexError",
+    "InvalidNameError",
+    "LogEntry",
+    "NotFoundError",
+    "ReadOnlyError",
+    "StorageError",
+    "UnsafeCastError",
+    "__version__",
+    "array",
+    "branch",
+    "delete",
+    "load",
+    "log",
+    "ls",
+    "store",
+    "tag",
+]

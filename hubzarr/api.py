@@ -1,0 +1,401 @@
+"""The Python API: :class:`Hub` and the module-level functions that use a default one.
+
+Names are parsed (and refused, if malformed) before any I/O; the hub root is resolved from the
+argument, ``HUBZARR_ROOT``, the config file, or the embedded default folder.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Coroutine
+from typing import Any, Literal, TypeVar
+
+import zarr
+from zarr.core.sync import sync
+
+from hubzarr.array import (
+    DEFAULT_COMPRESSOR,
+    HubArray,
+    cast_value,
+    check_chunks,
+    check_compressor,
+    check_dtype,
+    check_shape,
+    default_chunks,
+)
+from hubzarr.config import resolve_namespace, resolve_root
+from hubzarr.errors import (
+    AlreadyExistsError,
+    FormatError,
+    HubError,
+    InvalidArgumentError,
+    NotFoundError,
+    ReadOnlyError,
+)
+from hubzarr.names import Name, parse_name
+from hubzarr.storage import Storage, check_root, open_storage
+from hubzarr.store import HubStore
+from hubzarr.versions import LogEntry, Repository, list_repositories
+
+__all__ = [
+    "Hub",
+    "array",
+    "branch",
+    "delete",
+    "load",
+    "log",
+    "ls",
+    "store",
+    "tag",
+]
+
+T = TypeVar("T")
+RootLike = str | os.PathLike[str] | None
+_DEFAULT: Any = object()
+_DEFAULT_BRANCH = "main"
+
+
+def _run(coro: Coroutine[Any, Any, T]) -> T:
+    result: T = sync(coro)
+    return result
+
+
+class Hub:
+    """A hub root and the operations on the repositories under it.
+
+    Parameters
+    ----------
+    root : str or os.PathLike, optional
+        A folder, ``file://``, ``memory://``, ``s3://`` or ``gs://`` URL. Default:
+        ``HUBZARR_ROOT``, else the config file, else ``~/.hubzarr``.
+    storage_options : dict, optional
+        Options for the root's fsspec filesystem.
+
+    Raises
+    ------
+    InvalidArgumentError
+        If the root URL embeds credentials.
+    """
+
+    def __init__(
+        self, root: RootLike = None, storage_options: dict[str, Any] | None = None
+    ) -> None:
+        self.root = check_root(resolve_root(root))
+        self.storage_options = dict(storage_options or {})
+        self._storage: Storage | None = None
+
+    def __repr__(self) -> str:
+        return f"Hub({self.root!r})"
+
+    @property
+    def storage(self) -> Storage:
+        """The storage primitives of the root."""
+        if self._storage is None:
+            self._storage = open_storage(self.root, self.storage_options)
+        return self._storage
+
+    def _parse(self, name: str) -> Name:
+        return parse_name(name, default_user=resolve_namespace())
+
+    def _store(self, name: Name, *, read_only: bool) -> HubStore:
+        return HubStore(
+            self.root, str(name), storage_options=self.storage_options, read_only=read_only
+        )
+
+    def array(
+        self,
+        shape: Any,
+        name: str,
+        dtype: Any = "float32",
+        chunks: Any = None,
+        fill_value: Any = 0,
+        compressor: Any = _DEFAULT,
+        overwrite: bool = False,
+    ) -> HubArray:
+        """Create an array in a new repository (or, with ``overwrite``, in a branch's head).
+
+        Parameters
+        ----------
+        shape : int or tuple of int
+            Positive dimensions. Nothing is allocated: only written chunks are stored.
+        name : str
+            ``user/name[:branch]``; the ref becomes the repository's first (default) branch,
+            ``main`` if absent.
+        dtype : numpy dtype-like
+            A bool, integer, float or complex dtype.
+        chunks : tuple of int, optional
+            Chunk shape; default: MB-scale chunks with cheap single samples along axis 0.
+        fill_value : scalar
+            The value of never-written elements; must fit ``dtype`` exactly.
+        compressor : numcodecs codec or None
+            Default: Blosc lz4 with byte shuffle.
+        overwrite : bool
+            If the repository exists, replace the contents of the branch's head (its tags and
+            sealed versions are untouched).
+
+        Returns
+        -------
+        HubArray
+            The new array, writable.
+
+        Raises
+        ------
+        InvalidNameError
+            If ``name`` is malformed.
+        InvalidArgumentError
+            If shape, chunks, dtype, fill value or compressor are unusable (nothing is created).
+        AlreadyExistsError
+            If the repository exists and ``overwrite`` is false.
+        ReadOnlyError
+            If ``overwrite`` names a tag or a sealed version.
+        """
+        parsed = self._parse(name)
+        shape = check_shape(shape)
+        dtype = check_dtype(dtype)
+        chunks = (
+            default_chunks(shape, dtype) if chunks is None else check_chunks(chunks, shape, dtype)
+        )
+        if fill_value is None:
+            raise InvalidArgumentError(
+                "fill_value=None is not allowed: never-written chunks would read as "
+                "uninitialised memory; pass a value such as 0"
+            )
+        fill = cast_value(fill_value, dtype)
+        if fill.ndim != 0:
+            raise InvalidArgumentError(f"fill_value must be a scalar, not shape {fill.shape}")
+        codec = check_compressor(DEFAULT_COMPRESSOR if compressor is _DEFAULT else compressor)
+
+        repo = Repository(self.storage, parsed)
+        branch = parsed.ref or _DEFAULT_BRANCH
+        created = False
+        try:
+            _run(repo.create(branch))
+            created = True
+        except AlreadyExistsError:
+            if not overwrite:
+                raise
+            resolved = _run(repo.resolve(parsed.ref))
+            if resolved.kind != "branch":
+                raise ReadOnlyError(
+                    f"cannot overwrite {parsed}: it is a {resolved.kind}, and versions never "
+                    "change; overwrite a branch instead"
+                ) from None
+            branch = resolved.ref
+        store = self._store(parsed.with_ref(branch), read_only=False)
+        try:
+            zarray = zarr.create_array(
+                store,
+                shape=shape,
+                chunks=chunks,
+                dtype=dtype,
+                fill_value=fill.item(),
+                zarr_format=2,
+                compressors=codec,
+                filters=None,
+                order="C",
+                overwrite=overwrite,
+            )
+        except BaseException:
+            if created:
+                _run(repo.delete())
+            raise
+        return HubArray(store, zarray)
+
+    def load(self, name: str, mode: Literal["r", "r+"] = "r+") -> HubArray:
+        """Open an array by name, lazily: no chunk is read until indexed.
+
+        Parameters
+        ----------
+        name : str
+            ``user/name[:ref]``; ref is a branch, tag or version id (default: default branch).
+        mode : {"r+", "r"}
+            ``"r+"`` allows writes at a branch; tags and versions are always read-only.
+
+        Returns
+        -------
+        HubArray
+            The array.
+
+        Raises
+        ------
+        InvalidNameError
+            If ``name`` is malformed.
+        NotFoundError
+            If the repository or ref does not exist (the message names close matches), or the
+            repository holds no array.
+        FormatError
+            If the array's metadata is malformed.
+        """
+        if mode not in ("r", "r+"):
+            raise InvalidArgumentError(f"mode must be 'r' or 'r+', not {mode!r}")
+        store = self._store(self._parse(name), read_only=mode == "r")
+        _run(store.resolved())
+        try:
+            zarray = zarr.open_array(store, mode="r" if store.read_only else "r+", zarr_format=2)
+        except HubError:
+            raise
+        except FileNotFoundError as exc:
+            raise NotFoundError(f"{name} holds no array: {exc}") from exc
+        except (ValueError, TypeError, KeyError) as exc:
+            raise FormatError(
+                f"the array metadata (.zarray) of {name} is malformed: {exc}"
+            ) from exc
+        return HubArray(store, zarray)
+
+    def store(self, name: str, mode: Literal["r", "r+", "w-"] = "r") -> HubStore:
+        """Return the zarr store of a repository at a ref.
+
+        Use it directly from zarr or xarray: ``zarr.open_array(hub.store(name))``,
+        ``xarray.open_zarr(hub.store(name))``.
+
+        Parameters
+        ----------
+        name : str
+            ``user/name[:ref]``.
+        mode : {"r", "r+", "w-"}
+            ``"r"`` read-only, ``"r+"`` writable at a branch, ``"w-"`` create a new, empty
+            repository (its first branch is the ref, ``main`` if absent) and return it writable.
+
+        Raises
+        ------
+        InvalidNameError
+            If ``name`` is malformed.
+        NotFoundError
+            If the repository or ref does not exist (modes ``"r"``, ``"r+"``).
+        AlreadyExistsError
+            If the repository exists (mode ``"w-"``).
+        """
+        if mode not in ("r", "r+", "w-"):
+            raise InvalidArgumentError(f"mode must be 'r', 'r+' or 'w-', not {mode!r}")
+        parsed = self._parse(name)
+        if mode == "w-":
+            parsed = parsed.with_ref(parsed.ref or _DEFAULT_BRANCH)
+            _run(Repository(self.storage, parsed).create(str(parsed.ref)))
+        store = self._store(parsed, read_only=mode == "r")
+        _run(store.resolved())
+        return store
+
+    def _repo(self, name: str) -> tuple[Repository, Name]:
+        parsed = self._parse(name)
+        return Repository(self.storage, parsed), parsed
+
+    def tag(self, name: str, tag: str, message: str | None = None) -> str:
+        """Create an immutable tag of ``name``'s current state; no chunk is copied.
+
+        Returns
+        -------
+        str
+            The id of the tagged (sealed) version.
+
+        Raises
+        ------
+        InvalidNameError
+            If ``name`` or ``tag`` is malformed.
+        NotFoundError
+            If the repository or ref does not exist.
+        AlreadyExistsError
+            If a tag or branch named ``tag`` exists.
+        """
+        repo, parsed = self._repo(name)
+        return _run(repo.tag(parsed.ref, tag, message))
+
+    def branch(self, name: str, new_branch: str) -> str:
+        """Create a writable branch starting at ``name``'s current state.
+
+        Returns
+        -------
+        str
+            The id of the new branch's (empty, open) head version.
+
+        Raises
+        ------
+        InvalidNameError
+            If ``name`` or ``new_branch`` is malformed.
+        NotFoundError
+            If the repository or ref does not exist.
+        AlreadyExistsError
+            If a tag or branch named ``new_branch`` exists.
+        """
+        repo, parsed = self._repo(name)
+        return _run(repo.branch(parsed.ref, new_branch))
+
+    def log(self, name: str) -> list[LogEntry]:
+        """Return the versions leading to ``name``, newest first.
+
+        Raises
+        ------
+        NotFoundError
+            If the repository or ref does not exist.
+        """
+        repo, parsed = self._repo(name)
+        return _run(repo.log(parsed.ref))
+
+    def ls(self, prefix: str = "") -> list[str]:
+        """Return the names (``user/name``) of the repositories whose name starts with prefix."""
+        return _run(list_repositories(self.storage, prefix))
+
+    def delete(self, name: str) -> None:
+        """Delete a repository with all its versions.
+
+        Raises
+        ------
+        InvalidArgumentError
+            If ``name`` has a ref (delete repositories, not refs).
+        NotFoundError
+            If the repository does not exist.
+        """
+        repo, parsed = self._repo(name)
+        if parsed.ref is not None:
+            raise InvalidArgumentError(
+                f"delete takes a repository name without a ref, not {name!r}"
+            )
+        _run(repo.delete())
+
+
+def array(
+    shape: Any,
+    name: str,
+    dtype: Any = "float32",
+    chunks: Any = None,
+    fill_value: Any = 0,
+    compressor: Any = _DEFAULT,
+    overwrite: bool = False,
+    root: RootLike = None,
+) -> HubArray:
+    """Create an array; see :meth:`Hub.array`."""
+    return Hub(root).array(shape, name, dtype, chunks, fill_value, compressor, overwrite)
+
+
+def load(name: str, mode: Literal["r", "r+"] = "r+", root: RootLike = None) -> HubArray:
+    """Open an array by name; see :meth:`Hub.load`."""
+    return Hub(root).load(name, mode)
+
+
+def store(name: str, mode: Literal["r", "r+", "w-"] = "r", root: RootLike = None) -> HubStore:
+    """Return a repository's zarr store; see :meth:`Hub.store`."""
+    return Hub(root).store(name, mode)
+
+
+def tag(name: str, tag: str, message: str | None = None, root: RootLike = None) -> str:
+    """Tag a version; see :meth:`Hub.tag`."""
+    return Hub(root).tag(name, tag, message)
+
+
+def branch(name: str, new_branch: str, root: RootLike = None) -> str:
+    """Create a branch; see :meth:`Hub.branch`."""
+    return Hub(root).branch(name, new_branch)
+
+
+def log(name: str, root: RootLike = None) -> list[LogEntry]:
+    """Return a repository's history; see :meth:`Hub.log`."""
+    return Hub(root).log(name)
+
+
+def ls(prefix: str = "", root: RootLike = None) -> list[str]:
+    """List repositories; see :meth:`Hub.ls`."""
+    return Hub(root).ls(prefix)
+
+
+def delete(name: str, root: RootLike = None) -> None:
+    """Delete a repository; see :meth:`Hub.delete`."""
+    Hub(root).delete(name)

@@ -1,0 +1,449 @@
+"""The numpy-like array facade: validation of array specs, casting rules, basic indexing.
+
+:class:`HubArray` wraps a ``zarr.Array`` opened on a :class:`hubzarr.store.HubStore`. It adds
+what zarr lets through: it refuses shapes and chunks that are not positive integers, a missing
+fill value, unsafe casts (``1.7`` into ``int32``, ``2**40`` into ``int32``) and
+unsupported indices, each with an error from :mod:`hubzarr.errors`.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import numcodecs
+import numpy as np
+import numpy.typing as npt
+import zarr
+from numcodecs.abc import Codec
+from zarr.core.sync import sync
+
+from hubzarr.errors import InvalidArgumentError, InvalidIndexError, UnsafeCastError
+from hubzarr.store import HubStore
+
+__all__ = [
+    "DEFAULT_COMPRESSOR",
+    "MAX_CHUNK_BYTES",
+    "HubArray",
+    "cast_value",
+    "check_chunks",
+    "check_compressor",
+    "check_dtype",
+    "check_shape",
+    "default_chunks",
+]
+
+#: Blosc with lz4 and byte shuffle: fast enough to stay below disk and network speed.
+DEFAULT_COMPRESSOR: Codec = numcodecs.Blosc(cname="lz4", clevel=5, shuffle=numcodecs.Blosc.SHUFFLE)
+#: Upper bound on one chunk's uncompressed size (blosc's own limit is 2 GiB).
+MAX_CHUNK_BYTES = 512 * 2**20
+#: Default chunks aim at this many bytes ...
+_TARGET_CHUNK_BYTES = 2 * 2**20
+#: ... but a sample this large gets a chunk of its own along the first axis.
+_SAMPLE_CHUNK_BYTES = 256 * 2**10
+#: Codecs that execute or deserialise arbitrary objects; never accepted.
+_UNSAFE_CODECS = frozenset({"pickle", "json2", "msgpack2", "vlen-utf8", "vlen-bytes", "vlen-array"})
+_DTYPE_KINDS = "biufc"
+
+
+def _as_int(value: Any, what: str) -> int:
+    if isinstance(value, bool | np.bool_) or not isinstance(value, int | np.integer):
+        raise InvalidArgumentError(
+            f"{what} must be an integer, not {value!r} ({type(value).__name__})"
+        )
+    return int(value)
+
+
+def _as_tuple(value: Any, what: str) -> tuple[Any, ...]:
+    if isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_):
+        return (value,)
+    if isinstance(value, Sequence) and not isinstance(value, str | bytes):
+        return tuple(value)
+    raise InvalidArgumentError(f"{what} must be a tuple of positive integers, not {value!r}")
+
+
+def check_shape(shape: Any) -> tuple[int, ...]:
+    """Return ``shape`` as a tuple of positive ints.
+
+    Raises
+    ------
+    InvalidArgumentError
+        If a dimension is not an integer or is not positive.
+    """
+    dims = _as_tuple(shape, "shape")
+    out = tuple(_as_int(d, f"shape dimension {i}") for i, d in enumerate(dims))
+    for i, d in enumerate(out):
+        if d <= 0:
+            raise InvalidArgumentError(
+                f"shape {out} is invalid: dimension {i} is {d}; every dimension must be a "
+                "positive integer"
+            )
+    return out
+
+
+def check_dtype(dtype: Any) -> np.dtype[Any]:
+    """Return ``dtype`` as a numpy dtype of a supported kind (bool, int, uint, float, complex).
+
+    Raises
+    ------
+    InvalidArgumentError
+        If numpy does not understand ``dtype``, or it is not numeric.
+    """
+    try:
+        out: np.dtype[Any] = np.dtype(dtype)
+    except TypeError as exc:
+        raise InvalidArgumentError(f"dtype {dtype!r} is not a numpy dtype: {exc}") from exc
+    if out.kind not in _DTYPE_KINDS or out.fields is not None:
+        raise InvalidArgumentError(
+            f"dtype {out} is not supported; use a bool, integer, float or complex dtype"
+        )
+    return out
+
+
+def check_chunks(chunks: Any, shape: tuple[int, ...], dtype: np.dtype[Any]) -> tuple[int, ...]:
+    """Return ``chunks`` as a tuple of positive ints of the same rank as ``shape``.
+
+    Raises
+    ------
+    InvalidArgumentError
+        If a chunk dimension is not a positive integer, the rank differs from the shape's, or a
+        chunk would exceed :data:`MAX_CHUNK_BYTES`.
+    """
+    dims = _as_tuple(chunks, "chunks")
+    out = tuple(_as_int(c, f"chunks dimension {i}") for i, c in enumerate(dims))
+    if len(out) != len(shape):
+        raise InvalidArgumentError(
+            f"chunks {out} have {len(out)} dimensions but the shape {shape} has {len(shape)}; "
+            "give one chunk length per dimension"
+        )
+    for i, c in enumerate(out):
+        if c <= 0:
+            raise InvalidArgumentError(
+                f"chunks {out} are invalid: dimension {i} is {c}; every chunk length must be "
+                "a positive integer"
+            )
+    nbytes = math.prod(min(c, s) for c, s in zip(out, shape, strict=True)) * dtype.itemsize
+    if nbytes > MAX_CHUNK_BYTES:
+        raise InvalidArgumentError(
+            f"chunks {out} of {dtype} hold {nbytes / 2**20:.0f} MiB each, over the "
+            f"{MAX_CHUNK_BYTES // 2**20} MiB limit; use smaller chunks (a few MiB is best)"
+        )
+    return out
+
+
+def default_chunks(shape: tuple[int, ...], dtype: np.dtype[Any]) -> tuple[int, ...]:
+    """Choose MB-scale chunks so that one sample along the first axis is cheap to touch.
+
+    A sample (``array[i]``) of at least 256 KiB gets a chunk of its own, split along its
+    largest dimensions until it is at most 2 MiB; smaller samples are grouped until a chunk
+    holds about 2 MiB.
+    """
+    if not shape:
+        return ()
+    sample = math.prod(shape[1:]) * dtype.itemsize
+    if sample < _SAMPLE_CHUNK_BYTES:
+        return (max(1, min(shape[0], _TARGET_CHUNK_BYTES // max(sample, 1))), *shape[1:])
+    rest = list(shape[1:])
+    while math.prod(rest) * dtype.itemsize > _TARGET_CHUNK_BYTES:
+        i = max(range(len(rest)), key=rest.__getitem__)
+        rest[i] = -(-rest[i] // 2)
+    return (1, *rest)
+
+
+def check_compressor(compressor: Any) -> Codec | None:
+    """Accept ``None`` or a safe numcodecs codec.
+
+    Raises
+    ------
+    InvalidArgumentError
+        If ``compressor`` is not a numcodecs codec, or one that (de)serialises objects.
+    """
+    if compressor is None:
+        return None
+    if not isinstance(compressor, Codec):
+        raise InvalidArgumentError(
+            f"compressor must be a numcodecs codec such as numcodecs.Blosc() or None, not "
+            f"{compressor!r}"
+        )
+    if compressor.codec_id in _UNSAFE_CODECS:
+        raise InvalidArgumentError(
+            f"compressor {compressor.codec_id!r} (de)serialises Python objects and is not "
+            "allowed; use numcodecs.Blosc, Zstd or GZip"
+        )
+    return compressor
+
+
+def cast_value(value: Any, dtype: np.dtype[Any]) -> npt.NDArray[Any]:
+    """Convert ``value`` to ``dtype`` only if no value changes (beyond float rounding).
+
+    Integers must fit the target's range; floats stored into an integer dtype must be whole;
+    nothing but bools goes into bool; complex goes only into complex.
+
+    Raises
+    ------
+    UnsafeCastError
+        If a value would be truncated, wrapped or otherwise changed.
+    """
+    try:
+        arr = np.asarray(value)
+    except (OverflowError, ValueError, TypeError) as exc:
+        raise UnsafeCastError(f"cannot store {value!r} in an array of {dtype}: {exc}") from exc
+    if arr.dtype == dtype:
+        return arr
+    if arr.dtype.kind not in _DTYPE_KINDS:
+        raise UnsafeCastError(
+            f"cannot store values of type {arr.dtype} in an array of {dtype}; pass numbers"
+        )
+    if np.can_cast(arr.dtype, dtype, "safe"):
+        return arr.astype(dtype)
+
+    def refuse(why: str) -> UnsafeCastError:
+        return UnsafeCastError(
+            f"refusing to store {arr.dtype} values in an array of {dtype}: {why}; convert "
+            "them explicitly (for example with numpy's round and astype) if that is intended"
+        )
+
+    src, dst = arr.dtype.kind, dtype.kind
+    if dst == "b":
+        raise refuse("only booleans go into a bool array")
+    if src == "c" and dst != "c":
+        raise refuse("complex values would lose their imaginary part")
+    if dst in "iu":
+        if src == "f" and arr.size and not bool(np.all(np.isfinite(arr) & (arr == np.trunc(arr)))):
+            raise refuse("some values are not whole numbers (or are NaN or infinite)")
+        info = np.iinfo(dtype)
+        if arr.size and (arr.min() < info.min or arr.max() > info.max):
+            raise refuse(f"some values are outside [{info.min}, {info.max}]")
+    elif dst == "f" and arr.size:
+        finite = arr[np.isfinite(arr)] if src in "fc" else arr
+        if finite.size and np.max(np.abs(finite)) > np.finfo(dtype).max:
+            raise refuse(f"some values exceed the largest {dtype} ({np.finfo(dtype).max})")
+    return arr.astype(dtype)
+
+
+def _normalize_index(
+    key: Any, shape: tuple[int, ...]
+) -> tuple[tuple[int | slice, ...], tuple[int, ...], tuple[int, ...]]:
+    """Turn a basic numpy index into (zarr selection, result shape, result axes to flip)."""
+    items = key if isinstance(key, tuple) else (key,)
+    if sum(1 for k in items if k is Ellipsis) > 1:
+        raise InvalidIndexError("an index can only have a single Ellipsis ('...')")
+    if Ellipsis in items:
+        at = items.index(Ellipsis)
+        fill = len(shape) - (len(items) - 1)
+        items = (*items[:at], *(slice(None),) * max(fill, 0), *items[at + 1 :])
+    if len(items) > len(shape):
+        raise InvalidIndexError(
+            f"too many indices: the array has {len(shape)} dimensions but {len(items)} were given"
+        )
+    items = items + (slice(None),) * (len(shape) - len(items))
+    selection: list[int | slice] = []
+    out_shape: list[int] = []
+    flips: list[int] = []
+    for axis, (item, size) in enumerate(zip(items, shape, strict=True)):
+        if isinstance(item, slice):
+            try:
+                start, stop, step = item.indices(size)
+            except (TypeError, ValueError) as exc:
+                raise InvalidIndexError(
+                    f"invalid slice {item} for axis {axis}: {exc}; slice bounds and steps "
+                    "must be integers and the step non-zero"
+                ) from exc
+            span = range(start, stop, step)
+            if step < 0 and span:
+                flips.append(len(out_shape))
+                span = span[::-1]
+            selection.append(slice(span.start, span.stop, span.step) if len(span) else slice(0, 0))
+            out_shape.append(len(span))
+            continue
+        if isinstance(item, bool | np.bool_):
+            raise InvalidIndexError("boolean indices are not supported; use slices or integers")
+        try:
+            i = operator.index(item)
+        except TypeError:
+            raise InvalidIndexError(
+                f"unsupported index {item!r} for axis {axis}: only integers, slices and "
+                "Ellipsis are supported"
+            ) from None
+        if not -size <= i < size:
+            raise InvalidIndexError(f"index {i} is out of bounds for axis {axis} with size {size}")
+        selection.append(i % size)
+    return tuple(selection), tuple(out_shape), tuple(flips)
+
+
+class HubArray:
+    """A numpy-like array stored in a hubzarr repository.
+
+    Create one with :func:`hubzarr.array` or open one with :func:`hubzarr.load`. Reads return
+    numpy arrays and touch only the chunks they need; writes are stored when the assignment
+    returns.
+
+    Parameters
+    ----------
+    store : HubStore
+        The repository at a ref.
+    zarray : zarr.Array, optional
+        The zarr array on ``store``, if already open.
+    """
+
+    def __init__(self, store: HubStore, zarray: zarr.Array[Any] | None = None) -> None:
+        self._store = store
+        self._zarray = zarray
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"store": self._store}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self._store = state["store"]
+        self._zarray = None
+
+    # -- what it is ----------------------------------------------------------------------
+
+    @property
+    def zarr(self) -> zarr.Array[Any]:
+        """The underlying ``zarr.Array`` (format 2) on the hub store."""
+        if self._zarray is None:
+            mode = "r" if self._store.read_only else "r+"
+            self._zarray = zarr.open_array(self._store, mode=mode, zarr_format=2)
+        return self._zarray
+
+    @property
+    def store(self) -> HubStore:
+        """The zarr store this array lives in."""
+        return self._store
+
+    @property
+    def name(self) -> str:
+        """The name this array was opened by, ``user/name[:ref]``."""
+        return str(self._store.name)
+
+    @property
+    def version(self) -> str:
+        """The version id read (and, at a branch, written): the head for a branch."""
+        return sync(self._store.resolved()).version
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """The array's shape."""
+        return tuple(self.zarr.shape)
+
+    @property
+    def dtype(self) -> np.dtype[Any]:
+        """The array's numpy dtype."""
+        return np.dtype(self.zarr.dtype)
+
+    @property
+    def chunks(self) -> tuple[int, ...]:
+        """The chunk shape."""
+        return tuple(self.zarr.chunks)
+
+    @property
+    def ndim(self) -> int:
+        """The number of dimensions."""
+        return len(self.shape)
+
+    @property
+    def size(self) -> int:
+        """The number of elements."""
+        return math.prod(self.shape)
+
+    @property
+    def nbytes(self) -> int:
+        """The uncompressed size in bytes."""
+        return self.size * self.dtype.itemsize
+
+    @property
+    def read_only(self) -> bool:
+        """Whether writes are refused (a tag, a sealed version, or mode='r')."""
+        return self._store.read_only
+
+    def __len__(self) -> int:
+        if not self.shape:
+            raise TypeError("len() of a 0-d array")
+        return self.shape[0]
+
+    def __repr__(self) -> str:
+        mode = " read-only" if self.read_only else ""
+        return (
+            f"<HubArray {self.name} version={self.version}{mode} shape={self.shape} "
+            f"dtype={self.dtype} chunks={self.chunks}>"
+        )
+
+    # -- reading and writing -------------------------------------------------------------
+
+    def __getitem__(self, key: Any) -> npt.NDArray[Any]:
+        state = self._store.pinned_state()
+        if state is not None and not state.sealed:
+            sync(self._store.refresh())
+        return self._read(key)
+
+    def _read(self, key: Any) -> npt.NDArray[Any]:
+        selection, _, flips = _normalize_index(key, self.shape)
+        out = np.asarray(self.zarr[selection])
+        return np.flip(out, axis=flips) if flips else out
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        target = self.zarr
+        self._store.check_writable()
+        selection, out_shape, flips = _normalize_index(key, self.shape)
+        data = cast_value(value, self.dtype)
+        try:
+            data = np.broadcast_to(data, out_shape)
+        except ValueError:
+            raise InvalidArgumentError(
+                f"cannot assign a value of shape {data.shape} to a selection of shape "
+                f"{out_shape}; the shapes must broadcast"
+            ) from None
+        if flips:
+            data = np.flip(data, axis=flips)
+        target[selection] = data
+
+    # -- bulk computation ----------------------------------------------------------------
+
+    @property
+    def dask(self) -> Any:
+        """A ``dask.array.Array`` over this array, one task per chunk."""
+        import dask.array as da
+
+        resolved = self._store.pinned_state()
+        if resolved is not None and resolved.sealed:
+            from dask.base import tokenize
+
+            name = "hubzarr-" + tokenize(self._store.root, self.name, resolved.version)
+        else:
+            name = f"hubzarr-{uuid.uuid4().hex}"
+        meta = np.empty((0,) * self.ndim, dtype=self.dtype)
+        return da.from_array(  # type: ignore[no-untyped-call]
+            self, chunks=self.chunks, name=name, meta=meta, fancy=False, getitem=_read_block
+        )
+
+    def _reduce(self, op: str) -> Any:
+        return getattr(self.dask, op)().compute()
+
+    def sum(self) -> Any:
+        """Sum of all elements, computed chunk by chunk with dask."""
+        return self._reduce("sum")
+
+    def mean(self) -> Any:
+        """Mean of all elements, computed chunk by chunk with dask."""
+        return self._reduce("mean")
+
+    def std(self) -> Any:
+        """Standard deviation of all elements, computed chunk by chunk with dask."""
+        return self._reduce("std")
+
+    def min(self) -> Any:
+        """Smallest element, computed chunk by chunk with dask."""
+        return self._reduce("min")
+
+    def max(self) -> Any:
+        """Largest element, computed chunk by chunk with dask."""
+        return self._reduce("max")
+
+
+def _read_block(array: HubArray, key: Any) -> npt.NDArray[Any]:
+    # dask's per-chunk getter: the graph was built at one version, so no per-chunk refresh.
+    return array._read(key)

@@ -1,0 +1,474 @@
+"""Storage primitives over a hub root: read, atomic write, put-if-absent, list, delete.
+
+Everything above this module speaks in paths relative to the hub root; this module is the only
+one that touches a filesystem, and the only one that turns a backend's exceptions into
+hubzarr's (:func:`_translating`).
+
+Two implementations:
+
+- :class:`LocalStorage` uses the operating system directly. A write goes to a temporary file in
+  the same folder and is renamed over the target (``os.replace``), so readers never see a torn
+  object and a crash never leaves a truncated one. Put-if-absent writes the temporary file,
+  fsyncs it and hard-links it to the final name (``os.link`` fails if the name exists), then
+  fsyncs the folder. fsspec's local ``pipe_file(mode="create")`` checks-then-writes and is not
+  used.
+- :class:`FsspecStorage` serves every other fsspec filesystem (memory today; S3, GCS and HTTP
+  build on it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import contextlib
+import os
+import shutil
+import threading
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+from urllib.request import url2pathname
+
+import fsspec
+from fsspec.implementations.memory import MemoryFileSystem
+
+from hubzarr.errors import (
+    AlreadyExistsError,
+    InvalidArgumentError,
+    ReadOnlyError,
+    StorageError,
+)
+
+__all__ = [
+    "FsspecStorage",
+    "LocalStorage",
+    "Parts",
+    "Storage",
+    "check_path",
+    "check_root",
+    "open_storage",
+    "public_options",
+]
+
+#: Suffix of temporary files; listings skip them and no stored path may end with it.
+TMP_SUFFIX = ".hubzarr-tmp"
+
+#: What a write takes: one bytes-like object, or several written back to back.
+Parts = bytes | memoryview | Sequence[bytes | memoryview]
+
+
+def check_path(path: str) -> str:
+    """Refuse a relative storage path that could leave its folder.
+
+    Parameters
+    ----------
+    path : str
+        A ``/``-separated path relative to the hub root.
+
+    Returns
+    -------
+    str
+        ``path``, unchanged.
+
+    Raises
+    ------
+    InvalidArgumentError
+        If a segment is empty, ``.`` or ``..``, or the path holds a backslash, a NUL or the
+        temporary-file suffix.
+    """
+    segments = path.split("/")
+    if (
+        any(s in ("", ".", "..") for s in segments)
+        or "\\" in path
+        or "\x00" in path
+        or path.endswith(TMP_SUFFIX)
+    ):
+        raise InvalidArgumentError(
+            f"refusing storage key {path!r}: keys are '/'-separated, relative, with no empty, "
+            "'.' or '..' segments"
+        )
+    return path
+
+
+def _as_parts(data: Parts) -> Sequence[bytes | memoryview]:
+    return (data,) if isinstance(data, bytes | memoryview) else data
+
+
+@contextlib.contextmanager
+def _translating(url: str, path: str) -> Iterator[None]:
+    """Map a backend exception raised inside the block to the hubzarr error tree."""
+    try:
+        yield
+    except (StorageError, AlreadyExistsError, InvalidArgumentError, ReadOnlyError):
+        raise
+    except PermissionError as exc:
+        raise StorageError(
+            f"permission denied for {path!r} under {url}: check that this account may "
+            f"read and write there ({exc.strerror or exc})"
+        ) from exc
+    except Exception as exc:
+        raise StorageError(
+            f"storage operation on {path!r} under {url} failed: {type(exc).__name__}: {exc}"
+        ) from exc
+
+
+class Storage(ABC):
+    """Asynchronous primitives over one hub root.
+
+    Paths are relative to the root and checked with :func:`check_path` before use.
+    """
+
+    #: The root as a URL, safe to show (no credentials).
+    url: str
+    #: Whether the root refuses writes (HTTP).
+    read_only: bool = False
+
+    def _writable(self, path: str) -> None:
+        if self.read_only:
+            raise ReadOnlyError(
+                f"cannot write {path!r}: the hub root {self.url} is read-only; copy the "
+                "repository to a writable root to change it"
+            )
+
+    @abstractmethod
+    async def read(self, path: str) -> bytes | None:
+        """Return the object's bytes, or ``None`` if it does not exist."""
+
+    @abstractmethod
+    async def size(self, path: str) -> int | None:
+        """Return the object's size in bytes, or ``None`` if it does not exist."""
+
+    @abstractmethod
+    async def write(self, path: str, data: Parts, *, durable: bool = False) -> None:
+        """Replace the object atomically; ``durable`` also flushes it to stable storage."""
+
+    @abstractmethod
+    async def create(self, path: str, data: Parts) -> None:
+        """Write the object only if it does not exist yet (put-if-absent), durably.
+
+        Raises
+        ------
+        AlreadyExistsError
+            If the object exists; it is left unchanged.
+        """
+
+    @abstractmethod
+    async def delete(self, path: str) -> None:
+        """Delete the object; an absent object is not an error."""
+
+    @abstractmethod
+    async def delete_prefix(self, prefix: str) -> None:
+        """Delete every object under the folder ``prefix``."""
+
+    @abstractmethod
+    async def list(self, prefix: str) -> dict[str, int]:
+        """Return ``{path relative to prefix: size}`` for every object under the folder."""
+
+    @abstractmethod
+    async def list_dir(self, prefix: str) -> builtins.list[str]:
+        """Return the names of the immediate children (objects and folders) of ``prefix``."""
+
+
+def _local_read(path: Path) -> bytes | None:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        return None
+
+
+def _local_size(path: Path) -> int | None:
+    try:
+        st = path.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    return None if path.is_dir() else st.st_size
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _local_write(
+    path: Path, parts: Sequence[bytes | memoryview], durable: bool, create: bool
+) -> None:
+    tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex}{TMP_SUFFIX}")
+    try:
+        f = open(tmp, "xb")  # noqa: SIM115 - closed below, after the directory is made
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        f = open(tmp, "xb")  # noqa: SIM115
+    try:
+        with f:
+            for part in parts:
+                f.write(part)
+            if durable or create:
+                f.flush()
+                os.fsync(f.fileno())
+        if create:
+            try:
+                os.link(tmp, path)
+            finally:
+                tmp.unlink()
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    if durable or create:
+        _fsync_dir(path.parent)
+
+
+def _local_list(base: Path) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for folder, _dirs, files in os.walk(base):
+        rel = os.path.relpath(folder, base)
+        prefix = "" if rel == "." else rel.replace(os.sep, "/") + "/"
+        for name in files:
+            if name.endswith(TMP_SUFFIX):
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                out[prefix + name] = os.stat(os.path.join(folder, name)).st_size
+    return out
+
+
+def _local_list_dir(base: Path) -> builtins.list[str]:
+    try:
+        return sorted(n for n in os.listdir(base) if not n.endswith(TMP_SUFFIX))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+def _local_delete_prefix(base: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        shutil.rmtree(base)
+
+
+class LocalStorage(Storage):
+    """Storage in a local folder, through the operating system.
+
+    Parameters
+    ----------
+    root : pathlib.Path
+        The folder holding the hub; created on first write.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root.expanduser().absolute()
+        self.url = self.root.as_uri()
+
+    def _full(self, path: str) -> Path:
+        return self.root.joinpath(*check_path(path).split("/"))
+
+    async def read(self, path: str) -> bytes | None:
+        with _translating(self.url, path):
+            return await asyncio.to_thread(_local_read, self._full(path))
+
+    async def size(self, path: str) -> int | None:
+        with _translating(self.url, path):
+            return await asyncio.to_thread(_local_size, self._full(path))
+
+    async def write(self, path: str, data: Parts, *, durable: bool = False) -> None:
+        with _translating(self.url, path):
+            await asyncio.to_thread(_local_write, self._full(path), _as_parts(data), durable, False)
+
+    async def create(self, path: str, data: Parts) -> None:
+        with _translating(self.url, path):
+            try:
+                await asyncio.to_thread(_local_write, self._full(path), _as_parts(data), True, True)
+            except FileExistsError as exc:
+                raise AlreadyExistsError(f"{path!r} already exists under {self.url}") from exc
+
+    async def delete(self, path: str) -> None:
+        with _translating(self.url, path):
+            await asyncio.to_thread(self._full(path).unlink, True)
+
+    async def delete_prefix(self, prefix: str) -> None:
+        with _translating(self.url, prefix):
+            await asyncio.to_thread(_local_delete_prefix, self._full(prefix))
+
+    async def list(self, prefix: str) -> dict[str, int]:
+        with _translating(self.url, prefix):
+            return await asyncio.to_thread(_local_list, self._full(prefix))
+
+    async def list_dir(self, prefix: str) -> builtins.list[str]:
+        base = self._full(prefix) if prefix else self.root
+        with _translating(self.url, prefix):
+            return await asyncio.to_thread(_local_list_dir, base)
+
+
+class FsspecStorage(Storage):
+    """Storage on any fsspec filesystem (memory today; object stores build on it).
+
+    Parameters
+    ----------
+    fs : fsspec.AbstractFileSystem
+        The filesystem.
+    url : str
+        The root URL, as the user gave it (it must hold no credentials).
+    read_only : bool
+        Refuse every write (HTTP roots).
+    """
+
+    # Put-if-absent on the in-memory filesystem: it lives in this process only, so a
+    # process-wide lock around exists-then-write makes it atomic.
+    _memory_lock = threading.Lock()
+
+    def __init__(self, fs: Any, url: str, *, read_only: bool = False) -> None:
+        self.fs = fs
+        self.url = url
+        self.read_only = read_only
+        self._base = str(fs._strip_protocol(url)).rstrip("/")
+
+    def _full(self, path: str) -> str:
+        return f"{self._base}/{check_path(path)}" if path else self._base
+
+    async def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        if getattr(self.fs, "async_impl", False):
+            return await getattr(self.fs, "_" + method)(*args, **kwargs)
+        return await asyncio.to_thread(getattr(self.fs, method), *args, **kwargs)
+
+    async def read(self, path: str) -> bytes | None:
+        with _translating(self.url, path):
+            try:
+                data: bytes = await self._call("cat_file", self._full(path))
+            except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+                return None
+            return data
+
+    async def size(self, path: str) -> int | None:
+        with _translating(self.url, path):
+            try:
+                info = await self._call("info", self._full(path))
+            except FileNotFoundError:
+                return None
+            return None if info.get("type") == "directory" else int(info["size"])
+
+    async def write(self, path: str, data: Parts, *, durable: bool = False) -> None:
+        self._writable(path)
+        with _translating(self.url, path):
+            await self._call("pipe_file", self._full(path), b"".join(_as_parts(data)))
+
+    def _create_in_memory(self, full: str, data: bytes) -> None:
+        with self._memory_lock:
+            if self.fs.exists(full):
+                raise FileExistsError(full)
+            self.fs.pipe_file(full, data)
+
+    async def create(self, path: str, data: Parts) -> None:
+        self._writable(path)
+        full, payload = self._full(path), b"".join(_as_parts(data))
+        with _translating(self.url, path):
+            try:
+                if isinstance(self.fs, MemoryFileSystem):
+                    self._create_in_memory(full, payload)
+                else:
+                    await self._call("pipe_file", full, payload, mode="create")
+            except FileExistsError as exc:
+                raise AlreadyExistsError(f"{path!r} already exists under {self.url}") from exc
+
+    async def delete(self, path: str) -> None:
+        self._writable(path)
+        with _translating(self.url, path), contextlib.suppress(FileNotFoundError):
+            await self._call("rm_file", self._full(path))
+
+    async def delete_prefix(self, prefix: str) -> None:
+        self._writable(prefix)
+        with _translating(self.url, prefix), contextlib.suppress(FileNotFoundError):
+            await self._call("rm", self._full(prefix), recursive=True)
+
+    async def list(self, prefix: str) -> dict[str, int]:
+        base = self._full(prefix)
+        with _translating(self.url, prefix):
+            try:
+                found = await self._call("find", base, detail=True)
+            except FileNotFoundError:
+                return {}
+        start = len(base) + 1
+        return {
+            p[start:]: int(info["size"])
+            for p, info in found.items()
+            if p.startswith(base + "/") and not p.endswith(TMP_SUFFIX)
+        }
+
+    async def list_dir(self, prefix: str) -> builtins.list[str]:
+        base = self._full(prefix)
+        with _translating(self.url, prefix):
+            try:
+                entries = await self._call("ls", base, detail=False)
+            except (FileNotFoundError, NotADirectoryError):
+                return []
+        names = {str(e).rstrip("/").rsplit("/", 1)[-1] for e in entries}
+        return sorted(n for n in names if n and not n.endswith(TMP_SUFFIX))
+
+
+#: storage_options that may travel in a pickle: none of them is a credential.
+_PUBLIC_OPTIONS = frozenset(
+    {"anon", "endpoint_url", "region_name", "requester_pays", "project", "version_aware"}
+)
+
+
+def public_options(options: dict[str, Any]) -> dict[str, Any]:
+    """Return the storage options that hold no credential (the ones safe to pickle or show)."""
+    return {k: v for k, v in options.items() if k in _PUBLIC_OPTIONS}
+
+
+def check_root(root: str) -> str:
+    """Refuse a hub root URL that embeds credentials; return it unchanged otherwise.
+
+    Raises
+    ------
+    InvalidArgumentError
+        If ``root`` holds ``user:password@``.
+    """
+    if "://" in root:
+        parts = urlsplit(root)
+        if parts.username is not None or parts.password is not None:
+            raise InvalidArgumentError(
+                "a hub root URL must not hold credentials (user:password@); put them in the "
+                "backend's own configuration (environment variables, a profile, or "
+                "'hub configure')"
+            )
+    return root
+
+
+def open_storage(root: str, storage_options: dict[str, Any] | None = None) -> Storage:
+    """Open the storage for a hub root.
+
+    Parameters
+    ----------
+    root : str
+        A folder path, a ``file://`` URL, or an fsspec URL (``memory://``, ``s3://``, ...).
+    storage_options : dict, optional
+        Passed to the fsspec filesystem.
+
+    Returns
+    -------
+    Storage
+        The storage for that root.
+
+    Raises
+    ------
+    InvalidArgumentError
+        If the URL embeds credentials, or its protocol is unknown to fsspec.
+    """
+    if "://" not in check_root(root):
+        return LocalStorage(Path(root))
+    parts = urlsplit(root)
+    if parts.scheme == "file":
+        return LocalStorage(Path(url2pathname(parts.path)))
+    try:
+        fs = fsspec.filesystem(parts.scheme, **(storage_options or {}))
+    except (ValueError, ImportError) as exc:
+        raise InvalidArgumentError(
+            f"cannot open hub root {root!r}: {exc}; use a folder path or a URL such as "
+            "'memory://hub', 's3://bucket/prefix' or 'gs://bucket/prefix'"
+        ) from exc
+    return FsspecStorage(fs, root, read_only=parts.scheme in ("http", "https"))

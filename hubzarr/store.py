@@ -1,0 +1,420 @@
+"""The zarr Store of one repository at one ref: copy-on-write by key prefix.
+
+A :class:`HubStore` opened at a branch writes every key to ``data/<head>/<key>`` and reads a key
+from there first, then from the ancestor that last wrote it, found in the index loaded once at
+open (:meth:`hubzarr.versions.Repository.version_index`). Deleting a key an ancestor holds
+writes a tombstone, so the read does not fall through. A store at a tag or a sealed version
+reads each key with exactly one storage read and refuses writes.
+
+Every write is fenced: the store checks that its head is not sealed before writing and again
+after; a head sealed meanwhile (a tag or branch taken by this or another process) is followed
+to its successor and the write is repeated there, so a sealed version never takes a write and a
+write that returned is in the branch's head.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from zarr.abc.store import (
+    ByteRequest,
+    OffsetByteRequest,
+    RangeByteRequest,
+    Store,
+    SuffixByteRequest,
+)
+from zarr.core.buffer import Buffer, BufferPrototype, default_buffer_prototype
+from zarr.core.sync import sync
+
+from hubzarr import frame
+from hubzarr.config import resolve_namespace, resolve_root
+from hubzarr.errors import CorruptChunkError, ReadOnlyError
+from hubzarr.names import Name, parse_name
+from hubzarr.storage import Storage, check_path, check_root, open_storage, public_options
+from hubzarr.versions import Repository, Resolved
+
+__all__ = ["HubStore"]
+
+_READ_ONLY = "store was opened in read-only mode and does not support writing"
+
+
+@dataclass(frozen=True, slots=True)
+class _State:
+    repo: Repository
+    resolved: Resolved
+    index: dict[str, str]
+
+    @property
+    def version(self) -> str:
+        return self.resolved.version
+
+
+def _slice(payload: memoryview, byte_range: ByteRequest | None) -> memoryview:
+    if byte_range is None:
+        return payload
+    if isinstance(byte_range, RangeByteRequest):
+        return payload[byte_range.start : byte_range.end]
+    if isinstance(byte_range, OffsetByteRequest):
+        return payload[byte_range.offset :]
+    if isinstance(byte_range, SuffixByteRequest):
+        return payload[max(0, len(payload) - byte_range.suffix) :]
+    raise TypeError(f"Unexpected byte_range, got {byte_range}.")
+
+
+class HubStore(Store):
+    """A zarr ``Store`` over one hubzarr repository at one branch, tag or version.
+
+    Parameters
+    ----------
+    root : str, optional
+        The hub root (default: ``HUBZARR_ROOT``, the config file, or ``~/.hubzarr``).
+    name : str
+        ``user/name[:ref]``; without a ref, the repository's default branch.
+    storage_options : dict, optional
+        Options for the fsspec filesystem of ``root``.
+    read_only : bool
+        Refuse writes even at a branch.
+
+    Raises
+    ------
+    InvalidNameError
+        If ``name`` breaks the name grammar (checked before any I/O).
+
+    Notes
+    -----
+    The store is opened lazily. Pickling it keeps the version it resolved, so every dask worker
+    reads the same version, and drops credentials from ``storage_options``: workers resolve
+    them from their own environment.
+    """
+
+    supports_writes: bool = True
+    supports_deletes: bool = True
+    supports_listing: bool = True
+
+    def __init__(
+        self,
+        root: str | None = None,
+        name: str = "",
+        *,
+        storage_options: dict[str, Any] | None = None,
+        read_only: bool = False,
+    ) -> None:
+        super().__init__(read_only=read_only)
+        self.root = check_root(resolve_root(root))
+        self.name: Name = parse_name(name, default_user=resolve_namespace())
+        self._storage_options = dict(storage_options or {})
+        self._pinned: Resolved | None = None
+        self._state: _State | None = None
+        self._storage: Storage | None = None
+
+    # -- identity, pickling --------------------------------------------------------------
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, HubStore) and (self.root, str(self.name), self._read_only) == (
+            other.root,
+            str(other.name),
+            other._read_only,
+        )
+
+    def __hash__(self) -> int:
+        return hash((HubStore, self.root, str(self.name), self._read_only))
+
+    def __repr__(self) -> str:
+        mode = ", read_only=True" if self._read_only else ""
+        return f"HubStore({self.root!r}, {str(self.name)!r}{mode})"
+
+    def __str__(self) -> str:
+        return f"hub://{self.name}"
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {
+            "root": self.root,
+            "name": self.name,
+            "read_only": self._read_only,
+            "storage_options": public_options(self._storage_options),
+            "pinned": self._state.resolved if self._state else self._pinned,
+        }
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__init__(read_only=state["read_only"])
+        self.root = state["root"]
+        self.name = state["name"]
+        self._storage_options = state["storage_options"]
+        self._pinned = state["pinned"]
+        self._state = None
+        self._storage = None
+
+    def with_read_only(self, read_only: bool = False) -> HubStore:
+        """Return a new, unopened store at the same ref with another ``read_only`` setting."""
+        clone = HubStore(
+            self.root, str(self.name), storage_options=self._storage_options, read_only=read_only
+        )
+        clone._pinned = self._pinned
+        return clone
+
+    # -- opening -------------------------------------------------------------------------
+
+    @property
+    def storage(self) -> Storage:
+        """The storage of the hub root."""
+        if self._storage is None:
+            self._storage = open_storage(self.root, self._storage_options)
+        return self._storage
+
+    async def _open(self) -> None:
+        await super()._open()
+        await self._load()
+
+    async def _load(self) -> _State:
+        if self._state is None:
+            repo = Repository(self.storage, self.name)
+            await repo.open()
+            resolved = self._pinned or await repo.resolve(self.name.ref)
+            index = await repo.version_index(resolved.version, sealed=resolved.sealed)
+            self._state = _State(repo, resolved, index)
+        return self._state
+
+    async def resolved(self) -> Resolved:
+        """Return what this store's ref resolved to (opening the store if needed)."""
+        return (await self._load()).resolved
+
+    async def refresh(self) -> None:
+        """At a branch, catch up with the branch: if this store's head has been sealed since it
+        was opened (a tag or branch taken, here or elsewhere), move to the head that took over.
+        """
+        state = await self._load()
+        if not state.resolved.sealed:
+            await self._advance(state)
+
+    @property
+    def read_only(self) -> bool:
+        """Whether writes are refused: opened read-only, or at a sealed version."""
+        return self._read_only or (self._state is not None and self._state.resolved.sealed)
+
+    def _check_writable(self) -> None:
+        if self._read_only:
+            raise ReadOnlyError(
+                f"{_READ_ONLY}: {self.name} was opened read-only; open it with mode='r+' to write"
+            )
+
+    def check_writable(self) -> None:
+        """Raise :class:`ReadOnlyError` if this store refuses writes.
+
+        Raises
+        ------
+        ReadOnlyError
+            If the store was opened read-only or is at a tag or sealed version.
+        """
+        self._check_writable()
+        if self._state is not None and self._state.resolved.sealed:
+            raise self._sealed_error(self._state)
+
+    def pinned_state(self) -> Resolved | None:
+        """Return what the ref resolved to, if the store has resolved it yet."""
+        return self._state.resolved if self._state is not None else self._pinned
+
+    def _sealed_error(self, state: _State) -> ReadOnlyError:
+        what = f"tag {state.resolved.ref!r}" if state.resolved.kind == "tag" else "a sealed version"
+        return ReadOnlyError(
+            f"{_READ_ONLY}: {self.name} is {what} (version {state.version}), and versions "
+            f"never change. Branch from it and write there: "
+            f"hubzarr.branch({str(self.name)!r}, 'my-branch')"
+        )
+
+    async def _writable_state(self) -> _State:
+        self._check_writable()
+        state = await self._load()
+        if state.resolved.sealed:
+            raise self._sealed_error(state)
+        return state
+
+    async def _advance(self, state: _State) -> _State | None:
+        """If ``state``'s head has been sealed, move to the head that took over; else None."""
+        head = await state.repo.current_head(state.version)
+        if head == state.version:
+            return None
+        resolved = Resolved(state.resolved.kind, state.resolved.ref, head, sealed=False)
+        index = await state.repo.version_index(head, sealed=False)
+        self._state = _State(state.repo, resolved, index)
+        return self._state
+
+    def _where(self, state: _State, key: str) -> str:
+        return f"key {key!r} of {self.name} (version {state.version})"
+
+    # -- reading -------------------------------------------------------------------------
+
+    async def _read(self, state: _State, key: str) -> memoryview | None:
+        check_path(key)
+        repo = state.repo
+        raw = None
+        if not state.resolved.sealed:
+            raw = await self.storage.read(repo.data_path(state.version, key))
+        if raw is None:
+            owner = state.index.get(key)
+            if owner is None:
+                return None
+            raw = await self.storage.read(repo.data_path(owner, key))
+            if raw is None:
+                raise CorruptChunkError(
+                    f"{self._where(state, key)} is missing from storage although version "
+                    f"{owner} recorded it; the repository is damaged"
+                )
+        return frame.decode(raw, self._where(state, key))
+
+    async def get(
+        self, key: str, prototype: BufferPrototype, byte_range: ByteRequest | None = None
+    ) -> Buffer | None:
+        """Return the value of ``key`` at this store's version, or ``None`` if absent."""
+        payload = await self._read(await self._load(), key)
+        if payload is None:
+            return None
+        return prototype.buffer.from_bytes(_slice(payload, byte_range))
+
+    async def get_partial_values(
+        self,
+        prototype: BufferPrototype,
+        key_ranges: Iterable[tuple[str, ByteRequest | None]],
+    ) -> list[Buffer | None]:
+        """Return byte ranges of several keys."""
+        return list(await asyncio.gather(*(self.get(k, prototype, r) for k, r in key_ranges)))
+
+    async def _get_many(
+        self, requests: Iterable[tuple[str, BufferPrototype, ByteRequest | None]]
+    ) -> AsyncGenerator[tuple[str, Buffer | None], None]:
+        requests = list(requests)
+        values = await asyncio.gather(*(self.get(*r) for r in requests))
+        for (key, _, _), value in zip(requests, values, strict=True):
+            yield key, value
+
+    async def _size(self, state: _State, key: str) -> int | None:
+        check_path(key)
+        repo = state.repo
+        if not state.resolved.sealed:
+            size = await self.storage.size(repo.data_path(state.version, key))
+            if size is not None:
+                return None if size == len(frame.TOMBSTONE) else size - frame.HEADER_SIZE
+        owner = state.index.get(key)
+        if owner is None:
+            return None
+        size = await self.storage.size(repo.data_path(owner, key))
+        return None if size is None else size - frame.HEADER_SIZE
+
+    async def exists(self, key: str) -> bool:
+        """Return whether ``key`` has a value at this store's version."""
+        state = await self._load()
+        if state.resolved.sealed:
+            check_path(key)
+            return key in state.index
+        return await self._size(state, key) is not None
+
+    async def getsize(self, key: str) -> int:
+        """Return the size of ``key``'s value in bytes.
+
+        Raises
+        ------
+        FileNotFoundError
+            If ``key`` has no value.
+        """
+        size = await self._size(await self._load(), key)
+        if size is None:
+            raise FileNotFoundError(key)
+        return size
+
+    # -- writing -------------------------------------------------------------------------
+
+    async def set(self, key: str, value: Buffer) -> None:
+        """Store ``value`` at ``key`` in the branch's head."""
+        check_path(key)
+        payload = value.as_numpy_array().data
+        parts = (frame.encode_header(payload), payload)
+        await self._fenced_write(
+            key, lambda state: self.storage.write(state.repo.data_path(state.version, key), parts)
+        )
+
+    async def _fenced_write(self, key: str, write: Any) -> None:
+        state = await self._writable_state()
+        state = await self._advance(state) or state
+        await write(state)
+        while (moved := await self._advance(state)) is not None:
+            state = moved
+            await write(state)
+
+    async def set_if_not_exists(self, key: str, value: Buffer) -> None:
+        """Store ``value`` at ``key`` unless ``key`` already has a value."""
+        if not await self.exists(key):
+            await self.set(key, value)
+
+    async def delete(self, key: str) -> None:
+        """Remove ``key`` from the branch's head (a tombstone if an ancestor holds it)."""
+        check_path(key)
+
+        async def remove(state: _State) -> None:
+            path = state.repo.data_path(state.version, key)
+            if key in state.index:
+                await self.storage.write(path, frame.TOMBSTONE)
+            else:
+                await self.storage.delete(path)
+
+        await self._fenced_write(key, remove)
+
+    # -- listing -------------------------------------------------------------------------
+
+    async def _keys(self) -> builtins.set[str]:
+        state = await self._load()
+        if state.resolved.sealed:
+            return set(state.index)
+        written, deleted = await state.repo.list_written(state.version)
+        return (set(state.index) - deleted) | set(written)
+
+    async def list(self) -> AsyncIterator[str]:
+        """Yield every key at this store's version."""
+        for key in sorted(await self._keys()):
+            yield key
+
+    async def list_prefix(self, prefix: str) -> AsyncIterator[str]:
+        """Yield every key starting with ``prefix``."""
+        for key in sorted(await self._keys()):
+            if key.startswith(prefix):
+                yield key
+
+    async def list_dir(self, prefix: str) -> AsyncIterator[str]:
+        """Yield the immediate children of the folder ``prefix``."""
+        base = prefix.rstrip("/")
+        base = base + "/" if base else ""
+        children = {
+            k[len(base) :].split("/", 1)[0] for k in await self._keys() if k.startswith(base)
+        }
+        for child in sorted(children):
+            yield child
+
+    # -- synchronous variants (zarr's SupportsSyncStore protocol) -------------------------
+
+    def get_sync(
+        self,
+        key: str,
+        *,
+        prototype: BufferPrototype | None = None,
+        byte_range: ByteRequest | None = None,
+    ) -> Buffer | None:
+        """Synchronous :meth:`get`."""
+        result: Buffer | None = sync(
+            self.get(key, prototype or default_buffer_prototype(), byte_range)
+        )
+        return result
+
+    def set_sync(self, key: str, value: Buffer) -> None:
+        """Synchronous :meth:`set`."""
+        sync(self.set(key, value))
+
+    def delete_sync(self, key: str) -> None:
+        """Synchronous :meth:`delete`."""
+        sync(self.delete(key))
+
+    def close(self) -> None:
+        """Close the store; it reopens (and re-resolves its ref) on next use."""
+        super().close()
+        self._state = None

@@ -1,0 +1,700 @@
+"""Repositories, refs, versions, manifests and the seal protocol.
+
+Layout of one repository under the hub root::
+
+    <user>/<name>/repo.json                       identity: incarnation id, default branch
+    <user>/<name>/<incarnation>/refs/branches/<b>.json   {"head": <version id>}
+    <user>/<name>/<incarnation>/refs/tags/<t>.json       {"version": <version id>}, created once
+    <user>/<name>/<incarnation>/versions/<id>.json       parent and manifest chain, created once
+    <user>/<name>/<incarnation>/seals/<id>.json          the fence: <id> takes no more writes
+    <user>/<name>/<incarnation>/manifests/<id>.json      what <id> wrote and deleted, created once
+    <user>/<name>/<incarnation>/data/<id>/<zarr key>     objects written while <id> was open
+
+Every repository file but a branch ref is created once (put-if-absent) and never changed. A
+deleted repository loses its ``repo.json`` first, so re-creating the name starts a new
+incarnation folder that no debris of the old one can leak into.
+
+**Copy-on-write by key prefix.** A branch points at one *open* version, its head; zarr writes
+go to ``data/<head>/``. Sealing a head (for a tag or a branch) creates its successor's record,
+then the seal record (the fence), then the manifest listing ``data/<head>/``, then moves the
+branch. No chunk is ever copied: the new head starts empty and reads fall through to its
+ancestors.
+
+**Reading.** The newest object for a key along a version's ancestry is found in an index merged
+from the manifests in the version's *chain*, loaded once when the version is opened. The chain
+is at most :data:`CHECKPOINT_EVERY` manifests long: every so many generations a sealed version's
+manifest is written as a checkpoint holding the whole merged index (as Delta Lake checkpoints
+its log), so opening stays cheap after thousands of tags while a tag's cost stays proportional
+to what was written since the last one.
+
+**Crashes.** Each step is idempotent and the seal record holds all a finisher needs, so a
+sealer that dies halfway is finished by the next actor that opens the branch or the version.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import difflib
+import getpass
+import json
+import re
+import secrets
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from hubzarr.errors import AlreadyExistsError, FormatError, InvalidArgumentError, NotFoundError
+from hubzarr.frame import TOMBSTONE
+from hubzarr.names import Name, check_ref
+from hubzarr.storage import Storage
+
+__all__ = [
+    "CHECKPOINT_EVERY",
+    "LAYOUT",
+    "LogEntry",
+    "Repository",
+    "Resolved",
+    "VersionRecord",
+    "list_repositories",
+]
+
+#: The repository layout this code writes and reads.
+LAYOUT = 1
+#: A sealed version whose chain is this long gets a checkpoint manifest.
+CHECKPOINT_EVERY = 50
+
+_VERSION_ID = re.compile(r"[0-9a-f]{20}", re.ASCII)
+_INCARNATION = re.compile(r"[0-9a-f]{16}", re.ASCII)
+
+
+def new_version_id() -> str:
+    """Return a new version id: 12 hex digits of milliseconds, then 8 random hex digits."""
+    return f"{time.time_ns() // 1_000_000:012x}{secrets.token_hex(4)}"
+
+
+def _dump(obj: dict[str, Any]) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), sort_keys=True).encode()
+
+
+def _author() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+@dataclass(frozen=True, slots=True)
+class VersionRecord:
+    """A version's immutable record.
+
+    Attributes
+    ----------
+    id : str
+        The version id.
+    parent : str or None
+        The sealed version it was started from; ``None`` for a repository's first version.
+    chain : tuple of str
+        The sealed ancestors whose manifests make up this version's starting state, newest
+        first, ending at a checkpoint or at the first version.
+    created : float
+        When the version was opened, in seconds since the epoch.
+    """
+
+    id: str
+    parent: str | None
+    chain: tuple[str, ...]
+    created: float
+
+    @property
+    def is_checkpoint(self) -> bool:
+        """Whether this version's manifest, once sealed, holds the whole merged index."""
+        return len(self.chain) >= CHECKPOINT_EVERY
+
+    def child(self) -> VersionRecord:
+        """Return the record of a new open version starting from this one."""
+        chain = (self.id,) if self.is_checkpoint else (self.id, *self.chain)
+        return VersionRecord(new_version_id(), self.id, chain, time.time())
+
+    def to_json(self) -> bytes:
+        """Serialise the record."""
+        return _dump(
+            {
+                "id": self.id,
+                "parent": self.parent,
+                "chain": list(self.chain),
+                "created": self.created,
+            }
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    """What a ref resolved to.
+
+    Attributes
+    ----------
+    kind : {"branch", "tag", "version"}
+        What the ref named.
+    ref : str
+        The ref itself.
+    version : str
+        The version id: the open head for a branch, a sealed version otherwise.
+    sealed : bool
+        Whether the version is sealed (immutable).
+    """
+
+    kind: Literal["branch", "tag", "version"]
+    ref: str
+    version: str
+    sealed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class LogEntry:
+    """One version in a repository's history.
+
+    Attributes
+    ----------
+    id : str
+        The version id.
+    parent : str or None
+        The version it started from.
+    time : datetime.datetime
+        When it was sealed (or opened, for an open head), in UTC.
+    message : str or None
+        The message given when it was sealed.
+    refs : tuple of str
+        The branches and tags pointing at it (``"tag: v1"``-style for tags).
+    sealed : bool
+        False for a branch's open head.
+    """
+
+    id: str
+    parent: str | None
+    time: datetime
+    message: str | None
+    refs: tuple[str, ...]
+    sealed: bool
+
+
+class Repository:
+    """One repository's version history on a storage.
+
+    Parameters
+    ----------
+    storage : Storage
+        The hub root's storage.
+    name : Name
+        The repository's name; its ref is ignored.
+    """
+
+    def __init__(self, storage: Storage, name: Name) -> None:
+        self.storage = storage
+        self.name = name.with_ref(None)
+        self._base = f"{name.user}/{name.repo}"
+        self._info: dict[str, Any] | None = None
+
+    # -- files ---------------------------------------------------------------------------
+
+    async def _read_json(self, path: str) -> dict[str, Any] | None:
+        raw = await self.storage.read(path)
+        if raw is None:
+            return None
+        try:
+            data = json.loads(raw)
+        except ValueError as exc:
+            raise FormatError(
+                f"{self.storage.url}/{path} is not valid JSON; the repository {self.name} is "
+                "damaged: restore that file from a copy"
+            ) from exc
+        if not isinstance(data, dict):
+            raise FormatError(f"{self.storage.url}/{path} is not a JSON object")
+        return data
+
+    def _field(
+        self, data: dict[str, Any], key: str, kind: type | tuple[type, ...], path: str
+    ) -> Any:
+        value = data.get(key)
+        if not isinstance(value, kind):
+            raise FormatError(
+                f"{self.storage.url}/{path} lacks a valid {key!r} field; the repository "
+                f"{self.name} is damaged: restore that file from a copy"
+            )
+        return value
+
+    @property
+    def _home(self) -> str:
+        assert self._info is not None, "call open() or create() first"
+        return f"{self._base}/{self._info['id']}"
+
+    def _path(self, *parts: str) -> str:
+        return "/".join((self._home, *parts))
+
+    def data_path(self, version: str, key: str) -> str:
+        """Return the storage path of ``key`` written while ``version`` was open."""
+        return self._path("data", version, key)
+
+    # -- identity ------------------------------------------------------------------------
+
+    async def exists(self) -> bool:
+        """Return whether the repository exists."""
+        return await self.storage.size(f"{self._base}/repo.json") is not None
+
+    async def open(self) -> None:
+        """Read the repository's identity.
+
+        Raises
+        ------
+        NotFoundError
+            If there is no such repository; the message names close matches.
+        FormatError
+            If ``repo.json`` is damaged or of a newer layout.
+        """
+        if self._info is not None:
+            return
+        path = f"{self._base}/repo.json"
+        info = await self._read_json(path)
+        if info is None:
+            names = [n for n in await list_repositories(self.storage) if n != str(self.name)]
+            close = difflib.get_close_matches(str(self.name), names, n=3, cutoff=0.6)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise NotFoundError(
+                f"no repository {self.name} under {self.storage.url}{hint} "
+                "(create one with hubzarr.array(...); list them with 'hub ls')"
+            )
+        layout = self._field(info, "layout", int, path)
+        if layout > LAYOUT:
+            raise FormatError(
+                f"{self.name} was written with repository layout {layout}, newer than this "
+                f"hubzarr understands ({LAYOUT}); upgrade hubzarr"
+            )
+        if not _INCARNATION.fullmatch(str(self._field(info, "id", str, path))):
+            raise FormatError(f"{self.storage.url}/{path} has an invalid 'id'")
+        check_ref(self._field(info, "default_branch", str, path), what="default branch")
+        self._field(info, "root_version", str, path)
+        self._info = info
+
+    @property
+    def default_branch(self) -> str:
+        """The branch a name without a ref means."""
+        assert self._info is not None, "call open() or create() first"
+        return str(self._info["default_branch"])
+
+    async def create(self, branch: str) -> str:
+        """Create the repository with one empty branch; return the branch's head.
+
+        Raises
+        ------
+        AlreadyExistsError
+            If the repository exists (exactly one of several concurrent creators succeeds).
+        """
+        check_ref(branch, what="branch")
+        record = VersionRecord(new_version_id(), None, (), time.time())
+        info = {
+            "format": "hubzarr",
+            "layout": LAYOUT,
+            "id": secrets.token_hex(8),
+            "default_branch": branch,
+            "root_version": record.id,
+            "created": record.created,
+        }
+        self._info = info
+        await self.storage.create(self._path("versions", f"{record.id}.json"), record.to_json())
+        try:
+            await self.storage.create(f"{self._base}/repo.json", _dump(info))
+        except AlreadyExistsError:
+            self._info = None
+            raise AlreadyExistsError(
+                f"repository {self.name} already exists under {self.storage.url}; open it "
+                "with hubzarr.load(...), or pass overwrite=True to replace its head's contents"
+            ) from None
+        await self.storage.create(self._ref_path("branch", branch), _dump({"head": record.id}))
+        return record.id
+
+    async def delete(self) -> None:
+        """Delete the repository with all its versions."""
+        await self.open()
+        home = self._home
+        await self.storage.delete(f"{self._base}/repo.json")
+        self._info = None
+        await self.storage.delete_prefix(home)
+
+    # -- refs ----------------------------------------------------------------------------
+
+    def _ref_path(self, kind: Literal["branch", "tag"], ref: str) -> str:
+        return self._path("refs", "branches" if kind == "branch" else "tags", f"{ref}.json")
+
+    async def _read_ref(self, kind: Literal["branch", "tag"], ref: str) -> str | None:
+        path = self._ref_path(kind, ref)
+        data = await self._read_json(path)
+        if data is None:
+            if kind == "branch" and ref == self.default_branch:
+                return await self._recover_default_branch()
+            return None
+        value = self._field(data, "head" if kind == "branch" else "version", str, path)
+        if not _VERSION_ID.fullmatch(value):
+            raise FormatError(f"{self.storage.url}/{path} points at an invalid version id")
+        return str(value)
+
+    async def _recover_default_branch(self) -> str | None:
+        # A creator that died between repo.json and the branch ref left no ref; the ref
+        # content is fully determined by repo.json, so any opener may finish the job.
+        assert self._info is not None
+        root = str(self._info["root_version"])
+        if await self.storage.size(self._path("versions", f"{root}.json")) is None:
+            return None
+        if not self.storage.read_only:
+            try:
+                await self.storage.create(
+                    self._ref_path("branch", self.default_branch), _dump({"head": root})
+                )
+            except AlreadyExistsError:
+                return await self._read_ref("branch", self.default_branch)
+        return root
+
+    async def refs(self) -> dict[str, tuple[Literal["branch", "tag"], str]]:
+        """Return ``{ref: (kind, version)}`` for every branch (its head) and tag."""
+        await self.open()
+        out: dict[str, tuple[Literal["branch", "tag"], str]] = {}
+        for kind, folder in (("branch", "branches"), ("tag", "tags")):
+            names = [
+                n.removesuffix(".json")
+                for n in await self.storage.list_dir(self._path("refs", folder))
+                if n.endswith(".json")
+            ]
+            versions = await asyncio.gather(
+                *(self._read_ref(kind, n) for n in names)  # type: ignore[arg-type]
+            )
+            for n, v in zip(names, versions, strict=True):
+                if v is not None:
+                    out[n] = (kind, v)  # type: ignore[assignment]
+        return out
+
+    async def _check_ref_free(self, ref: str, what: str) -> None:
+        branch, tag = await asyncio.gather(
+            self._read_ref("branch", ref), self._read_ref("tag", ref)
+        )
+        if branch is not None or tag is not None:
+            kind = "branch" if branch is not None else "tag"
+            raise AlreadyExistsError(
+                f"{self.name} already has a {kind} named {ref!r}; choose another {what} name"
+            )
+
+    async def resolve(self, ref: str | None) -> Resolved:
+        """Resolve a branch, tag or version id (``None``: the default branch).
+
+        Raises
+        ------
+        NotFoundError
+            If nothing of that name exists; the message lists close matches.
+        """
+        await self.open()
+        ref = ref or self.default_branch
+        head = await self._read_ref("branch", ref)
+        if head is not None:
+            return Resolved("branch", ref, await self.current_head(head), sealed=False)
+        tag = await self._read_ref("tag", ref)
+        if tag is not None:
+            return Resolved("tag", ref, tag, sealed=True)
+        if _VERSION_ID.fullmatch(ref) and await self.read_version(ref) is not None:
+            return Resolved("version", ref, ref, sealed=await self._is_sealed(ref))
+        known = sorted(await self.refs())
+        close = difflib.get_close_matches(ref, known, n=3, cutoff=0.5)
+        hint = f"did you mean {', '.join(close)}? " if close else ""
+        raise NotFoundError(
+            f"{self.name} has no branch, tag or version {ref!r}; {hint}"
+            f"its refs are: {', '.join(known) or '(none)'}"
+        )
+
+    async def branch_head(self, branch: str) -> str:
+        """Return the open head of ``branch``, finishing any half-done seal of it first.
+
+        Raises
+        ------
+        NotFoundError
+            If there is no such branch.
+        """
+        head = await self._read_ref("branch", branch)
+        if head is None:
+            raise NotFoundError(f"{self.name} has no branch {branch!r}")
+        return await self.current_head(head)
+
+    async def current_head(self, version: str) -> str:
+        """Follow ``version``'s seals to the open head that took over its writes.
+
+        A seal found on the way is finished first (manifest written, branch moved), so a
+        sealer that died halfway is completed by whoever comes next.
+        """
+        while (seal := await self._read_seal(version)) is not None:
+            await self._finish_seal(version, seal)
+            version = str(seal["successor"])
+        return version
+
+    # -- versions ------------------------------------------------------------------------
+
+    async def read_version(self, version: str) -> VersionRecord | None:
+        """Return a version's record, or ``None`` if there is none."""
+        path = self._path("versions", f"{version}.json")
+        data = await self._read_json(path)
+        if data is None:
+            return None
+        parent = data.get("parent")
+        chain = self._field(data, "chain", list, path)
+        if (parent is not None and not isinstance(parent, str)) or not all(
+            isinstance(c, str) and _VERSION_ID.fullmatch(c) for c in chain
+        ):
+            raise FormatError(f"{self.storage.url}/{path} has an invalid parent or chain")
+        created = self._field(data, "created", (float, int), path)
+        return VersionRecord(version, parent, tuple(chain), float(created))
+
+    async def _require_version(self, version: str) -> VersionRecord:
+        record = await self.read_version(version)
+        if record is None:
+            raise FormatError(
+                f"{self.name} refers to version {version}, whose record is missing; the "
+                "repository is damaged"
+            )
+        return record
+
+    async def _read_seal(self, version: str) -> dict[str, Any] | None:
+        return await self._read_json(self._path("seals", f"{version}.json"))
+
+    async def _is_sealed(self, version: str) -> bool:
+        if await self.storage.size(self._path("manifests", f"{version}.json")) is not None:
+            return True
+        seal = await self._read_seal(version)
+        if seal is None:
+            return False
+        await self._finish_seal(version, seal)
+        return True
+
+    async def list_written(self, version: str) -> tuple[dict[str, int], set[str]]:
+        """List what an open version wrote: ``({key: payload size}, {deleted keys})``."""
+        written: dict[str, int] = {}
+        deleted: set[str] = set()
+        for key, size in (await self.storage.list(self._path("data", version))).items():
+            if size == len(TOMBSTONE):
+                deleted.add(key)
+            else:
+                written[key] = size
+        return written, deleted
+
+    async def _manifest(self, version: str) -> dict[str, Any]:
+        path = self._path("manifests", f"{version}.json")
+        data = await self._read_json(path)
+        if data is None:
+            seal = await self._read_seal(version)
+            if seal is None:
+                raise FormatError(
+                    f"{self.name}: sealed version {version} has no manifest; the repository is "
+                    "damaged"
+                )
+            await self._finish_seal(version, seal)
+            data = await self._read_json(path)
+            assert data is not None
+        return data
+
+    async def load_index(self, chain: Iterable[str]) -> dict[str, str]:
+        """Merge the manifests of ``chain`` (newest first) into ``{key: owning version}``."""
+        ids = list(chain)
+        manifests = await asyncio.gather(*(self._manifest(v) for v in ids))
+        index: dict[str, str] = {}
+        for version, manifest in zip(reversed(ids), reversed(manifests), strict=True):
+            if manifest.get("checkpoint"):
+                index = {key: owner for owner, keys in manifest["index"].items() for key in keys}
+                continue
+            for key in manifest["written"]:
+                index[key] = version
+            for key in manifest["deleted"]:
+                index.pop(key, None)
+        return index
+
+    async def version_index(self, version: str, *, sealed: bool) -> dict[str, str]:
+        """Return the index a reader of ``version`` resolves keys with.
+
+        For a sealed version, the whole state; for an open head, its starting state (the head's
+        own objects are looked up under its prefix first).
+        """
+        record = await self._require_version(version)
+        if not sealed:
+            return await self.load_index(record.chain)
+        return await self.load_index(
+            (version,) if record.is_checkpoint else (version, *record.chain)
+        )
+
+    # -- the seal protocol ---------------------------------------------------------------
+
+    async def _finish_seal(self, version: str, seal: dict[str, Any]) -> None:
+        manifest_path = self._path("manifests", f"{version}.json")
+        if await self.storage.size(manifest_path) is None and not self.storage.read_only:
+            record = await self._require_version(version)
+            written, deleted = await self.list_written(version)
+            manifest: dict[str, Any]
+            if record.is_checkpoint:
+                index = await self.load_index(record.chain)
+                for key in deleted:
+                    index.pop(key, None)
+                index.update(dict.fromkeys(written, version))
+                grouped: dict[str, list[str]] = {}
+                for key, owner in sorted(index.items()):
+                    grouped.setdefault(owner, []).append(key)
+                manifest = {"version": version, "checkpoint": True, "index": grouped}
+            else:
+                manifest = {
+                    "version": version,
+                    "checkpoint": False,
+                    "written": sorted(written),
+                    "deleted": sorted(deleted),
+                }
+            # Another finisher may have published it first; manifests are write-once.
+            with contextlib.suppress(AlreadyExistsError):
+                await self.storage.create(manifest_path, _dump(manifest))
+        branch = seal.get("branch")
+        if isinstance(branch, str):
+            await self._move_branch(branch, version, str(seal["successor"]))
+
+    async def _move_branch(self, branch: str, old: str, new: str) -> None:
+        path = self._ref_path("branch", branch)
+        data = await self._read_json(path)
+        if data is not None and data.get("head") == old and not self.storage.read_only:
+            # Only the seal of `old` moves the branch off `old`, and its successor is fixed by
+            # the seal record, so every finisher writes the same content.
+            await self.storage.write(path, _dump({"head": new}), durable=True)
+
+    async def seal(self, branch: str, message: str | None = None) -> str:
+        """Seal the head of ``branch`` and give the branch a new empty head.
+
+        Returns
+        -------
+        str
+            The id of the sealed version.
+        """
+        head = await self.branch_head(branch)
+        record = await self._require_version(head)
+        successor = record.child()
+        await self.storage.create(
+            self._path("versions", f"{successor.id}.json"), successor.to_json()
+        )
+        seal = {
+            "version": head,
+            "successor": successor.id,
+            "branch": branch,
+            "time": time.time(),
+            "message": message,
+            "author": _author(),
+        }
+        try:
+            await self.storage.create(self._path("seals", f"{head}.json"), _dump(seal))
+        except AlreadyExistsError:
+            # A concurrent sealer won; its seal is as good as ours (our successor record is
+            # left for garbage collection).
+            won = await self._read_seal(head)
+            assert won is not None
+            seal = won
+        await self._finish_seal(head, seal)
+        return head
+
+    async def _sealed_version(self, ref: str | None, action: str) -> str:
+        resolved = await self.resolve(ref)
+        if resolved.kind == "branch":
+            return await self.seal(resolved.ref)
+        if not resolved.sealed:
+            raise InvalidArgumentError(
+                f"version {resolved.version} of {self.name} is an open head; {action} its "
+                "branch instead"
+            )
+        return resolved.version
+
+    async def tag(self, ref: str | None, tag: str, message: str | None = None) -> str:
+        """Create an immutable tag at ``ref`` (sealing a branch's head); return the version id.
+
+        Raises
+        ------
+        AlreadyExistsError
+            If a tag or branch of that name exists (exactly one concurrent creator wins).
+        """
+        await self.open()
+        check_ref(tag, what="tag")
+        await self._check_ref_free(tag, "tag")
+        version = await self._sealed_version(ref, "tag")
+        record = {"version": version, "time": time.time(), "message": message}
+        try:
+            await self.storage.create(self._ref_path("tag", tag), _dump(record))
+        except AlreadyExistsError:
+            raise AlreadyExistsError(
+                f"{self.name} already has a tag named {tag!r}; choose another tag name"
+            ) from None
+        return version
+
+    async def branch(self, ref: str | None, new_branch: str) -> str:
+        """Create a branch starting at ``ref``; return its (empty, open) head.
+
+        Raises
+        ------
+        AlreadyExistsError
+            If a tag or branch of that name exists (exactly one concurrent creator wins).
+        """
+        await self.open()
+        check_ref(new_branch, what="branch")
+        await self._check_ref_free(new_branch, "branch")
+        base = await self._require_version(await self._sealed_version(ref, "branch from"))
+        head = base.child()
+        await self.storage.create(self._path("versions", f"{head.id}.json"), head.to_json())
+        try:
+            await self.storage.create(
+                self._ref_path("branch", new_branch), _dump({"head": head.id})
+            )
+        except AlreadyExistsError:
+            raise AlreadyExistsError(
+                f"{self.name} already has a branch named {new_branch!r}; choose another name"
+            ) from None
+        return head.id
+
+    async def log(self, ref: str | None) -> list[LogEntry]:
+        """Return the history leading to ``ref``, newest first."""
+        resolved = await self.resolve(ref)
+        by_version: dict[str, list[str]] = {}
+        for name, (kind, version) in sorted((await self.refs()).items()):
+            by_version.setdefault(version, []).append(name if kind == "branch" else f"tag: {name}")
+        entries: list[LogEntry] = []
+        current: str | None = resolved.version
+        while current is not None:
+            record, seal = await asyncio.gather(
+                self._require_version(current), self._read_seal(current)
+            )
+            when = float(seal["time"]) if seal else record.created
+            message = seal.get("message") if seal else None
+            entries.append(
+                LogEntry(
+                    id=current,
+                    parent=record.parent,
+                    time=datetime.fromtimestamp(when, UTC),
+                    message=message if isinstance(message, str) else None,
+                    refs=tuple(by_version.get(current, ())),
+                    sealed=seal is not None,
+                )
+            )
+            current = record.parent
+        return entries
+
+
+async def list_repositories(storage: Storage, prefix: str = "") -> list[str]:
+    """Return the names (``user/name``) of the repositories under a root, sorted.
+
+    Parameters
+    ----------
+    storage : Storage
+        The hub root.
+    prefix : str
+        Keep only names starting with this.
+    """
+    users = [u for u in await storage.list_dir("") if not u.startswith(".")]
+    users = [u for u in users if u.startswith(prefix.split("/", 1)[0])]
+    names_per_user = await asyncio.gather(*(storage.list_dir(u) for u in users))
+    candidates = [f"{u}/{n}" for u, names in zip(users, names_per_user, strict=True) for n in names]
+    candidates = [c for c in candidates if c.startswith(prefix)]
+    sizes = await asyncio.gather(*(storage.size(f"{c}/repo.json") for c in candidates))
+    return sorted(c for c, size in zip(candidates, sizes, strict=True) if size is not None)

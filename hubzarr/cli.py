@@ -214,7 +214,8 @@ def configure(
     from hubzarr.storage import check_root
 
     if root is not None or namespace is not None:
-        current = load_settings()
+        # With both given, the old file is not needed, so a broken one can be replaced.
+        current = load_settings() if root is None or namespace is None else Settings()
         path = save_settings(
             Settings(
                 root=check_root(root) if root is not None else current.root,

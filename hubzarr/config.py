@@ -75,6 +75,10 @@ def load_settings() -> Settings:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         return Settings()
+    except UnicodeDecodeError as exc:
+        raise FormatError(
+            f"config file {path} is not UTF-8 text ({exc}); fix it or rerun 'hub configure'"
+        ) from exc
     try:
         data = json.loads(text)
     except ValueError as exc:

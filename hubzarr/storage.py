@@ -161,7 +161,7 @@ class Storage(ABC):
 
     @abstractmethod
     async def delete_prefix(self, prefix: str) -> None:
-        """Delete every object under the folder ``prefix``."""
+        """Delete every object under the folder ``prefix`` (never the whole root)."""
 
     @abstractmethod
     async def list(self, prefix: str) -> dict[str, int]:
@@ -265,7 +265,7 @@ class LocalStorage(Storage):
         self.url = self.root.as_uri()
 
     def _full(self, path: str) -> Path:
-        return self.root.joinpath(*check_path(path).split("/"))
+        return self.root.joinpath(*check_path(path).split("/")) if path else self.root
 
     async def read(self, path: str) -> bytes | None:
         with _translating(self.url, path):
@@ -292,14 +292,14 @@ class LocalStorage(Storage):
 
     async def delete_prefix(self, prefix: str) -> None:
         with _translating(self.url, prefix):
-            await asyncio.to_thread(_local_delete_prefix, self._full(prefix))
+            await asyncio.to_thread(_local_delete_prefix, self._full(check_path(prefix)))
 
     async def list(self, prefix: str) -> dict[str, int]:
         with _translating(self.url, prefix):
             return await asyncio.to_thread(_local_list, self._full(prefix))
 
     async def list_dir(self, prefix: str) -> builtins.list[str]:
-        base = self._full(prefix) if prefix else self.root
+        base = self._full(prefix)
         with _translating(self.url, prefix):
             return await asyncio.to_thread(_local_list_dir, base)
 
@@ -356,23 +356,27 @@ class FsspecStorage(Storage):
         with _translating(self.url, path):
             await self._call("pipe_file", self._full(path), b"".join(_as_parts(data)))
 
-    def _create_in_memory(self, full: str, data: bytes) -> None:
+    def _create_in_memory(self, full: str, data: bytes) -> bool:
         with self._memory_lock:
             if self.fs.exists(full):
-                raise FileExistsError(full)
+                return False
             self.fs.pipe_file(full, data)
+            return True
 
     async def create(self, path: str, data: Parts) -> None:
         self._writable(path)
-        full, payload = self._full(path), b"".join(_as_parts(data))
+        full = self._full(path)
+        exists = AlreadyExistsError(f"{path!r} already exists under {self.url}")
         with _translating(self.url, path):
+            payload = b"".join(_as_parts(data))
+            if isinstance(self.fs, MemoryFileSystem):
+                if not self._create_in_memory(full, payload):
+                    raise exists
+                return
             try:
-                if isinstance(self.fs, MemoryFileSystem):
-                    self._create_in_memory(full, payload)
-                else:
-                    await self._call("pipe_file", full, payload, mode="create")
+                await self._call("pipe_file", full, payload, mode="create")
             except FileExistsError as exc:
-                raise AlreadyExistsError(f"{path!r} already exists under {self.url}") from exc
+                raise exists from exc
 
     async def delete(self, path: str) -> None:
         self._writable(path)
@@ -382,7 +386,7 @@ class FsspecStorage(Storage):
     async def delete_prefix(self, prefix: str) -> None:
         self._writable(prefix)
         with _translating(self.url, prefix), contextlib.suppress(FileNotFoundError):
-            await self._call("rm", self._full(prefix), recursive=True)
+            await self._call("rm", self._full(check_path(prefix)), recursive=True)
 
     async def list(self, prefix: str) -> dict[str, int]:
         base = self._full(prefix)

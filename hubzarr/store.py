@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-from collections.abc import AsyncGenerator, AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +40,8 @@ from hubzarr.versions import Repository, Resolved
 __all__ = ["HubStore"]
 
 _READ_ONLY = "store was opened in read-only mode and does not support writing"
+#: Objects smaller than this are checksummed on the event loop; larger ones in a worker thread.
+_INLINE_CHECKSUM_BYTES = 256 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,9 +109,16 @@ class HubStore(Store):
         self.root = check_root(resolve_root(root))
         self.name: Name = parse_name(name, default_user=resolve_namespace())
         self._storage_options = dict(storage_options or {})
+        self._reset()
+
+    def _reset(self) -> None:
         self._pinned: Resolved | None = None
         self._state: _State | None = None
         self._storage: Storage | None = None
+        # Seal checks shared by concurrent writes (see _checked_state).
+        self._check: asyncio.Future[_State] | None = None
+        self._check_number = 0
+        self._checks_started = 0
 
     # -- identity, pickling --------------------------------------------------------------
 
@@ -144,9 +153,8 @@ class HubStore(Store):
         self.root = state["root"]
         self.name = state["name"]
         self._storage_options = state["storage_options"]
+        self._reset()
         self._pinned = state["pinned"]
-        self._state = None
-        self._storage = None
 
     def with_read_only(self, read_only: bool = False) -> HubStore:
         """Return a new, unopened store at the same ref with another ``read_only`` setting."""
@@ -186,9 +194,8 @@ class HubStore(Store):
         """At a branch, catch up with the branch: if this store's head has been sealed since it
         was opened (a tag or branch taken, here or elsewhere), move to the head that took over.
         """
-        state = await self._load()
-        if not state.resolved.sealed:
-            await self._advance(state)
+        if not (await self._load()).resolved.sealed:
+            await self._checked_state()
 
     @property
     def read_only(self) -> bool:
@@ -196,6 +203,8 @@ class HubStore(Store):
         return self._read_only or (self._state is not None and self._state.resolved.sealed)
 
     def _check_writable(self) -> None:
+        if self._state is not None and self._state.resolved.sealed:
+            raise self._sealed_error(self._state)
         if self._read_only:
             raise ReadOnlyError(
                 f"{_READ_ONLY}: {self.name} was opened read-only; open it with mode='r+' to write"
@@ -210,8 +219,6 @@ class HubStore(Store):
             If the store was opened read-only or is at a tag or sealed version.
         """
         self._check_writable()
-        if self._state is not None and self._state.resolved.sealed:
-            raise self._sealed_error(self._state)
 
     def pinned_state(self) -> Resolved | None:
         """Return what the ref resolved to, if the store has resolved it yet."""
@@ -232,20 +239,50 @@ class HubStore(Store):
             raise self._sealed_error(state)
         return state
 
-    async def _advance(self, state: _State) -> _State | None:
-        """If ``state``'s head has been sealed, move to the head that took over; else None."""
-        head = await state.repo.current_head(state.version)
-        if head == state.version:
-            return None
-        resolved = Resolved(state.resolved.kind, state.resolved.ref, head, sealed=False)
-        index = await state.repo.version_index(head, sealed=False)
+    async def _advance(self) -> _State:
+        """Move to the head that took over if this store's head has been sealed."""
+        state = await self._load()
+        path = await state.repo.successors(state.version)
+        if len(path) == 1:
+            return state
+        index = dict(state.index)
+        await state.repo.extend_index(index, path[:-1])
+        resolved = Resolved(state.resolved.kind, state.resolved.ref, path[-1], sealed=False)
         self._state = _State(state.repo, resolved, index)
         return self._state
+
+    async def _checked_state(self) -> _State:
+        """Return the state after a seal check that began after this call.
+
+        Concurrent writes share checks: a write needs a check that started after the write
+        returned (a seal begun later lists the write), and one check started after several
+        writes returned serves them all, so a burst of chunk writes costs a few checks, not two
+        per chunk.
+        """
+        need = self._checks_started + 1
+        while True:
+            check = self._check
+            if check is not None and self._check_number >= need:
+                return check.result() if check.done() else await asyncio.shield(check)
+            if check is None or check.done():
+                self._checks_started += 1
+                self._check_number = self._checks_started
+                self._check = asyncio.ensure_future(self._advance())
+                continue
+            await asyncio.wait([check])
 
     def _where(self, state: _State, key: str) -> str:
         return f"key {key!r} of {self.name} (version {state.version})"
 
     # -- reading -------------------------------------------------------------------------
+
+    async def _decode(self, raw: bytes, state: _State, key: str) -> memoryview | None:
+        where = self._where(state, key)
+        if len(raw) < _INLINE_CHECKSUM_BYTES:
+            return frame.decode(raw, where)
+        # Checksumming megabytes on the event loop would serialise it; the C code releases the
+        # GIL, so worker threads verify chunks in parallel.
+        return await asyncio.to_thread(frame.decode, raw, where)
 
     async def _read(self, state: _State, key: str) -> memoryview | None:
         check_path(key)
@@ -263,7 +300,7 @@ class HubStore(Store):
                     f"{self._where(state, key)} is missing from storage although version "
                     f"{owner} recorded it; the repository is damaged"
                 )
-        return frame.decode(raw, self._where(state, key))
+        return await self._decode(raw, state, key)
 
     async def get(
         self, key: str, prototype: BufferPrototype, byte_range: ByteRequest | None = None
@@ -330,18 +367,27 @@ class HubStore(Store):
         """Store ``value`` at ``key`` in the branch's head."""
         check_path(key)
         payload = value.as_numpy_array().data
-        parts = (frame.encode_header(payload), payload)
-        await self._fenced_write(
-            key, lambda state: self.storage.write(state.repo.data_path(state.version, key), parts)
-        )
+        if len(payload) < _INLINE_CHECKSUM_BYTES:
+            header = frame.encode_header(payload)
+        else:
+            header = await asyncio.to_thread(frame.encode_header, payload)
 
-    async def _fenced_write(self, key: str, write: Any) -> None:
-        state = await self._writable_state()
-        state = await self._advance(state) or state
-        await write(state)
-        while (moved := await self._advance(state)) is not None:
-            state = moved
+        async def put(state: _State) -> None:
+            await self.storage.write(state.repo.data_path(state.version, key), (header, payload))
+
+        await self._fenced_write(put)
+
+    async def _fenced_write(self, write: Callable[[_State], Awaitable[None]]) -> None:
+        """Write into the head between two seal checks; if the head was sealed meanwhile,
+        repeat the write in the head that took over, so it is never lost."""
+        await self._writable_state()
+        state = await self._checked_state()
+        while True:
             await write(state)
+            after = await self._checked_state()
+            if after.version == state.version:
+                return
+            state = after
 
     async def set_if_not_exists(self, key: str, value: Buffer) -> None:
         """Store ``value`` at ``key`` unless ``key`` already has a value."""
@@ -359,7 +405,7 @@ class HubStore(Store):
             else:
                 await self.storage.delete(path)
 
-        await self._fenced_write(key, remove)
+        await self._fenced_write(remove)
 
     # -- listing -------------------------------------------------------------------------
 

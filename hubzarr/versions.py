@@ -423,15 +423,20 @@ class Repository:
         return await self.current_head(head)
 
     async def current_head(self, version: str) -> str:
-        """Follow ``version``'s seals to the open head that took over its writes.
+        """Follow ``version``'s seals to the open head that took over its writes."""
+        return (await self.successors(version))[-1]
 
-        A seal found on the way is finished first (manifest written, branch moved), so a
-        sealer that died halfway is completed by whoever comes next.
+    async def successors(self, version: str) -> list[str]:
+        """Return ``version`` and the heads that took over from it, oldest first.
+
+        All but the last are sealed. A seal found on the way is finished first (manifest
+        written, branch moved), so a sealer that died halfway is completed by whoever comes next.
         """
-        while (seal := await self._read_seal(version)) is not None:
-            await self._finish_seal(version, seal)
-            version = str(seal["successor"])
-        return version
+        path = [version]
+        while (seal := await self._read_seal(path[-1])) is not None:
+            await self._finish_seal(path[-1], seal)
+            path.append(str(seal["successor"]))
+        return path
 
     # -- versions ------------------------------------------------------------------------
 
@@ -497,20 +502,33 @@ class Repository:
             assert data is not None
         return data
 
+    @staticmethod
+    def _apply(index: dict[str, str], version: str, manifest: dict[str, Any]) -> None:
+        if manifest.get("checkpoint"):
+            index.clear()
+            index.update((key, owner) for owner, keys in manifest["index"].items() for key in keys)
+            return
+        index.update(dict.fromkeys(manifest["written"], version))
+        for key in manifest["deleted"]:
+            index.pop(key, None)
+
     async def load_index(self, chain: Iterable[str]) -> dict[str, str]:
         """Merge the manifests of ``chain`` (newest first) into ``{key: owning version}``."""
         ids = list(chain)
         manifests = await asyncio.gather(*(self._manifest(v) for v in ids))
         index: dict[str, str] = {}
         for version, manifest in zip(reversed(ids), reversed(manifests), strict=True):
-            if manifest.get("checkpoint"):
-                index = {key: owner for owner, keys in manifest["index"].items() for key in keys}
-                continue
-            for key in manifest["written"]:
-                index[key] = version
-            for key in manifest["deleted"]:
-                index.pop(key, None)
+            self._apply(index, version, manifest)
         return index
+
+    async def extend_index(self, index: dict[str, str], sealed: Iterable[str]) -> None:
+        """Apply the manifests of ``sealed`` versions (oldest first) to ``index`` in place.
+
+        Turns the starting index of an open head into that of the head that took over after it
+        was sealed, without reloading the whole chain.
+        """
+        for version in sealed:
+            self._apply(index, version, await self._manifest(version))
 
     async def version_index(self, version: str, *, sealed: bool) -> dict[str, str]:
         """Return the index a reader of ``version`` resolves keys with.
@@ -597,10 +615,12 @@ class Repository:
         await self._finish_seal(head, seal)
         return head
 
-    async def _sealed_version(self, ref: str | None, action: str) -> str:
+    async def _sealed_version(
+        self, ref: str | None, action: str, message: str | None = None
+    ) -> str:
         resolved = await self.resolve(ref)
         if resolved.kind == "branch":
-            return await self.seal(resolved.ref)
+            return await self.seal(resolved.ref, message)
         if not resolved.sealed:
             raise InvalidArgumentError(
                 f"version {resolved.version} of {self.name} is an open head; {action} its "
@@ -616,10 +636,10 @@ class Repository:
         AlreadyExistsError
             If a tag or branch of that name exists (exactly one concurrent creator wins).
         """
-        await self.open()
         check_ref(tag, what="tag")
+        await self.open()
         await self._check_ref_free(tag, "tag")
-        version = await self._sealed_version(ref, "tag")
+        version = await self._sealed_version(ref, "tag", message)
         record = {"version": version, "time": time.time(), "message": message}
         try:
             await self.storage.create(self._ref_path("tag", tag), _dump(record))
@@ -637,8 +657,8 @@ class Repository:
         AlreadyExistsError
             If a tag or branch of that name exists (exactly one concurrent creator wins).
         """
-        await self.open()
         check_ref(new_branch, what="branch")
+        await self.open()
         await self._check_ref_free(new_branch, "branch")
         base = await self._require_version(await self._sealed_version(ref, "branch from"))
         head = base.child()

@@ -1,0 +1,38 @@
+"""Targets for tests that run in other processes (importable, so 'spawn' can start them)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+
+def payload(worker: int, trial: int) -> bytes:
+    """The bytes ``worker`` tries to create in ``trial``: distinct, and big enough to tear."""
+    head = f"worker={worker} trial={trial};".encode()
+    return head + bytes([worker]) * (64 * 1024 + worker)
+
+
+def race_create(root: str, worker: int, trials: int, barrier: Any, results: Any) -> None:
+    """Race ``create`` of ``race/<trial>`` against the other workers, once per trial.
+
+    Reports ``(trial, worker, outcome)`` on ``results``; outcome is ``"won"``,
+    ``"exists"`` or the repr of any other exception.
+    """
+    from hubzarr.errors import AlreadyExistsError
+    from hubzarr.storage import LocalStorage
+
+    storage = LocalStorage(Path(root))
+
+    async def attempt(trial: int) -> str:
+        try:
+            await storage.create(f"race/{trial}", payload(worker, trial))
+        except AlreadyExistsError:
+            return "exists"
+        except Exception as exc:  # reported, and failed, by the parent
+            return repr(exc)
+        return "won"
+
+    for trial in range(trials):
+        barrier.wait(timeout=120)
+        results.put((trial, worker, asyncio.run(attempt(trial))))

@@ -1,0 +1,66 @@
+"""A storage wrapper that counts the primitives called through it, for cost assertions."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from hubzarr.storage import Parts, Storage
+
+
+class CountingStorage(Storage):
+    """Delegate to ``inner`` and count calls per primitive, and paths per primitive."""
+
+    def __init__(self, inner: Storage) -> None:
+        self.inner = inner
+        self.url = inner.url
+        self.read_only = inner.read_only
+        self.calls: Counter[str] = Counter()
+        self.paths: list[tuple[str, str]] = []
+
+    def reset(self) -> None:
+        self.calls.clear()
+        self.paths.clear()
+
+    def _note(self, op: str, path: str) -> None:
+        self.calls[op] += 1
+        self.paths.append((op, path))
+
+    async def read(self, path: str) -> bytes | None:
+        self._note("read", path)
+        return await self.inner.read(path)
+
+    async def size(self, path: str) -> int | None:
+        self._note("size", path)
+        return await self.inner.size(path)
+
+    async def write(self, path: str, data: Parts, *, durable: bool = False) -> None:
+        self._note("write", path)
+        await self.inner.write(path, data, durable=durable)
+
+    async def create(self, path: str, data: Parts) -> None:
+        self._note("create", path)
+        await self.inner.create(path, data)
+
+    async def delete(self, path: str) -> None:
+        self._note("delete", path)
+        await self.inner.delete(path)
+
+    async def delete_prefix(self, prefix: str) -> None:
+        self._note("delete_prefix", prefix)
+        await self.inner.delete_prefix(prefix)
+
+    async def list(self, prefix: str) -> dict[str, int]:
+        self._note("list", prefix)
+        return await self.inner.list(prefix)
+
+    async def list_dir(self, prefix: str) -> list[str]:
+        self._note("list_dir", prefix)
+        return await self.inner.list_dir(prefix)
+
+
+def counting(obj: Any) -> CountingStorage:
+    """Install a counting wrapper as ``obj``'s storage (a Hub or a HubStore) and return it."""
+    wrapper = CountingStorage(obj.storage)
+    obj._storage = wrapper
+    return wrapper

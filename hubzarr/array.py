@@ -207,20 +207,28 @@ def cast_value(value: Any, dtype: np.dtype[Any]) -> npt.NDArray[Any]:
         )
 
     src, dst = arr.dtype.kind, dtype.kind
-    if dst == "b":
-        raise refuse("only booleans go into a bool array")
     if src == "c" and dst != "c":
         raise refuse("complex values would lose their imaginary part")
-    if dst in "iu":
+    if dst == "b":
+        if src not in "iu" or (arr.size and not bool(np.all((arr == 0) | (arr == 1)))):
+            raise refuse("only booleans, or the integers 0 and 1, go into a bool array")
+    elif dst in "iu":
         if src == "f" and arr.size and not bool(np.all(np.isfinite(arr) & (arr == np.trunc(arr)))):
             raise refuse("some values are not whole numbers (or are NaN or infinite)")
         info = np.iinfo(dtype)
-        if arr.size and (arr.min() < info.min or arr.max() > info.max):
+        # Compare floats against exact powers of two: float(info.max) rounds up past the range.
+        low, high = (info.min, info.max + 1) if src in "iu" else (float(info.min), 2.0**info.bits)
+        if dst == "i" and src == "f":
+            high = 2.0 ** (info.bits - 1)
+        if arr.size and (arr.min() < low or arr.max() >= high):
             raise refuse(f"some values are outside [{info.min}, {info.max}]")
-    elif dst == "f" and arr.size:
-        finite = arr[np.isfinite(arr)] if src in "fc" else arr
-        if finite.size and np.max(np.abs(finite)) > np.finfo(dtype).max:
-            raise refuse(f"some values exceed the largest {dtype} ({np.finfo(dtype).max})")
+    elif arr.size:  # a float or complex target: finite values must stay finite
+        parts = (arr.real, arr.imag) if src == "c" else (arr,)
+        largest = np.finfo(dtype).max
+        for part in parts:
+            finite = part[np.isfinite(part)] if part.dtype.kind == "f" else part
+            if finite.size and np.max(np.abs(finite)) > largest:
+                raise refuse(f"some values exceed the largest {dtype} ({largest})")
     return arr.astype(dtype)
 
 
@@ -229,10 +237,11 @@ def _normalize_index(
 ) -> tuple[tuple[int | slice, ...], tuple[int, ...], tuple[int, ...]]:
     """Turn a basic numpy index into (zarr selection, result shape, result axes to flip)."""
     items = key if isinstance(key, tuple) else (key,)
-    if sum(1 for k in items if k is Ellipsis) > 1:
+    ellipses = [i for i, k in enumerate(items) if k is Ellipsis]
+    if len(ellipses) > 1:
         raise InvalidIndexError("an index can only have a single Ellipsis ('...')")
-    if Ellipsis in items:
-        at = items.index(Ellipsis)
+    if ellipses:
+        at = ellipses[0]
         fill = len(shape) - (len(items) - 1)
         items = (*items[:at], *(slice(None),) * max(fill, 0), *items[at + 1 :])
     if len(items) > len(shape):
@@ -323,7 +332,13 @@ class HubArray:
     @property
     def version(self) -> str:
         """The version id read (and, at a branch, written): the head for a branch."""
+        self._refresh()
         return sync(self._store.resolved()).version
+
+    def _refresh(self) -> None:
+        state = self._store.pinned_state()
+        if state is not None and not state.sealed:
+            sync(self._store.refresh())
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -375,9 +390,7 @@ class HubArray:
     # -- reading and writing -------------------------------------------------------------
 
     def __getitem__(self, key: Any) -> npt.NDArray[Any]:
-        state = self._store.pinned_state()
-        if state is not None and not state.sealed:
-            sync(self._store.refresh())
+        self._refresh()
         return self._read(key)
 
     def _read(self, key: Any) -> npt.NDArray[Any]:

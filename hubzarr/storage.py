@@ -26,9 +26,9 @@ import shutil
 import threading
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 from urllib.request import url2pathname
 
@@ -56,8 +56,17 @@ __all__ = [
 #: Suffix of temporary files; listings skip them and no stored path may end with it.
 TMP_SUFFIX = ".hubzarr-tmp"
 
-#: What a write takes: one bytes-like object, or several written back to back.
-Parts = bytes | memoryview | Sequence[bytes | memoryview]
+#: What a write takes: one bytes-like object, or several written back to back, or a function
+#: returning them (called where the write runs, in a worker thread for local storage, so costly
+#: framing such as a checksum stays off the event loop).
+Parts = (
+    bytes
+    | memoryview
+    | Sequence[bytes | memoryview]
+    | Callable[[], bytes | memoryview | Sequence[bytes | memoryview]]
+)
+
+T = TypeVar("T")
 
 
 def check_path(path: str) -> str:
@@ -94,6 +103,8 @@ def check_path(path: str) -> str:
 
 
 def _as_parts(data: Parts) -> Sequence[bytes | memoryview]:
+    if callable(data):
+        data = data()
     return (data,) if isinstance(data, bytes | memoryview) else data
 
 
@@ -136,6 +147,18 @@ class Storage(ABC):
     @abstractmethod
     async def read(self, path: str) -> bytes | None:
         """Return the object's bytes, or ``None`` if it does not exist."""
+
+    async def read_first(self, paths: Sequence[str], then: Callable[[int, bytes], T]) -> T | None:
+        """Read the first of ``paths`` that exists and return ``then(its position, its bytes)``.
+
+        Returns ``None`` if none exists. Local storage does the reads and ``then`` in one worker
+        thread: one hop per chunk, as zarr's own LocalStore.
+        """
+        for i, path in enumerate(paths):
+            raw = await self.read(path)
+            if raw is not None:
+                return then(i, raw)
+        return None
 
     @abstractmethod
     async def size(self, path: str) -> int | None:
@@ -196,9 +219,8 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _local_write(
-    path: Path, parts: Sequence[bytes | memoryview], durable: bool, create: bool
-) -> None:
+def _local_write(path: Path, data: Parts, durable: bool, create: bool) -> None:
+    parts = _as_parts(data)
     tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex}{TMP_SUFFIX}")
     try:
         f = open(tmp, "xb")  # noqa: SIM115 - closed below, after the directory is made
@@ -271,18 +293,31 @@ class LocalStorage(Storage):
         with _translating(self.url, path):
             return await asyncio.to_thread(_local_read, self._full(path))
 
+    async def read_first(self, paths: Sequence[str], then: Callable[[int, bytes], T]) -> T | None:
+        full = [self._full(p) for p in paths]
+
+        def work() -> T | None:
+            for i, path in enumerate(full):
+                raw = _local_read(path)
+                if raw is not None:
+                    return then(i, raw)
+            return None
+
+        with _translating(self.url, paths[0] if paths else ""):
+            return await asyncio.to_thread(work)
+
     async def size(self, path: str) -> int | None:
         with _translating(self.url, path):
             return await asyncio.to_thread(_local_size, self._full(path))
 
     async def write(self, path: str, data: Parts, *, durable: bool = False) -> None:
         with _translating(self.url, path):
-            await asyncio.to_thread(_local_write, self._full(path), _as_parts(data), durable, False)
+            await asyncio.to_thread(_local_write, self._full(path), data, durable, False)
 
     async def create(self, path: str, data: Parts) -> None:
         with _translating(self.url, path):
             try:
-                await asyncio.to_thread(_local_write, self._full(path), _as_parts(data), True, True)
+                await asyncio.to_thread(_local_write, self._full(path), data, True, True)
             except FileExistsError as exc:
                 raise AlreadyExistsError(f"{path!r} already exists under {self.url}") from exc
 

@@ -40,8 +40,6 @@ from hubzarr.versions import Repository, Resolved
 __all__ = ["HubStore"]
 
 _READ_ONLY = "store was opened in read-only mode and does not support writing"
-#: Objects smaller than this are checksummed on the event loop; larger ones in a worker thread.
-_INLINE_CHECKSUM_BYTES = 256 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,7 +198,8 @@ class HubStore(Store):
     @property
     def read_only(self) -> bool:
         """Whether writes are refused: opened read-only, or at a sealed version."""
-        return self._read_only or (self._state is not None and self._state.resolved.sealed)
+        resolved = self.pinned_state()
+        return self._read_only or (resolved is not None and resolved.sealed)
 
     def _check_writable(self) -> None:
         if self._state is not None and self._state.resolved.sealed:
@@ -276,31 +275,28 @@ class HubStore(Store):
 
     # -- reading -------------------------------------------------------------------------
 
-    async def _decode(self, raw: bytes, state: _State, key: str) -> memoryview | None:
-        where = self._where(state, key)
-        if len(raw) < _INLINE_CHECKSUM_BYTES:
-            return frame.decode(raw, where)
-        # Checksumming megabytes on the event loop would serialise it; the C code releases the
-        # GIL, so worker threads verify chunks in parallel.
-        return await asyncio.to_thread(frame.decode, raw, where)
-
     async def _read(self, state: _State, key: str) -> memoryview | None:
         check_path(key)
         repo = state.repo
-        raw = None
-        if not state.resolved.sealed:
-            raw = await self.storage.read(repo.data_path(state.version, key))
-        if raw is None:
-            owner = state.index.get(key)
-            if owner is None:
-                return None
-            raw = await self.storage.read(repo.data_path(owner, key))
-            if raw is None:
-                raise CorruptChunkError(
-                    f"{self._where(state, key)} is missing from storage although version "
-                    f"{owner} recorded it; the repository is damaged"
-                )
-        return await self._decode(raw, state, key)
+        owner = state.index.get(key)
+        versions = [] if state.resolved.sealed else [state.version]
+        if owner is not None:
+            versions.append(owner)
+        if not versions:
+            return None
+
+        def decode(i: int, raw: bytes) -> tuple[memoryview | None]:
+            return (frame.decode(raw, self._where(state, key)),)
+
+        found = await self.storage.read_first([repo.data_path(v, key) for v in versions], decode)
+        if found is not None:
+            return found[0]
+        if owner is not None:
+            raise CorruptChunkError(
+                f"{self._where(state, key)} is missing from storage although version "
+                f"{owner} recorded it; the repository is damaged"
+            )
+        return None
 
     async def get(
         self, key: str, prototype: BufferPrototype, byte_range: ByteRequest | None = None
@@ -367,13 +363,12 @@ class HubStore(Store):
         """Store ``value`` at ``key`` in the branch's head."""
         check_path(key)
         payload = value.as_numpy_array().data
-        if len(payload) < _INLINE_CHECKSUM_BYTES:
-            header = frame.encode_header(payload)
-        else:
-            header = await asyncio.to_thread(frame.encode_header, payload)
+
+        def framed() -> tuple[bytes, memoryview]:
+            return frame.encode_header(payload), payload
 
         async def put(state: _State) -> None:
-            await self.storage.write(state.repo.data_path(state.version, key), (header, payload))
+            await self.storage.write(state.repo.data_path(state.version, key), framed)
 
         await self._fenced_write(put)
 

@@ -259,7 +259,7 @@ class Repository:
         info = await self._read_json(path)
         if info is None:
             names = [n for n in await list_repositories(self.storage) if n != str(self.name)]
-            close = difflib.get_close_matches(str(self.name), names, n=3, cutoff=0.6)
+            close = difflib.get_close_matches(str(self.name), names, n=3, cutoff=0.75)
             hint = f"; did you mean {', '.join(close)}?" if close else ""
             raise NotFoundError(
                 f"no repository {self.name} under {self.storage.url}{hint} "
@@ -274,7 +274,9 @@ class Repository:
         if not _INCARNATION.fullmatch(str(self._field(info, "id", str, path))):
             raise FormatError(f"{self.storage.url}/{path} has an invalid 'id'")
         check_ref(self._field(info, "default_branch", str, path), what="default branch")
-        self._field(info, "root_version", str, path)
+        if not _VERSION_ID.fullmatch(str(self._field(info, "root_version", str, path))):
+            raise FormatError(f"{self.storage.url}/{path} has an invalid 'root_version'")
+        self._field(info, "created", (int, float), path)
         self._info = info
 
     @property
@@ -301,17 +303,17 @@ class Repository:
             "root_version": record.id,
             "created": record.created,
         }
-        self._info = info
-        await self.storage.create(self._path("versions", f"{record.id}.json"), record.to_json())
+        # repo.json decides the winner among concurrent creators and determines everything
+        # written after it, so an opener can finish a creation that stopped halfway.
         try:
             await self.storage.create(f"{self._base}/repo.json", _dump(info))
         except AlreadyExistsError:
-            self._info = None
             raise AlreadyExistsError(
                 f"repository {self.name} already exists under {self.storage.url}; open it "
                 "with hubzarr.load(...), or pass overwrite=True to replace its head's contents"
             ) from None
-        await self.storage.create(self._ref_path("branch", branch), _dump({"head": record.id}))
+        self._info = info
+        await self._recover_default_branch()
         return record.id
 
     async def delete(self) -> None:
@@ -340,20 +342,22 @@ class Repository:
         return str(value)
 
     async def _recover_default_branch(self) -> str | None:
-        # A creator that died between repo.json and the branch ref left no ref; the ref
-        # content is fully determined by repo.json, so any opener may finish the job.
+        # The first version's record and the default branch are fully determined by repo.json:
+        # the creator writes them right after it, and any opener finishes a creation that
+        # stopped halfway.
         assert self._info is not None
-        root = str(self._info["root_version"])
-        if await self.storage.size(self._path("versions", f"{root}.json")) is None:
+        if self.storage.read_only:
             return None
-        if not self.storage.read_only:
-            try:
-                await self.storage.create(
-                    self._ref_path("branch", self.default_branch), _dump({"head": root})
-                )
-            except AlreadyExistsError:
-                return await self._read_ref("branch", self.default_branch)
-        return root
+        root = VersionRecord(
+            str(self._info["root_version"]), None, (), float(self._info["created"])
+        )
+        for path, content in (
+            (self._path("versions", f"{root.id}.json"), root.to_json()),
+            (self._ref_path("branch", self.default_branch), _dump({"head": root.id})),
+        ):
+            with contextlib.suppress(AlreadyExistsError):
+                await self.storage.create(path, content)
+        return await self._read_ref("branch", self.default_branch)
 
     async def refs(self) -> dict[str, tuple[Literal["branch", "tag"], str]]:
         """Return ``{ref: (kind, version)}`` for every branch (its head) and tag."""

@@ -148,16 +148,16 @@ class Storage(ABC):
     async def read(self, path: str) -> bytes | None:
         """Return the object's bytes, or ``None`` if it does not exist."""
 
-    async def read_first(self, paths: Sequence[str], then: Callable[[int, bytes], T]) -> T | None:
-        """Read the first of ``paths`` that exists and return ``then(its position, its bytes)``.
+    async def read_first(self, paths: Sequence[str], then: Callable[[bytes], T]) -> T | None:
+        """Read the first of ``paths`` that exists and return ``then(its bytes)``.
 
         Returns ``None`` if none exists. Local storage does the reads and ``then`` in one worker
         thread: one hop per chunk, as zarr's own LocalStore.
         """
-        for i, path in enumerate(paths):
+        for path in paths:
             raw = await self.read(path)
             if raw is not None:
-                return then(i, raw)
+                return then(raw)
         return None
 
     @abstractmethod
@@ -293,14 +293,14 @@ class LocalStorage(Storage):
         with _translating(self.url, path):
             return await asyncio.to_thread(_local_read, self._full(path))
 
-    async def read_first(self, paths: Sequence[str], then: Callable[[int, bytes], T]) -> T | None:
+    async def read_first(self, paths: Sequence[str], then: Callable[[bytes], T]) -> T | None:
         full = [self._full(p) for p in paths]
 
         def work() -> T | None:
-            for i, path in enumerate(full):
+            for path in full:
                 raw = _local_read(path)
                 if raw is not None:
-                    return then(i, raw)
+                    return then(raw)
             return None
 
         with _translating(self.url, paths[0] if paths else ""):

@@ -143,7 +143,7 @@ class HubStore(Store):
             "name": self.name,
             "read_only": self._read_only,
             "storage_options": public_options(self._storage_options),
-            "pinned": self._state.resolved if self._state else self._pinned,
+            "pinned": self.pinned_state(),
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -231,12 +231,9 @@ class HubStore(Store):
             f"hubzarr.branch({str(self.name)!r}, 'my-branch')"
         )
 
-    async def _writable_state(self) -> _State:
+    async def _ensure_writable(self) -> None:
+        await self._load()
         self._check_writable()
-        state = await self._load()
-        if state.resolved.sealed:
-            raise self._sealed_error(state)
-        return state
 
     async def _advance(self) -> _State:
         """Move to the head that took over if this store's head has been sealed."""
@@ -285,7 +282,8 @@ class HubStore(Store):
         if not versions:
             return None
 
-        def decode(i: int, raw: bytes) -> tuple[memoryview | None]:
+        def decode(raw: bytes) -> tuple[memoryview | None]:
+            # A 1-tuple, so that a tombstone (None inside) differs from "no object" (None).
             return (frame.decode(raw, self._where(state, key)),)
 
         found = await self.storage.read_first([repo.data_path(v, key) for v in versions], decode)
@@ -375,7 +373,7 @@ class HubStore(Store):
     async def _fenced_write(self, write: Callable[[_State], Awaitable[None]]) -> None:
         """Write into the head between two seal checks; if the head was sealed meanwhile,
         repeat the write in the head that took over, so it is never lost."""
-        await self._writable_state()
+        await self._ensure_writable()
         state = await self._checked_state()
         while True:
             await write(state)

@@ -363,18 +363,20 @@ class Repository:
         """Return ``{ref: (kind, version)}`` for every branch (its head) and tag."""
         await self.open()
         out: dict[str, tuple[Literal["branch", "tag"], str]] = {}
-        for kind, folder in (("branch", "branches"), ("tag", "tags")):
+        kinds: tuple[tuple[Literal["branch", "tag"], str], ...] = (
+            ("branch", "branches"),
+            ("tag", "tags"),
+        )
+        for kind, folder in kinds:
             names = [
                 n.removesuffix(".json")
                 for n in await self.storage.list_dir(self._path("refs", folder))
                 if n.endswith(".json")
             ]
-            versions = await asyncio.gather(
-                *(self._read_ref(kind, n) for n in names)  # type: ignore[arg-type]
+            versions = await asyncio.gather(*(self._read_ref(kind, n) for n in names))
+            out.update(
+                (n, (kind, v)) for n, v in zip(names, versions, strict=True) if v is not None
             )
-            for n, v in zip(names, versions, strict=True):
-                if v is not None:
-                    out[n] = (kind, v)  # type: ignore[assignment]
         return out
 
     async def _check_ref_free(self, ref: str, what: str) -> None:

@@ -12,6 +12,7 @@ Example::
 from hubzarr.api import Hub, array, branch, delete, load, log, ls, store, tag
 from hubzarr.array import HubArray
 from hubzarr.errors import (
+    AccessDeniedError,
     AlreadyExistsError,
     CorruptChunkError,
     FormatError,
@@ -30,6 +31,7 @@ from hubzarr.versions import LogEntry
 __version__ = "0.1.0"
 
 __all__ = [
+    "AccessDeniedError",
     "AlreadyExistsError",
     "CorruptChunkError",
     "FormatError",

@@ -14,6 +14,8 @@ code written against numpy, zarr or the filesystem keeps working::
     ├── ReadOnlyError (PermissionError,        writing to a tag, a sealed version, or a store
     │                  ValueError)             opened read-only: branch, then write
     └── StorageError (OSError)                 the storage backend failed or holds bad data
+        ├── AccessDeniedError (PermissionError) the credential may not do that: names the bucket
+        │                                      and which credential was used, never a secret
         ├── FormatError                        a hubzarr file is malformed or of a newer layout
         └── CorruptChunkError                  a stored object is truncated or fails its checksum
 
@@ -29,6 +31,7 @@ and may be retried or reported.
 from __future__ import annotations
 
 __all__ = [
+    "AccessDeniedError",
     "AlreadyExistsError",
     "CorruptChunkError",
     "FormatError",
@@ -77,6 +80,10 @@ class ReadOnlyError(HubError, PermissionError, ValueError):
 
 class StorageError(HubError, OSError):
     """The storage backend failed, or what it holds is not what hubzarr wrote."""
+
+
+class AccessDeniedError(StorageError, PermissionError):
+    """The backend refused the credential in use for that bucket or object."""
 
 
 class FormatError(StorageError):

@@ -22,6 +22,7 @@ import asyncio
 import builtins
 import contextlib
 import os
+import random
 import shutil
 import threading
 import uuid
@@ -36,8 +37,10 @@ import fsspec
 from fsspec.implementations.memory import MemoryFileSystem
 
 from hubzarr.errors import (
+    AccessDeniedError,
     AlreadyExistsError,
     InvalidArgumentError,
+    NotFoundError,
     ReadOnlyError,
     StorageError,
 )
@@ -52,6 +55,8 @@ __all__ = [
     "open_storage",
     "public_options",
 ]
+
+_RAISE: Any = object()
 
 #: Suffix of temporary files; listings skip them and no stored path may end with it.
 TMP_SUFFIX = ".hubzarr-tmp"
@@ -113,7 +118,7 @@ def _translating(url: str, path: str) -> Iterator[None]:
     """Map a backend exception raised inside the block to the hubzarr error tree."""
     try:
         yield
-    except (StorageError, AlreadyExistsError, InvalidArgumentError, ReadOnlyError):
+    except (StorageError, AlreadyExistsError, InvalidArgumentError, ReadOnlyError, NotFoundError):
         raise
     except PermissionError as exc:
         raise StorageError(
@@ -341,56 +346,219 @@ class LocalStorage(Storage):
             return await asyncio.to_thread(_local_list_dir, base)
 
 
+#: How often an operation is tried when the backend fails transiently, and the first backoff.
+_ATTEMPTS = 6
+_BACKOFF_S = 0.05
+#: Backend error codes that mean "try again" (S3's and GCS's throttling and 5xx family).
+_TRANSIENT_CODES = frozenset(
+    {
+        "InternalError",
+        "ServiceUnavailable",
+        "SlowDown",
+        "RequestTimeout",
+        "Throttling",
+        "ThrottlingException",
+        "RequestLimitExceeded",
+        "BadDigest",
+    }
+)
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        yield e
+        todo += [e.__cause__, e.__context__]
+
+
+def _error_code(exc: BaseException) -> tuple[str, int]:
+    """Return the backend's (error code, HTTP status) found in ``exc``'s chain, or ("", 0)."""
+    for e in _causes(exc):
+        response = getattr(e, "response", None)
+        if isinstance(response, dict) and "Error" in response:
+            status = response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+            return str(response["Error"].get("Code", "")), int(status or 0)
+        code = getattr(e, "code", None)
+        if isinstance(code, int) and type(e).__name__ == "HttpError":  # gcsfs
+            return "", code
+    return "", 0
+
+
+def _is_transient(exc: BaseException) -> bool:
+    """Whether ``exc`` is worth retrying: throttling, 5xx, a dropped connection, a timeout."""
+    if isinstance(exc, FileNotFoundError | FileExistsError | PermissionError):
+        return False
+    code, status = _error_code(exc)
+    if code in _TRANSIENT_CODES or status >= 500 or status == 429:
+        return True
+    for e in _causes(exc):
+        if isinstance(e, ConnectionError | TimeoutError | asyncio.TimeoutError):
+            return True
+        names = {t.__name__ for t in type(e).__mro__}
+        if names & {
+            "ClientConnectionError",
+            "ClientPayloadError",
+            "ServerDisconnectedError",
+            "HTTPClientError",
+            "ConnectionClosedError",
+            "EndpointConnectionError",
+            "ReadTimeoutError",
+            "ConnectTimeoutError",
+            "IncompleteReadError",
+        }:
+            return True
+    return False
+
+
+def describe_credentials(options: dict[str, Any]) -> str:
+    """Say which credential a backend uses, without revealing any secret."""
+    if options.get("anon") or options.get("token") == "anon":
+        return "anonymous access"
+    if options.get("profile"):
+        return f"profile {options['profile']!r}"
+    key = options.get("key")
+    if isinstance(key, str) and key:
+        shown = f"{key[:4]}...{key[-4:]}" if len(key) > 12 else "****"
+        return f"access key {shown}"
+    if options.get("token"):
+        return "the token given in storage_options"
+    return "credentials from the environment or the backend's default profile"
+
+
 class FsspecStorage(Storage):
-    """Storage on any fsspec filesystem (memory today; object stores build on it).
+    """Storage on any fsspec filesystem: memory, S3, GCS, HTTP (read-only), ...
 
     Parameters
     ----------
-    fs : fsspec.AbstractFileSystem
-        The filesystem.
+    protocol : str
+        The fsspec protocol.
     url : str
         The root URL, as the user gave it (it must hold no credentials).
+    options : dict
+        Options for the filesystem (credentials may be among them: never shown).
     read_only : bool
         Refuse every write (HTTP roots).
+
+    Notes
+    -----
+    Asynchronous filesystems (S3, GCS, HTTP) run on fsspec's own I/O loop, which owns their
+    HTTP sessions (and closes them at exit); callers on any event loop (zarr's, a test's) hand
+    their coroutines over to it. Transient failures (5xx, throttling, dropped
+    connections, timeouts) are retried with exponential backoff; a put-if-absent whose retry
+    finds the object already there reads it back, so a lost acknowledgement of our own write is
+    not mistaken for a conflict.
     """
 
     # Put-if-absent on the in-memory filesystem: it lives in this process only, so a
     # process-wide lock around exists-then-write makes it atomic.
     _memory_lock = threading.Lock()
 
-    def __init__(self, fs: Any, url: str, *, read_only: bool = False) -> None:
-        self.fs = fs
+    def __init__(
+        self, protocol: str, url: str, options: dict[str, Any], *, read_only: bool = False
+    ) -> None:
+        self.protocol = protocol
         self.url = url
         self.read_only = read_only
-        self._base = str(fs._strip_protocol(url)).rstrip("/")
+        self._options = options
+        self._cls = fsspec.get_filesystem_class(protocol)
+        self._async = bool(getattr(self._cls, "async_impl", False))
+        self._fs: Any = None
+        self._base = str(self._cls._strip_protocol(url)).rstrip("/")
+
+    def __repr__(self) -> str:
+        return f"FsspecStorage({self.url!r})"
+
+    @property
+    def fs(self) -> Any:
+        """The fsspec filesystem (created on first use)."""
+        if self._fs is None:
+            self._fs = self._cls(**self._options)
+        return self._fs
 
     def _full(self, path: str) -> str:
         return f"{self._base}/{check_path(path)}" if path else self._base
 
-    async def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        if getattr(self.fs, "async_impl", False):
-            return await getattr(self.fs, "_" + method)(*args, **kwargs)
-        return await asyncio.to_thread(getattr(self.fs, method), *args, **kwargs)
+    def _bucket(self) -> str:
+        return self._base.split("/", 1)[0]
+
+    async def _call(
+        self,
+        method: str,
+        *args: Any,
+        missing: Any = _RAISE,
+        retried: list[bool] | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Call a filesystem method, retrying transient failures with backoff.
+
+        ``missing`` is returned when the object does not exist (a missing bucket is still an
+        error); ``retried`` records whether any attempt failed before the last one.
+        """
+        fs = self.fs
+        for attempt in range(_ATTEMPTS):
+            try:
+                if self._async:
+                    coro = getattr(fs, "_" + method)(*args, **kwargs)
+                    return await asyncio.wrap_future(
+                        asyncio.run_coroutine_threadsafe(coro, fs.loop)
+                    )
+                return await asyncio.to_thread(getattr(fs, method), *args, **kwargs)
+            except FileNotFoundError as exc:
+                if _error_code(exc)[0] == "NoSuchBucket" or "bucket does not exist" in str(exc):
+                    raise NotFoundError(
+                        f"the bucket {self._bucket()!r} of the hub root {self.url} does not "
+                        "exist; create it, or run 'hub configure' which offers to"
+                    ) from exc
+                if missing is _RAISE:
+                    raise
+                return missing
+            except Exception as exc:
+                if attempt + 1 == _ATTEMPTS or not _is_transient(exc):
+                    raise
+                if retried is not None:
+                    retried.append(True)
+                # Exponential backoff with jitter: concurrent clients do not retry in lockstep.
+                await asyncio.sleep(_BACKOFF_S * 2**attempt * (0.5 + random.random()))
+        raise AssertionError("unreachable")
+
+    @contextlib.contextmanager
+    def _translating(self, path: str) -> Iterator[None]:
+        try:
+            with _translating(self.url, path):
+                yield
+        except StorageError as exc:
+            denied = next(
+                (e for e in _causes(exc) if isinstance(e, PermissionError)),
+                None,
+            )
+            if denied is None and _error_code(exc)[1] != 403:
+                raise
+            raise AccessDeniedError(
+                f"access denied to {path!r} in bucket {self._bucket()!r} ({self.url}) using "
+                f"{describe_credentials(self._options)}; check that this credential may read "
+                "and write there, or choose another with 'hub configure'"
+            ) from exc.__cause__
 
     async def read(self, path: str) -> bytes | None:
-        with _translating(self.url, path):
-            try:
-                data: bytes = await self._call("cat_file", self._full(path))
-            except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
-                return None
+        with self._translating(path):
+            data: bytes | None = await self._call("cat_file", self._full(path), missing=None)
             return data
 
     async def size(self, path: str) -> int | None:
-        with _translating(self.url, path):
-            try:
-                info = await self._call("info", self._full(path))
-            except FileNotFoundError:
+        with self._translating(path):
+            info = await self._call("info", self._full(path), missing=None)
+            if info is None or info.get("type") == "directory":
                 return None
-            return None if info.get("type") == "directory" else int(info["size"])
+            return int(info["size"])
 
     async def write(self, path: str, data: Parts, *, durable: bool = False) -> None:
         self._writable(path)
-        with _translating(self.url, path):
+        with self._translating(path):
             await self._call("pipe_file", self._full(path), b"".join(_as_parts(data)))
 
     def _create_in_memory(self, full: str, data: bytes) -> bool:
@@ -404,47 +572,51 @@ class FsspecStorage(Storage):
         self._writable(path)
         full = self._full(path)
         exists = AlreadyExistsError(f"{path!r} already exists under {self.url}")
-        with _translating(self.url, path):
+        with self._translating(path):
             payload = b"".join(_as_parts(data))
             if isinstance(self.fs, MemoryFileSystem):
                 if not self._create_in_memory(full, payload):
                     raise exists
                 return
+            retried: list[bool] = []
             try:
-                await self._call("pipe_file", full, payload, mode="create")
+                await self._call("pipe_file", full, payload, mode="create", retried=retried)
             except FileExistsError as exc:
+                # After a failed attempt, "already exists" may be our own write whose
+                # acknowledgement was lost: the content (unique per writer) tells.
+                if retried and await self._call("cat_file", full, missing=None) == payload:
+                    return
                 raise exists from exc
 
     async def delete(self, path: str) -> None:
         self._writable(path)
-        with _translating(self.url, path), contextlib.suppress(FileNotFoundError):
-            await self._call("rm_file", self._full(path))
+        with self._translating(path):
+            await self._call("rm_file", self._full(path), missing=None)
 
     async def delete_prefix(self, prefix: str) -> None:
         self._writable(prefix)
-        with _translating(self.url, prefix), contextlib.suppress(FileNotFoundError):
-            await self._call("rm", self._full(check_path(prefix)), recursive=True)
+        with self._translating(prefix):
+            await self._call("rm", self._full(check_path(prefix)), recursive=True, missing=None)
 
     async def list(self, prefix: str) -> dict[str, int]:
         base = self._full(prefix)
-        with _translating(self.url, prefix):
-            try:
-                found = await self._call("find", base, detail=True)
-            except FileNotFoundError:
-                return {}
+        with self._translating(prefix):
+            found = await self._call("find", base, detail=True, missing={})
         start = len(base) + 1
         return {
             p[start:]: int(info["size"])
             for p, info in found.items()
-            if p.startswith(base + "/") and not p.endswith(TMP_SUFFIX)
+            if p.startswith(base + "/")
+            and not p.endswith(TMP_SUFFIX)
+            and info.get("type") != "directory"
         }
 
     async def list_dir(self, prefix: str) -> builtins.list[str]:
         base = self._full(prefix)
-        with _translating(self.url, prefix):
+        with self._translating(prefix):
             try:
-                entries = await self._call("ls", base, detail=False)
-            except (FileNotFoundError, NotADirectoryError):
+                entries = await self._call("ls", base, detail=False, missing=[])
+            except NotADirectoryError:
                 return []
         names = {str(e).rstrip("/").rsplit("/", 1)[-1] for e in entries}
         return sorted(n for n in names if n and not n.endswith(TMP_SUFFIX))
@@ -506,10 +678,15 @@ def open_storage(root: str, storage_options: dict[str, Any] | None = None) -> St
     if parts.scheme == "file":
         return LocalStorage(Path(url2pathname(parts.path)))
     try:
-        fs = fsspec.filesystem(parts.scheme, **(storage_options or {}))
+        fsspec.get_filesystem_class(parts.scheme)
     except (ValueError, ImportError) as exc:
         raise InvalidArgumentError(
             f"cannot open hub root {root!r}: {exc}; use a folder path or a URL such as "
             "'memory://hub', 's3://bucket/prefix' or 'gs://bucket/prefix'"
         ) from exc
-    return FsspecStorage(fs, root, read_only=parts.scheme in ("http", "https"))
+    options = dict(storage_options or {})
+    if parts.scheme in ("s3", "s3a"):
+        # s3fs otherwise sends a HEAD before every GET of a whole object (to size a concurrent
+        # download), doubling the requests and halving small-chunk throughput.
+        options.setdefault("max_concurrency", 1)
+    return FsspecStorage(parts.scheme, root, options, read_only=parts.scheme in ("http", "https"))

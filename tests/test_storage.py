@@ -469,7 +469,7 @@ class TestMemoryStorage(StorageContract):
     async def test_read_only_refuses_every_write(self, storage: Storage, root_url: str) -> None:
         await storage.write("obj", b"original")
         assert isinstance(storage, FsspecStorage)
-        frozen = FsspecStorage(storage.fs, root_url, read_only=True)
+        frozen = FsspecStorage("memory", root_url, {}, read_only=True)
         assert await frozen.read("obj") == b"original"
         assert await frozen.list_dir("") == ["obj"]
         calls: list[Callable[[], Awaitable[Any]]] = [

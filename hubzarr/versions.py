@@ -648,7 +648,14 @@ class Repository:
         await self.open()
         await self._check_ref_free(tag, "tag")
         version = await self._sealed_version(ref, "tag", message)
-        record = {"version": version, "time": time.time(), "message": message}
+        # The nonce makes the record unique to this writer, so a retried put-if-absent whose
+        # first acknowledgement was lost recognises its own record.
+        record = {
+            "version": version,
+            "time": time.time(),
+            "message": message,
+            "nonce": secrets.token_hex(8),
+        }
         try:
             await self.storage.create(self._ref_path("tag", tag), _dump(record))
         except AlreadyExistsError:
@@ -673,7 +680,8 @@ class Repository:
         await self.storage.create(self._path("versions", f"{head.id}.json"), head.to_json())
         try:
             await self.storage.create(
-                self._ref_path("branch", new_branch), _dump({"head": head.id})
+                self._ref_path("branch", new_branch),
+                _dump({"head": head.id, "nonce": secrets.token_hex(8)}),
             )
         except AlreadyExistsError:
             raise AlreadyExistsError(

@@ -347,7 +347,7 @@ class LocalStorage(Storage):
 
 
 #: How often an operation is tried when the backend fails transiently, and the first backoff.
-_ATTEMPTS = 6
+_ATTEMPTS = 4
 _BACKOFF_S = 0.05
 #: Backend error codes that mean "try again" (S3's and GCS's throttling and 5xx family).
 _TRANSIENT_CODES = frozenset(
@@ -532,12 +532,17 @@ class FsspecStorage(Storage):
             with _translating(self.url, path):
                 yield
         except StorageError as exc:
-            denied = next(
-                (e for e in _causes(exc) if isinstance(e, PermissionError)),
-                None,
-            )
-            if denied is None and _error_code(exc)[1] != 403:
+            causes = list(_causes(exc))
+            missing = any(type(e).__name__ == "NoCredentialsError" for e in causes)
+            denied = missing or any(isinstance(e, PermissionError) for e in causes)
+            if not denied and _error_code(exc)[1] != 403:
                 raise
+            if missing:
+                raise AccessDeniedError(
+                    f"no credentials were found for {self.url}; set them with 'hub configure', "
+                    "the backend's environment variables or profile, or use anon=True for a "
+                    "public bucket"
+                ) from exc.__cause__
             raise AccessDeniedError(
                 f"access denied to {path!r} in bucket {self._bucket()!r} ({self.url}) using "
                 f"{describe_credentials(self._options)}; check that this credential may read "
@@ -685,6 +690,8 @@ def open_storage(root: str, storage_options: dict[str, Any] | None = None) -> St
             "'memory://hub', 's3://bucket/prefix' or 'gs://bucket/prefix'"
         ) from exc
     options = dict(storage_options or {})
+    # A cached listing would answer "is this head sealed?" from the past: never cache.
+    options.setdefault("use_listings_cache", False)
     if parts.scheme in ("s3", "s3a"):
         # s3fs otherwise sends a HEAD before every GET of a whole object (to size a concurrent
         # download), doubling the requests and halving small-chunk throughput.

@@ -1,13 +1,32 @@
-"""Shared fixtures: an isolated home and config for every test, and hub roots on every backend."""
+"""Shared fixtures: an isolated home and config for every test, and hub roots on every backend:
+local folders, memory, S3 (a moto server) and GCS (the PyPI emulator), the servers started here
+on 127.0.0.1 and stopped at the end of the session."""
 
 from __future__ import annotations
 
+import os
+
+# gcsfs picks its filesystem class when first imported; the "extended" one stalls ~60 s per
+# bucket against an emulator. Set before anything imports gcsfs (spawned workers inherit it).
+os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
+
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import fsspec
 import pytest
+from servers import (
+    Server,
+    gcs_emulator,
+    gcs_options,
+    make_bucket,
+    make_gcs_bucket,
+    moto_server,
+    s3_options,
+)
 
 import hubzarr
 
@@ -58,3 +77,62 @@ def root(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 def hub(root: str) -> hubzarr.Hub:
     """A :class:`hubzarr.Hub` on each backend."""
     return hubzarr.Hub(root)
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[Server]:
+    """A moto S3 server for the whole session."""
+    with moto_server() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def gcs_server() -> Iterator[Server]:
+    """A GCS emulator for the whole session."""
+    with gcs_emulator() as server:
+        yield server
+
+
+@dataclass(frozen=True)
+class Backend:
+    """A hub root and the storage options to reach it."""
+
+    kind: str
+    root: str
+    options: dict[str, Any] = field(default_factory=dict)
+    server: Server | None = None
+
+    def hub(self) -> hubzarr.Hub:
+        return hubzarr.Hub(self.root, storage_options=self.options)
+
+
+def _bucket() -> str:
+    return f"test-{uuid.uuid4().hex[:20]}"
+
+
+@pytest.fixture
+def s3_backend(s3_server: Server) -> Backend:
+    """A fresh bucket on the moto server."""
+    bucket = _bucket()
+    make_bucket(s3_server.url, bucket)
+    return Backend("s3", f"s3://{bucket}/hub", s3_options(s3_server.url), s3_server)
+
+
+@pytest.fixture
+def gcs_backend(gcs_server: Server) -> Backend:
+    """A fresh bucket on the GCS emulator."""
+    bucket = _bucket()
+    make_gcs_bucket(gcs_server.url, bucket)
+    return Backend("gcs", f"gs://{bucket}/hub", gcs_options(gcs_server.url), gcs_server)
+
+
+@pytest.fixture(params=["local", "memory", "s3", "gcs"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    """A fresh hub root on every backend, servers included."""
+    if request.param == "local":
+        yield Backend("local", str(tmp_path / "hub"))
+    elif request.param == "memory":
+        for url in _memory_root():
+            yield Backend("memory", url)
+    else:
+        yield request.getfixturevalue(f"{request.param}_backend")

@@ -76,7 +76,11 @@ class StorageContract:
 
     @pytest.fixture
     def storage(self, root_url: str) -> Storage:
-        return open_storage(root_url)
+        return self.open(root_url)
+
+    def open(self, url: str) -> Storage:
+        """Open a storage at ``url`` with whatever options this backend needs."""
+        return open_storage(url)
 
     def put_raw(self, storage: Storage, path: str, data: bytes) -> None:
         """Store an object at ``path`` without going through the checks of ``storage``."""
@@ -311,7 +315,7 @@ class StorageContract:
         assert await storage.list_dir("d") == ["a"]
 
     async def test_sibling_root_is_invisible(self, storage: Storage, root_url: str) -> None:
-        sibling = open_storage(root_url + "x")
+        sibling = self.open(root_url + "x")
         await sibling.write("u/r", b"sibling")
         await storage.write("u/s", b"mine")
         assert await storage.list_dir("") == ["u"]
@@ -321,7 +325,7 @@ class StorageContract:
 
     async def test_same_root_is_shared(self, storage: Storage, root_url: str) -> None:
         await storage.write("u/r", b"shared")
-        assert await open_storage(root_url).read("u/r") == b"shared"
+        assert await self.open(root_url).read("u/r") == b"shared"
 
     # -- paths -----------------------------------------------------------------------------
 

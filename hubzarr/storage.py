@@ -383,9 +383,10 @@ def _error_code(exc: BaseException) -> tuple[str, int]:
         if isinstance(response, dict) and "Error" in response:
             status = response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
             return str(response["Error"].get("Code", "")), int(status or 0)
-        code = getattr(e, "code", None)
-        if isinstance(code, int) and type(e).__name__ == "HttpError":  # gcsfs
-            return "", code
+        if type(e).__name__ == "HttpError":  # gcsfs
+            return "", int(getattr(e, "code", 0) or 0)
+        if type(e).__name__ == "ClientResponseError":  # aiohttp (HTTP roots)
+            return "", int(getattr(e, "status", 0) or 0)
     return "", 0
 
 

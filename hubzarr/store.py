@@ -31,7 +31,7 @@ from zarr.core.buffer import Buffer, BufferPrototype, default_buffer_prototype
 from zarr.core.sync import sync
 
 from hubzarr import frame
-from hubzarr.config import resolve_namespace, resolve_root
+from hubzarr.config import resolve_namespace, resolve_root, resolve_storage_options
 from hubzarr.errors import CorruptChunkError, ReadOnlyError
 from hubzarr.names import Name, parse_name
 from hubzarr.storage import Storage, check_path, check_root, open_storage, public_options
@@ -106,7 +106,7 @@ class HubStore(Store):
         super().__init__(read_only=read_only)
         self.root = check_root(resolve_root(root))
         self.name: Name = parse_name(name, default_user=resolve_namespace())
-        self._storage_options = dict(storage_options or {})
+        self._storage_options = resolve_storage_options(self.root, storage_options)
         self._reset()
 
     def _reset(self) -> None:
@@ -197,9 +197,12 @@ class HubStore(Store):
 
     @property
     def read_only(self) -> bool:
-        """Whether writes are refused: opened read-only, or at a sealed version."""
+        """Whether writes are refused: opened read-only, at a sealed version, or on a read-only
+        root (HTTP)."""
         resolved = self.pinned_state()
-        return self._read_only or (resolved is not None and resolved.sealed)
+        return (
+            self._read_only or self.storage.read_only or (resolved is not None and resolved.sealed)
+        )
 
     def _check_writable(self) -> None:
         if self._state is not None and self._state.resolved.sealed:
@@ -207,6 +210,11 @@ class HubStore(Store):
         if self._read_only:
             raise ReadOnlyError(
                 f"{_READ_ONLY}: {self.name} was opened read-only; open it with mode='r+' to write"
+            )
+        if self.storage.read_only:
+            raise ReadOnlyError(
+                f"{_READ_ONLY}: the hub root {self.root} is read-only (HTTP); copy the "
+                "repository to a writable root to change it"
             )
 
     def check_writable(self) -> None:

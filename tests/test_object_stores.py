@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import pickle
 from typing import Any
 
+import boto3
 import numpy as np
 import pytest
 from conftest import Backend
@@ -238,3 +240,40 @@ def test_exactly_one_concurrent_tagger_wins_on_s3(s3_backend: Backend) -> None:
         p.join(timeout=60)
     assert sorted(outcomes.values()) == ["exists"] * (n - 1) + ["won"], outcomes
     np.testing.assert_array_equal(hub.load("race/arr:v1")[:], np.arange(8))
+
+
+def test_a_public_bucket_reads_anonymously(s3_backend: Backend) -> None:
+    writer = s3_backend.hub()
+    arr = writer.array((6,), name="pub/data", dtype="int32", chunks=(2,))
+    arr[:] = np.arange(6)
+    writer.tag("pub/data", "v1")
+    bucket = s3_backend.root.split("/")[2]
+    public_read = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": "*",
+                "Action": ["s3:GetObject", "s3:ListBucket"],
+                "Resource": [f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*"],
+            }
+        ],
+    }
+    assert s3_backend.server is not None
+    boto3.client(
+        "s3",
+        endpoint_url=s3_backend.server.url,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        region_name="us-east-1",
+    ).put_bucket_policy(Bucket=bucket, Policy=json.dumps(public_read))
+    anonymous = {
+        "anon": True,
+        "client_kwargs": s3_backend.options["client_kwargs"],
+    }
+    s3_backend.server.reset()
+    reader = hubzarr.Hub(s3_backend.root, storage_options=anonymous)
+    np.testing.assert_array_equal(reader.load("pub/data:v1")[:], np.arange(6))
+    signed = [r for r in s3_backend.server.requests if "authorization" in r.headers]
+    assert s3_backend.server.requests
+    assert signed == []

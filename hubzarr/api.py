@@ -23,7 +23,7 @@ from hubzarr.array import (
     check_shape,
     default_chunks,
 )
-from hubzarr.config import resolve_namespace, resolve_root
+from hubzarr.config import resolve_namespace, resolve_root, resolve_storage_options
 from hubzarr.errors import (
     AlreadyExistsError,
     FormatError,
@@ -33,7 +33,7 @@ from hubzarr.errors import (
     ReadOnlyError,
 )
 from hubzarr.names import Name, parse_name
-from hubzarr.storage import Storage, check_root, open_storage
+from hubzarr.storage import Storage, check_root, open_storage, public_options
 from hubzarr.store import HubStore
 from hubzarr.versions import LogEntry, Repository, list_repositories
 
@@ -81,11 +81,15 @@ class Hub:
         self, root: RootLike = None, storage_options: dict[str, Any] | None = None
     ) -> None:
         self.root = check_root(resolve_root(root))
-        self.storage_options = dict(storage_options or {})
+        self.storage_options = resolve_storage_options(self.root, storage_options)
         self._storage: Storage | None = None
 
     def __repr__(self) -> str:
         return f"Hub({self.root!r})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Credentials stay behind: the receiver resolves its own (environment, profile).
+        return (type(self), (self.root, public_options(self.storage_options)))
 
     @property
     def storage(self) -> Storage:

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import functools
+import os
+import sys
 import time
 from collections.abc import Callable
-from typing import Annotated, Any, TypeVar
+from dataclasses import replace
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
-from hubzarr.errors import HubError
+from hubzarr.errors import FormatError, HubError, InvalidArgumentError, NotFoundError
 
 app = typer.Typer(
     name="hub",
@@ -18,6 +21,9 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+if TYPE_CHECKING:
+    from hubzarr.config import Settings
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -190,8 +196,273 @@ def branch(
     typer.echo(f"created branch {new_branch} of {name} (head {head})")
 
 
+def _stdin_is_tty() -> bool:
+    try:
+        return sys.stdin is not None and sys.stdin.isatty()
+    except (ValueError, OSError):  # closed or detached stdin
+        return False
+
+
+def _scrub(message: str, secrets: list[str]) -> str:
+    for secret in secrets:
+        message = message.replace(secret, "****")
+    return message
+
+
+def _option(value: str | None, current: str | None) -> str | None:
+    """A string option: absent keeps the current setting, an empty value clears it."""
+    if value is None:
+        return current
+    return value or None
+
+
+_NOT_SET = "(not set)"
+
+
+def _kind(root: str) -> str:
+    from hubzarr.config import root_bucket
+
+    location = root_bucket(root)
+    return location[0] if location else "other"
+
+
+def _is_remote(root: str) -> bool:
+    return "://" in root and root.split("://", 1)[0].lower() not in ("file", "memory")
+
+
+def _show_settings(root: str) -> None:
+    from hubzarr.config import (
+        aws_credentials_path,
+        config_path,
+        load_settings,
+        mask_key_id,
+        read_aws_key_id,
+        resolve_namespace,
+        root_bucket,
+    )
+
+    settings = load_settings()
+    location = root_bucket(root)
+    family = location[0] if location else None
+    credentials, key_id, secret = "(not needed)", _NOT_SET, _NOT_SET
+    if family == "gs":
+        credentials = settings.profile or "(gcsfs default: application default credentials)"
+        key_id = secret = "(not used by gs:// roots)"
+    elif family == "s3" or settings.profile:
+        credentials = str(aws_credentials_path())
+        if settings.profile:
+            try:
+                found, has_secret = read_aws_key_id(settings.profile)
+            except HubError:
+                key_id = secret = "(the credentials file cannot be read)"
+            else:
+                if found is None and not has_secret:
+                    key_id = f"(no profile {settings.profile!r} with keys in that file)"
+                else:
+                    key_id = mask_key_id(found) if found else _NOT_SET
+                    secret = "****" if has_secret else _NOT_SET
+    rows = {
+        "config file": str(config_path()),
+        "root": root,
+        "namespace": resolve_namespace(),
+        "endpoint": settings.endpoint_url or _NOT_SET,
+        "region": settings.region or _NOT_SET,
+        "profile": settings.profile or _NOT_SET,
+        "anon": "yes" if settings.anon else "no",
+        "credentials": credentials,
+        "access key": key_id,
+        "secret key": secret,
+    }
+    for key, value in rows.items():
+        typer.echo(f"{key + ':':<12} {value}")
+
+
+def _check(root: str, *, create: bool, interactive: bool) -> None:
+    """Probe the root; offer to create a missing bucket."""
+    from hubzarr.config import create_bucket, probe_root, resolve_storage_options, root_bucket
+
+    options = resolve_storage_options(root, None)
+    typer.echo(f"checking {root} ...")
+    try:
+        probe = probe_root(root, options)
+    except NotFoundError:
+        location = root_bucket(root)
+        if location is None:
+            raise
+        bucket = location[1]
+        if not create and not (
+            interactive and typer.confirm(f"the bucket {bucket!r} does not exist; create it?")
+        ):
+            raise NotFoundError(
+                f"the bucket {bucket!r} of the hub root {root} does not exist; create it with "
+                "'hub configure --check --create-bucket', or with the provider's tools"
+            ) from None
+        create_bucket(root, options)
+        typer.echo(f"created the bucket {bucket!r}")
+        probe = probe_root(root, options)
+    typer.echo(f"check passed: wrote, read and deleted {root.rstrip('/')}/{probe}")
+
+
+def _credential_settings(
+    new: Settings,
+    *,
+    root_given: bool,
+    profile: str | None,
+    access_key_id: str | None,
+    secret_access_key: str | None,
+    token: str | None,
+    interactive: bool,
+    secrets: list[str],
+) -> tuple[Settings, tuple[str, str, str] | None]:
+    """Settle the credential settings; return them and the AWS key to write (profile, id,
+    secret), if any. Prompts for what is missing when interactive."""
+    from hubzarr.config import DEFAULT_AWS_PROFILE, check_token_file, root_bucket
+
+    scope = new.root or os.environ.get("HUBZARR_ROOT") or ""
+    location = root_bucket(scope)
+    family = location[0] if location else None
+    keys_given = access_key_id is not None or secret_access_key is not None
+    if family != "s3" and keys_given:
+        hint = "; for a gs:// root give --token KEY.json" if family == "gs" else ""
+        raise InvalidArgumentError(
+            "--access-key-id and --secret-access-key are for s3:// roots; set one with "
+            f"--root s3://bucket/prefix{hint}"
+        )
+    if token is not None and family != "gs":
+        raise InvalidArgumentError(
+            "--token is for gs:// roots; set one with --root gs://bucket/prefix"
+        )
+    if token is not None and profile is not None:
+        raise InvalidArgumentError("give the key file with --token or --profile, not both")
+    if new.anon and (keys_given or token):
+        raise InvalidArgumentError("--anon uses no credentials: leave out the keys and token")
+
+    if (
+        interactive
+        and root_given
+        and not keys_given
+        and token is None
+        and profile is None
+        and not new.anon
+        and not new.profile
+    ):
+        if family == "s3":
+            access_key_id = (
+                typer.prompt(
+                    "AWS access key id (empty: use the environment or the default profile)",
+                    default="",
+                    show_default=False,
+                )
+                or None
+            )
+        elif family == "gs":
+            token = (
+                typer.prompt(
+                    "service-account JSON key file (empty: application default credentials)",
+                    default="",
+                    show_default=False,
+                )
+                or None
+            )
+    if access_key_id is not None and secret_access_key is None:
+        if not interactive:
+            raise InvalidArgumentError(
+                "--secret-access-key is needed with --access-key-id (run interactively to be "
+                "asked for it)"
+            )
+        secret_access_key = typer.prompt("AWS secret access key", hide_input=True)
+        secrets.append(secret_access_key)
+    if secret_access_key is not None and access_key_id is None:
+        if not interactive:
+            raise InvalidArgumentError("--access-key-id is needed with --secret-access-key")
+        access_key_id = typer.prompt("AWS access key id")
+
+    aws_key = None
+    if access_key_id is not None and secret_access_key is not None:
+        name = profile or DEFAULT_AWS_PROFILE
+        aws_key = (name, access_key_id.strip(), secret_access_key.strip())
+        new = replace(new, profile=name)
+    if token == "":
+        new = replace(new, profile=None)
+    key_file = token if token is not None else (profile if family == "gs" else None)
+    if key_file:
+        path, loose = check_token_file(key_file)
+        if loose:
+            typer.echo(
+                f"warning: {path} is readable by other users; restrict it with 'chmod 600 {path}'",
+                err=True,
+            )
+        new = replace(new, profile=path)
+    return new, aws_key
+
+
+def _change_settings(
+    *,
+    root: str | None,
+    namespace: str | None,
+    endpoint_url: str | None,
+    region: str | None,
+    profile: str | None,
+    anon: bool | None,
+    access_key_id: str | None,
+    secret_access_key: str | None,
+    token: str | None,
+    interactive: bool,
+    secrets: list[str],
+) -> None:
+    from hubzarr.config import (
+        Settings,
+        check_settings,
+        load_settings,
+        save_aws_credentials,
+        save_settings,
+    )
+    from hubzarr.storage import check_root
+
+    try:
+        current = load_settings()
+    except FormatError:
+        # With root and namespace given, the old file is not needed: a broken one is replaced.
+        if root is None or namespace is None:
+            raise
+        current = Settings()
+    new_root = _option(root, current.root)
+    if new_root is not None:
+        check_root(new_root)
+    if current.root is not None and new_root is not None and _kind(current.root) != _kind(new_root):
+        # Another kind of store (S3, GCS, local): the old endpoint, region and profile mean
+        # nothing there (a GCS "profile" is a key file).
+        current = replace(current, endpoint_url=None, region=None, profile=None, anon=None)
+    new = Settings(
+        root=new_root,
+        namespace=_option(namespace, current.namespace),
+        endpoint_url=_option(endpoint_url, current.endpoint_url),
+        region=_option(region, current.region),
+        profile=_option(profile, current.profile),
+        anon=anon if anon is not None else current.anon,
+    )
+    new, aws_key = _credential_settings(
+        new,
+        root_given=root is not None,
+        profile=profile,
+        access_key_id=access_key_id,
+        secret_access_key=secret_access_key,
+        token=token,
+        interactive=interactive,
+        secrets=secrets,
+    )
+    check_settings(new)
+    if aws_key is not None:
+        credentials = save_aws_credentials(*aws_key)
+        typer.echo(f"wrote the access key of profile {aws_key[0]!r} to {credentials}")
+    path = save_settings(new)
+    typer.echo(f"wrote {path}")
+    env_root = os.environ.get("HUBZARR_ROOT")
+    if root is not None and env_root and env_root != new.root:
+        typer.echo(f"note: $HUBZARR_ROOT ({env_root}) overrides the configured root", err=True)
+
+
 @app.command()
-@_handles_errors
 def configure(
     root: Annotated[
         str | None, typer.Option("--root", help="Hub root to use by default.", show_default=False)
@@ -200,35 +471,139 @@ def configure(
         str | None,
         typer.Option("--namespace", help="Namespace of bare names.", show_default=False),
     ] = None,
-    show: Annotated[bool, typer.Option("--show", help="Print the settings in effect.")] = False,
+    endpoint_url: Annotated[
+        str | None,
+        typer.Option(
+            "--endpoint-url",
+            help="Endpoint of an S3-compatible service (MinIO, ...) or a GCS emulator.",
+            show_default=False,
+        ),
+    ] = None,
+    region: Annotated[
+        str | None,
+        typer.Option(
+            "--region",
+            help="S3: the bucket's region. GCS: new buckets' location.",
+            show_default=False,
+        ),
+    ] = None,
+    profile: Annotated[
+        str | None,
+        typer.Option(
+            "--profile",
+            help="S3: AWS profile of the credentials (keys given here go under it, default "
+            "'hubzarr'). GCS: path of a service-account JSON key file.",
+            show_default=False,
+        ),
+    ] = None,
+    anon: Annotated[
+        bool | None,
+        typer.Option("--anon/--no-anon", help="Public bucket: no credentials.", show_default=False),
+    ] = None,
+    access_key_id: Annotated[
+        str | None,
+        typer.Option(
+            "--access-key-id",
+            help="S3 access key id, written to the AWS credentials file under --profile.",
+            show_default=False,
+        ),
+    ] = None,
+    secret_access_key: Annotated[
+        str | None,
+        typer.Option(
+            "--secret-access-key",
+            help="S3 secret key, written to the AWS credentials file (asked for if missing).",
+            show_default=False,
+        ),
+    ] = None,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            "--token",
+            help="GCS: path of a service-account JSON key file (it stays where it is).",
+            show_default=False,
+        ),
+    ] = None,
+    check: Annotated[
+        bool | None,
+        typer.Option(
+            "--check/--no-check",
+            help="Write, read and delete a probe object at the root. Default: after a change, "
+            "for an object-store root.",
+            show_default=False,
+        ),
+    ] = None,
+    create_bucket: Annotated[
+        bool,
+        typer.Option("--create-bucket", help="Create the root's bucket if it does not exist."),
+    ] = False,
+    no_input: Annotated[
+        bool, typer.Option("--no-input", help="Never prompt (for scripts and CI).")
+    ] = False,
+    show: Annotated[
+        bool, typer.Option("--show", help="Print the settings in effect, secrets masked.")
+    ] = False,
 ) -> None:
-    """Set the default hub root and namespace, or --show them."""
-    from hubzarr.config import (
-        Settings,
-        config_path,
-        load_settings,
-        resolve_namespace,
-        resolve_root,
-        save_settings,
-    )
-    from hubzarr.storage import check_root
+    """Set the default hub root, namespace and connection settings, or --show them.
 
-    if root is not None or namespace is not None:
-        # With both given, the old file is not needed, so a broken one can be replaced.
-        current = load_settings() if root is None or namespace is None else Settings()
-        path = save_settings(
-            Settings(
-                root=check_root(root) if root is not None else current.root,
-                namespace=namespace if namespace is not None else current.namespace,
-            )
+    Point hubzarr at a bucket in one command (add --endpoint-url URL for MinIO and the like):
+
+      hub configure --root s3://bucket/prefix --access-key-id ID --secret-access-key KEY
+
+    Secrets never go into hubzarr's config file: S3 keys go to the AWS credentials file.
+
+    Missing keys are asked for when run in a terminal. An empty value clears a setting.
+    """
+    from hubzarr.config import resolve_root
+
+    secrets = [s for s in (secret_access_key,) if s]
+    changing = any(
+        v is not None
+        for v in (
+            root,
+            namespace,
+            endpoint_url,
+            region,
+            profile,
+            anon,
+            access_key_id,
+            secret_access_key,
+            token,
         )
-        typer.echo(f"wrote {path}")
-    elif not show:
-        typer.echo("nothing to change: pass --root and/or --namespace, or --show", err=True)
+    )
+    if not (changing or show or check):
+        typer.echo(
+            "nothing to change: pass --root, --namespace, --endpoint-url, --region, --profile, "
+            "--anon, --access-key-id/--secret-access-key or --token; or --show, --check",
+            err=True,
+        )
         raise typer.Exit(2)
-    typer.echo(f"config file: {config_path()}")
-    typer.echo(f"root:        {resolve_root()}")
-    typer.echo(f"namespace:   {resolve_namespace()}")
+    interactive = not no_input and _stdin_is_tty()
+    try:
+        if changing:
+            _change_settings(
+                root=root,
+                namespace=namespace,
+                endpoint_url=endpoint_url,
+                region=region,
+                profile=profile,
+                anon=anon,
+                access_key_id=access_key_id,
+                secret_access_key=secret_access_key,
+                token=token,
+                interactive=interactive,
+                secrets=secrets,
+            )
+        target = resolve_root()
+        if changing or show:
+            _show_settings(target)
+        if check is None:  # by default, check a change to an object store's settings
+            check = changing and _is_remote(target)
+        if check:
+            _check(target, create=create_bucket, interactive=interactive)
+    except HubError as exc:
+        typer.echo(f"error: {_scrub(str(exc), secrets)}", err=True)
+        raise typer.Exit(1) from None
 
 
 if __name__ == "__main__":  # pragma: no cover

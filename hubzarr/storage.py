@@ -474,6 +474,17 @@ class FsspecStorage(Storage):
     def __repr__(self) -> str:
         return f"FsspecStorage({self.url!r})"
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Credentials stay behind: the receiver resolves its own (environment, profile).
+        return (
+            type(self),
+            (self.protocol, self.url, public_options(self._options)),
+            {"read_only": self.read_only},
+        )
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.read_only = state["read_only"]
+
     @property
     def fs(self) -> Any:
         """The fsspec filesystem (created on first use)."""
@@ -628,15 +639,33 @@ class FsspecStorage(Storage):
         return sorted(n for n in names if n and not n.endswith(TMP_SUFFIX))
 
 
-#: storage_options that may travel in a pickle: none of them is a credential.
+#: storage_options that may travel in a pickle: none of them is a credential (a profile is a
+#: name; the receiver looks its keys up itself).
 _PUBLIC_OPTIONS = frozenset(
-    {"anon", "endpoint_url", "region_name", "requester_pays", "project", "version_aware"}
+    {
+        "anon",
+        "endpoint_url",
+        "region_name",
+        "requester_pays",
+        "project",
+        "version_aware",
+        "profile",
+        "max_concurrency",
+        "use_listings_cache",
+    }
 )
+_PUBLIC_CLIENT_KWARGS = frozenset({"endpoint_url", "region_name"})
 
 
 def public_options(options: dict[str, Any]) -> dict[str, Any]:
     """Return the storage options that hold no credential (the ones safe to pickle or show)."""
-    return {k: v for k, v in options.items() if k in _PUBLIC_OPTIONS}
+    out = {k: v for k, v in options.items() if k in _PUBLIC_OPTIONS}
+    client = options.get("client_kwargs")
+    if isinstance(client, dict):
+        kept = {k: v for k, v in client.items() if k in _PUBLIC_CLIENT_KWARGS}
+        if kept:
+            out["client_kwargs"] = kept
+    return out
 
 
 def check_root(root: str) -> str:

@@ -150,7 +150,7 @@ class HubStore(Store):
         super().__init__(read_only=state["read_only"])
         self.root = state["root"]
         self.name = state["name"]
-        self._storage_options = state["storage_options"]
+        self._storage_options = resolve_storage_options(self.root, state["storage_options"])
         self._reset()
         self._pinned = state["pinned"]
 

@@ -285,11 +285,18 @@ def test_configure_then_show(runner: CliRunner, isolated_env: Path, tmp_path: Pa
     assert json.loads(config.read_text()) == {"root": root, "namespace": "alice"}
 
     shown = invoke_ok(runner, "configure", "--show")
-    assert shown == [f"config file: {config}", f"root:        {root}", "namespace:   alice"]
+    assert shown[:3] == [f"config file: {config}", f"root:        {root}", "namespace:   alice"]
+    # The connection settings follow; a local root needs none.
+    assert shown[3:7] == [
+        "endpoint:    (not set)",
+        "region:      (not set)",
+        "profile:     (not set)",
+        "anon:        no",
+    ]
 
     # Changing one setting keeps the other.
     invoke_ok(runner, "configure", "--namespace", "bob")
-    assert invoke_ok(runner, "configure", "--show")[1:] == [
+    assert invoke_ok(runner, "configure", "--show")[1:3] == [
         f"root:        {root}",
         "namespace:   bob",
     ]
@@ -318,7 +325,7 @@ def test_configure_show_reports_the_environment(
 
 def test_configure_show_defaults(runner: CliRunner, isolated_env: Path) -> None:
     shown = invoke_ok(runner, "configure", "--show")
-    assert shown[1:] == [f"root:        {isolated_env / '.hubzarr'}", "namespace:   library"]
+    assert shown[1:3] == [f"root:        {isolated_env / '.hubzarr'}", "namespace:   library"]
     assert not (isolated_env / ".config" / "hubzarr" / "config.json").exists()
 
 

@@ -198,8 +198,13 @@ def test_no_secret_in_pickles_reprs_or_errors(s3_backend: Backend) -> None:
     hub = hubzarr.Hub(s3_backend.root, storage_options=options)
     arr = hub.array((4,), name="test/secret", dtype="int8")
     arr[:] = 3
-    blob = pickle.dumps(arr)
-    assert b"LEAK" not in blob
+    for obj in (arr, arr.store, hub, hub.storage):
+        blob = pickle.dumps(obj)
+        assert b"LEAK" not in blob, type(obj)
+    for obj in (arr.store, hub, hub.storage):  # whose repr needs no credentials
+        assert repr(pickle.loads(pickle.dumps(obj))) == repr(obj)
+    with pytest.raises(hubzarr.AccessDeniedError, match="no credentials"):
+        pickle.loads(pickle.dumps(arr))[:]  # the receiver must bring its own
     assert "LEAK" not in repr(arr)
     assert "LEAK" not in repr(arr.store)
     assert "LEAK" not in repr(hub)

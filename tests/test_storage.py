@@ -629,14 +629,21 @@ def test_public_options_drop_credentials() -> None:
         "requester_pays": True,
         "project": "proj",
         "version_aware": True,
+        "client_kwargs": {
+            "endpoint_url": "http://minio:9000",
+            "region_name": "eu",
+            "aws_secret_access_key": "shh",
+        },
     }
     assert public_options(options) == {
+        "profile": "p",  # a name: the receiver looks its keys up itself
         "anon": True,
         "endpoint_url": "http://localhost:9000",
         "region_name": "eu",
         "requester_pays": True,
         "project": "proj",
         "version_aware": True,
+        "client_kwargs": {"endpoint_url": "http://minio:9000", "region_name": "eu"},
     }
     assert public_options({}) == {}
     assert "secret" in options  # the input is left alone

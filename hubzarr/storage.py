@@ -169,6 +169,14 @@ class Storage(ABC):
     async def size(self, path: str) -> int | None:
         """Return the object's size in bytes, or ``None`` if it does not exist."""
 
+    async def exists(self, path: str) -> bool:
+        """Whether a small object exists, in the cheapest way the backend offers.
+
+        On object stores one GET: fsspec's ``info`` would send a HEAD and, for a missing
+        object, a LIST as well.
+        """
+        return await self.read(path) is not None
+
     @abstractmethod
     async def write(self, path: str, data: Parts, *, durable: bool = False) -> None:
         """Replace the object atomically; ``durable`` also flushes it to stable storage."""
@@ -316,6 +324,9 @@ class LocalStorage(Storage):
         # the write fence asks this once per burst of chunk writes.
         with _translating(self.url, path):
             return _local_size(self._full(path))
+
+    async def exists(self, path: str) -> bool:
+        return await self.size(path) is not None
 
     async def write(self, path: str, data: Parts, *, durable: bool = False) -> None:
         with _translating(self.url, path):

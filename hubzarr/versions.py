@@ -439,7 +439,7 @@ class Repository:
         written, branch moved), so a sealer that died halfway is completed by whoever comes next.
         """
         path = [version]
-        while await self.storage.size(self._path("seals", f"{path[-1]}.json")) is not None:
+        while await self.storage.exists(self._path("seals", f"{path[-1]}.json")):
             seal = await self._read_seal(path[-1])
             assert seal is not None, "seal records are never deleted"
             await self._finish_seal(path[-1], seal)

@@ -282,3 +282,16 @@ def test_a_public_bucket_reads_anonymously(s3_backend: Backend) -> None:
     signed = [r for r in s3_backend.server.requests if "authorization" in r.headers]
     assert s3_backend.server.requests
     assert signed == []
+
+
+def test_a_read_at_a_branch_head_checks_the_seal_once(s3_backend: Backend) -> None:
+    hub = s3_backend.hub()
+    arr = hub.array((8, 16), name="test/head", dtype="int32", chunks=(2, 16))
+    arr[:] = 1
+    assert s3_backend.server is not None
+    s3_backend.server.reset()
+    assert arr[:].sum() == 128
+    methods = sorted(r.method for r in s3_backend.server.requests)
+    seal_checks = [r for r in s3_backend.server.requests if "/seals/" in r.path]
+    assert methods == ["GET"] * 5, [(r.method, r.path) for r in s3_backend.server.requests]
+    assert len(seal_checks) == 1

@@ -461,7 +461,7 @@ class FsspecStorage(Storage):
     Asynchronous filesystems (S3, GCS, HTTP) run on fsspec's own I/O loop, which owns their
     HTTP sessions (and closes them at exit); callers on any event loop (zarr's, a test's) hand
     their coroutines over to it. Transient failures (5xx, throttling, dropped
-    connections, timeouts) are retried with exponential backoff; a put-if-absent whose retry
+    connections, timeouts) are retried with exponential backoff; a put-if-absent that
     finds the object already there reads it back, so a lost acknowledgement of our own write is
     not mistaken for a conflict.
     """
@@ -514,13 +514,12 @@ class FsspecStorage(Storage):
         method: str,
         *args: Any,
         missing: Any = _RAISE,
-        retried: list[bool] | None = None,
         **kwargs: Any,
     ) -> Any:
         """Call a filesystem method, retrying transient failures with backoff.
 
         ``missing`` is returned when the object does not exist (a missing bucket is still an
-        error); ``retried`` records whether any attempt failed before the last one.
+        error).
         """
         fs = self.fs
         for attempt in range(_ATTEMPTS):
@@ -543,8 +542,6 @@ class FsspecStorage(Storage):
             except Exception as exc:
                 if attempt + 1 == _ATTEMPTS or not _is_transient(exc):
                     raise
-                if retried is not None:
-                    retried.append(True)
                 # Exponential backoff with jitter: concurrent clients do not retry in lockstep.
                 await asyncio.sleep(_BACKOFF_S * 2**attempt * (0.5 + random.random()))
         raise AssertionError("unreachable")
@@ -567,7 +564,8 @@ class FsspecStorage(Storage):
                     "public bucket"
                 ) from exc.__cause__
             raise AccessDeniedError(
-                f"access denied to {path!r} in bucket {self._bucket()!r} ({self.url}) using "
+                f"access denied to {f'{path!r} in ' if path else ''}bucket {self._bucket()!r} "
+                f"({self.url}) using "
                 f"{describe_credentials(self._options)}; check that this credential may read "
                 "and write there, or choose another with 'hub configure'"
             ) from exc.__cause__
@@ -606,13 +604,15 @@ class FsspecStorage(Storage):
                 if not self._create_in_memory(full, payload):
                     raise exists
                 return
-            retried: list[bool] = []
             try:
-                await self._call("pipe_file", full, payload, mode="create", retried=retried)
+                await self._call("pipe_file", full, payload, mode="create")
             except FileExistsError as exc:
-                # After a failed attempt, "already exists" may be our own write whose
-                # acknowledgement was lost: the content (unique per writer) tells.
-                if retried and await self._call("cat_file", full, missing=None) == payload:
+                # "Already exists" may be our own write whose acknowledgement was lost and
+                # retried by a layer below (aiohttp re-sends a PUT whose connection dropped,
+                # botocore retries a 5xx, s3fs a SlowDown). Every created object is unique to
+                # its writer or the same for all, so equal content means it is ours. Costs one
+                # GET, only on a conflict.
+                if await self._call("cat_file", full, missing=None) == payload:
                     return
                 raise exists from exc
 

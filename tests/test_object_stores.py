@@ -17,6 +17,7 @@ from test_store import NAME
 from test_store import TestHubStore as _HubStoreTests
 
 import hubzarr
+from hubzarr.config import Settings, save_settings
 from hubzarr.storage import FsspecStorage, Storage, open_storage
 
 # -- the storage primitives ------------------------------------------------------------
@@ -247,12 +248,8 @@ def test_exactly_one_concurrent_tagger_wins_on_s3(s3_backend: Backend) -> None:
     np.testing.assert_array_equal(hub.load("race/arr:v1")[:], np.arange(8))
 
 
-def test_a_public_bucket_reads_anonymously(s3_backend: Backend) -> None:
-    writer = s3_backend.hub()
-    arr = writer.array((6,), name="pub/data", dtype="int32", chunks=(2,))
-    arr[:] = np.arange(6)
-    writer.tag("pub/data", "v1")
-    bucket = s3_backend.root.split("/")[2]
+def _make_public(backend: Backend) -> None:
+    bucket = backend.root.split("/")[2]
     public_read = {
         "Version": "2012-10-17",
         "Statement": [
@@ -264,14 +261,38 @@ def test_a_public_bucket_reads_anonymously(s3_backend: Backend) -> None:
             }
         ],
     }
-    assert s3_backend.server is not None
+    assert backend.server is not None
     boto3.client(
         "s3",
-        endpoint_url=s3_backend.server.url,
+        endpoint_url=backend.server.url,
         aws_access_key_id="testing",
         aws_secret_access_key="testing",
         region_name="us-east-1",
     ).put_bucket_policy(Bucket=bucket, Policy=json.dumps(public_read))
+
+
+def test_load_by_bare_name_from_a_configured_public_root(s3_backend: Backend) -> None:
+    # The seed's hub.load("imagenet"), over a public bucket set up with 'hub configure --anon'.
+    writer = s3_backend.hub()
+    arr = writer.array((4, 3), name="library/imagenet", dtype="uint8", chunks=(2, 3))
+    arr[:] = np.arange(12).reshape(4, 3)
+    _make_public(s3_backend)
+    assert s3_backend.server is not None
+    save_settings(Settings(root=s3_backend.root, endpoint_url=s3_backend.server.url, anon=True))
+    s3_backend.server.reset()
+    imagenet = hubzarr.load("imagenet")
+    assert imagenet.shape == (4, 3)
+    assert imagenet[0:2, 1:3].tolist() == [[1, 2], [4, 5]]
+    assert all("authorization" not in r.headers for r in s3_backend.server.requests)
+
+
+def test_a_public_bucket_reads_anonymously(s3_backend: Backend) -> None:
+    writer = s3_backend.hub()
+    arr = writer.array((6,), name="pub/data", dtype="int32", chunks=(2,))
+    arr[:] = np.arange(6)
+    writer.tag("pub/data", "v1")
+    _make_public(s3_backend)
+    assert s3_backend.server is not None
     anonymous = {
         "anon": True,
         "client_kwargs": s3_backend.options["client_kwargs"],

@@ -11,7 +11,7 @@ ways, and read in full (``arr[:]``) through five clients:
 
 - ``hub tag``: hubzarr at the tag ``v1`` (reads go straight to the owning version: one GET);
 - ``hub head``: hubzarr at the branch head of a repository never tagged (chunks in the head;
-  each read also checks that the head is not sealed: a HEAD, and the LIST s3fs adds on a 404);
+  each read call also checks once that the head is not sealed: one GET of the seal record, 404);
 - ``hub head@tag``: hubzarr at the branch head of the tagged repository: the head is empty, so
   each chunk is a GET of the head's path (404) and then a GET of the tag's;
 - ``zarr``: plain zarr, ``zarr.storage.FsspecStore.from_url`` with the same s3fs options

@@ -3,8 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+
+def race(target: Callable[..., None], args: tuple[Any, ...], n: int) -> dict[int, str]:
+    """Run ``target(*args, barrier, results, i)`` in ``n`` spawned processes released together
+    by a barrier; return each one's reported outcome, ``{i: outcome}``."""
+    ctx = multiprocessing.get_context("spawn")
+    barrier, results = ctx.Barrier(n), ctx.Queue()
+    procs = [ctx.Process(target=target, args=(*args, barrier, results, i)) for i in range(n)]
+    for p in procs:
+        p.start()
+    outcomes = dict(results.get(timeout=120) for _ in range(n))
+    for p in procs:
+        p.join(timeout=60)
+    return outcomes
 
 
 def payload(worker: int, trial: int) -> bytes:

@@ -111,6 +111,19 @@ class Server:
 # --------------------------------------------------------------------------------------- S3
 
 
+@contextmanager
+def serving(httpd: Any, name: str) -> Iterator[None]:
+    """Serve ``httpd`` (already bound and listening) in a thread; shut it down on exit."""
+    thread = threading.Thread(target=httpd.serve_forever, args=(_POLL_S,), name=name, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        httpd.shutdown()
+        thread.join()
+        httpd.server_close()
+
+
 def s3_options(url: str) -> dict[str, Any]:
     """s3fs ``storage_options`` for the moto server at ``url``.
 
@@ -194,19 +207,11 @@ def moto_server() -> Iterator[Server]:
     # make_server binds and listens before it returns: the server is reachable at once.
     httpd = make_server(HOST, 0, app, threaded=True, request_handler=QuietHandler)
     server.url = f"http://{HOST}:{httpd.server_port}"
-    thread = threading.Thread(
-        target=httpd.serve_forever, args=(_POLL_S,), name="moto-server", daemon=True
-    )
-    thread.start()
-    try:
-        yield server
-    finally:
+    with serving(httpd, "moto-server"):
         try:
-            moto_reset(server.url)  # moto's state is process-global: leave none behind
+            yield server
         finally:
-            httpd.shutdown()
-            thread.join()
-            httpd.server_close()
+            moto_reset(server.url)  # moto's state is process-global: leave none behind
 
 
 def moto_reset(url: str) -> None:
@@ -321,16 +326,8 @@ def gcs_emulator() -> Iterator[Server]:
     # HTTPServer binds and listens in its constructor: the server is reachable at once.
     httpd = _QuietHTTPServer((HOST, 0), partial(RecordingHandler, storage))
     server.url = f"http://{HOST}:{httpd.server_port}"
-    thread = threading.Thread(
-        target=httpd.serve_forever, args=(_POLL_S,), name="gcs-emulator", daemon=True
-    )
-    thread.start()
-    try:
+    with serving(httpd, "gcs-emulator"):
         yield server
-    finally:
-        httpd.shutdown()
-        thread.join()
-        httpd.server_close()
 
 
 def make_gcs_bucket(url: str, name: str) -> None:

@@ -27,7 +27,7 @@ from zarr.core.sync import sync
 import hubzarr
 from hubzarr import frame
 from hubzarr import storage as storage_module
-from hubzarr.storage import open_storage
+from hubzarr.storage import _causes, open_storage
 
 #: Client settings: s3fs's defaults, or botocore's own retries turned off.
 CLIENTS: dict[str, dict[str, Any]] = {
@@ -314,15 +314,8 @@ _LOGGERS = ("", "botocore", "aiobotocore", "s3fs", "fsspec", "hubzarr", "urllib3
 def _texts(exc: BaseException) -> list[str]:
     """What a user could see of ``exc``: its chain's messages, reprs and traceback."""
     texts = ["".join(traceback.format_exception(exc))]
-    seen: set[int] = set()
-    todo: list[BaseException | None] = [exc]
-    while todo:
-        e = todo.pop()
-        if e is None or id(e) in seen:
-            continue
-        seen.add(id(e))
+    for e in _causes(exc):
         texts += [str(e), repr(e), repr(e.args)]
-        todo += [e.__cause__, e.__context__]
     return texts
 
 

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import multiprocessing
 import pickle
 from typing import Any
 
 import boto3
 import numpy as np
 import pytest
+from _procs import race
 from conftest import Backend
 from servers import Server, gcs_object_name
 from test_storage import StorageContract
@@ -230,20 +230,8 @@ def test_exactly_one_concurrent_tagger_wins_on_s3(s3_backend: Backend) -> None:
     hub = s3_backend.hub()
     arr = hub.array((8,), name="race/arr", dtype="int32", chunks=(2,))
     arr[:] = np.arange(8)
-    ctx = multiprocessing.get_context("spawn")
     n = 4
-    barrier, results = ctx.Barrier(n), ctx.Queue()
-    procs = [
-        ctx.Process(
-            target=_s3_race, args=(s3_backend.root, s3_backend.options, barrier, results, i)
-        )
-        for i in range(n)
-    ]
-    for p in procs:
-        p.start()
-    outcomes = dict(results.get(timeout=120) for _ in range(n))
-    for p in procs:
-        p.join(timeout=60)
+    outcomes = race(_s3_race, (s3_backend.root, s3_backend.options), n)
     assert sorted(outcomes.values()) == ["exists"] * (n - 1) + ["won"], outcomes
     np.testing.assert_array_equal(hub.load("race/arr:v1")[:], np.arange(8))
 

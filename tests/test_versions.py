@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import multiprocessing
 from typing import Any
 
 import numpy as np
 import pytest
+from _procs import race
 from counting import counting
 from zarr.core.sync import sync
 
@@ -284,20 +284,11 @@ def _race(root: str, action: str, barrier: Any, results: Any, i: int) -> None:
 
 @pytest.mark.parametrize("action", ["repo", "tag", "branch"])
 def test_exactly_one_concurrent_creator_wins(local_root: str, action: str) -> None:
-    ctx = multiprocessing.get_context("spawn")
     hub = hubzarr.Hub(local_root)
     if action != "repo":
         _make(hub, "race/arr")
     n = 6
-    barrier, results = ctx.Barrier(n), ctx.Queue()
-    procs = [
-        ctx.Process(target=_race, args=(local_root, action, barrier, results, i)) for i in range(n)
-    ]
-    for p in procs:
-        p.start()
-    outcomes = dict(results.get(timeout=120) for _ in range(n))
-    for p in procs:
-        p.join(timeout=60)
+    outcomes = race(_race, (local_root, action), n)
     assert sorted(outcomes.values()) == ["exists"] * (n - 1) + ["won"], outcomes
     winner = next(i for i, o in outcomes.items() if o == "won")
     if action == "repo":

@@ -241,7 +241,7 @@ class Repository:
 
     async def exists(self) -> bool:
         """Return whether the repository exists."""
-        return await self.storage.size(f"{self._base}/repo.json") is not None
+        return await self.storage.exists(f"{self._base}/repo.json")
 
     async def open(self) -> None:
         """Read the repository's identity.
@@ -476,7 +476,7 @@ class Repository:
         return await self._read_json(self._path("seals", f"{version}.json"))
 
     async def _is_sealed(self, version: str) -> bool:
-        if await self.storage.size(self._path("manifests", f"{version}.json")) is not None:
+        if await self.storage.exists(self._path("manifests", f"{version}.json")):
             return True
         seal = await self._read_seal(version)
         if seal is None:
@@ -555,7 +555,7 @@ class Repository:
 
     async def _finish_seal(self, version: str, seal: dict[str, Any]) -> None:
         manifest_path = self._path("manifests", f"{version}.json")
-        if await self.storage.size(manifest_path) is None and not self.storage.read_only:
+        if not self.storage.read_only and not await self.storage.exists(manifest_path):
             record = await self._require_version(version)
             written, deleted = await self.list_written(version)
             manifest: dict[str, Any]
@@ -732,5 +732,5 @@ async def list_repositories(storage: Storage, prefix: str = "") -> list[str]:
     names_per_user = await asyncio.gather(*(storage.list_dir(u) for u in users))
     candidates = [f"{u}/{n}" for u, names in zip(users, names_per_user, strict=True) for n in names]
     candidates = [c for c in candidates if c.startswith(prefix)]
-    sizes = await asyncio.gather(*(storage.size(f"{c}/repo.json") for c in candidates))
-    return sorted(c for c, size in zip(candidates, sizes, strict=True) if size is not None)
+    found = await asyncio.gather(*(storage.exists(f"{c}/repo.json") for c in candidates))
+    return sorted(c for c, present in zip(candidates, found, strict=True) if present)

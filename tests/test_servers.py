@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import socket
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from urllib.parse import urlsplit
 
@@ -41,18 +41,6 @@ def _accepts(url: str) -> bool:
 
 def _bucket() -> str:
     return f"test-{uuid.uuid4().hex[:12]}"
-
-
-@pytest.fixture(scope="module")
-def s3_server() -> Iterator[Server]:
-    with moto_server() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def gcs_server() -> Iterator[Server]:
-    with gcs_emulator() as server:
-        yield server
 
 
 @pytest.fixture

@@ -9,11 +9,26 @@ Example::
     hub.load("test/bigarray:v1")[0]              # old state, forever
 """
 
-from hubzarr.api import Hub, array, branch, delete, load, log, ls, store, tag
+from hubzarr.api import (
+    Hub,
+    array,
+    branch,
+    delete,
+    delete_branch,
+    delete_tag,
+    gc,
+    load,
+    log,
+    ls,
+    store,
+    tag,
+    verify,
+)
 from hubzarr.array import HubArray
 from hubzarr.errors import (
     AccessDeniedError,
     AlreadyExistsError,
+    ConflictError,
     CorruptChunkError,
     FormatError,
     HubError,
@@ -25,7 +40,9 @@ from hubzarr.errors import (
     StorageError,
     UnsafeCastError,
 )
+from hubzarr.gc import GCReport
 from hubzarr.store import HubStore
+from hubzarr.verify import Problem, VerifyReport
 from hubzarr.versions import LogEntry
 
 __version__ = "0.1.0"
@@ -33,8 +50,10 @@ __version__ = "0.1.0"
 __all__ = [
     "AccessDeniedError",
     "AlreadyExistsError",
+    "ConflictError",
     "CorruptChunkError",
     "FormatError",
+    "GCReport",
     "Hub",
     "HubArray",
     "HubError",
@@ -44,16 +63,22 @@ __all__ = [
     "InvalidNameError",
     "LogEntry",
     "NotFoundError",
+    "Problem",
     "ReadOnlyError",
     "StorageError",
     "UnsafeCastError",
+    "VerifyReport",
     "__version__",
     "array",
     "branch",
     "delete",
+    "delete_branch",
+    "delete_tag",
+    "gc",
     "load",
     "log",
     "ls",
     "store",
     "tag",
+    "verify",
 ]

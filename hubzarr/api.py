@@ -7,7 +7,7 @@ argument, ``HUBZARR_ROOT``, the config file, or the embedded default folder.
 from __future__ import annotations
 
 import os
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, Literal, TypeVar
 
 import zarr
@@ -24,17 +24,13 @@ from hubzarr.array import (
     default_chunks,
 )
 from hubzarr.config import resolve_namespace, resolve_root, resolve_storage_options
-from hubzarr.errors import (
-    AlreadyExistsError,
-    FormatError,
-    HubError,
-    InvalidArgumentError,
-    NotFoundError,
-    ReadOnlyError,
-)
+from hubzarr.errors import AlreadyExistsError, InvalidArgumentError, ReadOnlyError
+from hubzarr.gc import DEFAULT_GRACE_S, GCReport, collect
+from hubzarr.metadata import open_zarr_array
 from hubzarr.names import Name, parse_name
 from hubzarr.storage import Storage, check_root, open_storage, public_options
 from hubzarr.store import HubStore
+from hubzarr.verify import VerifyReport, verify_store
 from hubzarr.versions import LogEntry, Repository, list_repositories
 
 __all__ = [
@@ -42,11 +38,15 @@ __all__ = [
     "array",
     "branch",
     "delete",
+    "delete_branch",
+    "delete_tag",
+    "gc",
     "load",
     "log",
     "ls",
     "store",
     "tag",
+    "verify",
 ]
 
 T = TypeVar("T")
@@ -233,18 +233,7 @@ class Hub:
         if mode not in ("r", "r+"):
             raise InvalidArgumentError(f"mode must be 'r' or 'r+', not {mode!r}")
         store = self._store(self._parse(name), read_only=mode == "r")
-        _run(store.resolved())
-        try:
-            zarray = zarr.open_array(store, mode="r" if store.read_only else "r+", zarr_format=2)
-        except HubError:
-            raise
-        except FileNotFoundError as exc:
-            raise NotFoundError(f"{name} holds no array: {exc}") from exc
-        except (ValueError, TypeError, KeyError) as exc:
-            raise FormatError(
-                f"the array metadata (.zarray) of {name} is malformed: {exc}"
-            ) from exc
-        return HubArray(store, zarray)
+        return HubArray(store, open_zarr_array(store))
 
     def store(self, name: str, mode: Literal["r", "r+", "w-"] = "r") -> HubStore:
         """Return the zarr store of a repository at a ref.
@@ -323,6 +312,109 @@ class Hub:
         repo, parsed = self._repo(name)
         return _run(repo.branch(parsed.ref, new_branch))
 
+    def delete_tag(self, name: str, tag: str) -> str:
+        """Delete a tag; return the version it pointed at.
+
+        The data it kept alive stays until :meth:`gc` collects it, and the tag's name is never
+        reused (creating a tag or branch of that name raises ``AlreadyExistsError``), so a name
+        someone saved never silently comes to mean other data.
+
+        Raises
+        ------
+        InvalidNameError
+            If ``name`` or ``tag`` is malformed.
+        NotFoundError
+            If the repository or the tag does not exist.
+        """
+        repo, _ = self._repo_only(name, "delete_tag")
+        return _run(repo.delete_ref("tag", tag))
+
+    def delete_branch(self, name: str, branch: str) -> str:
+        """Delete a branch; return the head it pointed at.
+
+        Its versions that no other ref reaches are left for :meth:`gc`; the name is never
+        reused.
+
+        Raises
+        ------
+        InvalidNameError
+            If ``name`` or ``branch`` is malformed.
+        InvalidArgumentError
+            For the repository's default branch.
+        NotFoundError
+            If the repository or the branch does not exist.
+        """
+        repo, _ = self._repo_only(name, "delete_branch")
+        return _run(repo.delete_ref("branch", branch))
+
+    def gc(self, name: str, *, grace: float = DEFAULT_GRACE_S, dry_run: bool = True) -> GCReport:
+        """Free the stored objects no branch or tag of ``name`` can reach any more.
+
+        Collects what deleted tags and branches kept alive, rewrites superseded before a
+        snapshot, and what crashed writers and sealers left behind. Only objects (and
+        versions) older than ``grace`` seconds are touched, so writers and taggers at work
+        meanwhile are safe.
+
+        Parameters
+        ----------
+        name : str
+            ``user/name``, without a ref.
+        grace : float
+            Seconds; younger objects and versions are kept. Default one hour.
+        dry_run : bool
+            Only report what would be freed (the default); pass ``False`` to delete.
+
+        Returns
+        -------
+        GCReport
+            Objects and bytes freed (or to free), unreachable versions, objects kept.
+
+        Raises
+        ------
+        NotFoundError
+            If the repository does not exist.
+        InvalidArgumentError
+            If ``grace`` is negative or not a number.
+        """
+        repo, _ = self._repo_only(name, "gc")
+        if isinstance(grace, bool) or not isinstance(grace, int | float) or not grace >= 0:
+            raise InvalidArgumentError(f"grace must be a number of seconds >= 0, not {grace!r}")
+        return _run(collect(repo, grace=float(grace), dry_run=dry_run))
+
+    def verify(self, name: str, progress: Callable[[int, int], None] | None = None) -> VerifyReport:
+        """Read and check every stored object of a version.
+
+        Checks each object's CRC-32C, validates array metadata, and decompresses each chunk
+        with its array's codecs.
+
+        Parameters
+        ----------
+        name : str
+            ``user/name[:ref]``: a branch's head, a tag or a version id.
+        progress : callable, optional
+            Called as ``progress(done, total)`` after each object.
+
+        Returns
+        -------
+        VerifyReport
+            Objects and bytes checked and every problem found (``report.ok``).
+
+        Raises
+        ------
+        NotFoundError
+            If the repository or ref does not exist.
+        """
+        store = self._store(self._parse(name), read_only=True)
+        return _run(verify_store(store, progress))
+
+    def _repo_only(self, name: str, action: str) -> tuple[Repository, Name]:
+        repo, parsed = self._repo(name)
+        if parsed.ref is not None:
+            raise InvalidArgumentError(
+                f"{action} takes a repository name without a ref, not {name!r}"
+            )
+        return repo, parsed
+
     def log(self, name: str) -> list[LogEntry]:
         """Return the versions leading to ``name``, newest first.
 
@@ -348,11 +440,7 @@ class Hub:
         NotFoundError
             If the repository does not exist.
         """
-        repo, parsed = self._repo(name)
-        if parsed.ref is not None:
-            raise InvalidArgumentError(
-                f"delete takes a repository name without a ref, not {name!r}"
-            )
+        repo, _ = self._repo_only(name, "delete")
         _run(repo.delete())
 
 
@@ -403,3 +491,27 @@ def ls(prefix: str = "", root: RootLike = None) -> list[str]:
 def delete(name: str, root: RootLike = None) -> None:
     """Delete a repository; see :meth:`Hub.delete`."""
     Hub(root).delete(name)
+
+
+def delete_tag(name: str, tag: str, root: RootLike = None) -> str:
+    """Delete a tag; see :meth:`Hub.delete_tag`."""
+    return Hub(root).delete_tag(name, tag)
+
+
+def delete_branch(name: str, branch: str, root: RootLike = None) -> str:
+    """Delete a branch; see :meth:`Hub.delete_branch`."""
+    return Hub(root).delete_branch(name, branch)
+
+
+def gc(
+    name: str, *, grace: float = DEFAULT_GRACE_S, dry_run: bool = True, root: RootLike = None
+) -> GCReport:
+    """Collect garbage; see :meth:`Hub.gc`."""
+    return Hub(root).gc(name, grace=grace, dry_run=dry_run)
+
+
+def verify(
+    name: str, progress: Callable[[int, int], None] | None = None, root: RootLike = None
+) -> VerifyReport:
+    """Verify a version; see :meth:`Hub.verify`."""
+    return Hub(root).verify(name, progress)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import math
 import operator
+import random
+import time
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -21,8 +23,8 @@ import zarr
 from numcodecs.abc import Codec
 from zarr.core.sync import sync
 
-from hubzarr.errors import InvalidArgumentError, InvalidIndexError, UnsafeCastError
-from hubzarr.store import HubStore
+from hubzarr.errors import ConflictError, InvalidArgumentError, InvalidIndexError, UnsafeCastError
+from hubzarr.store import HubStore, conditional_writes
 
 __all__ = [
     "DEFAULT_COMPRESSOR",
@@ -40,6 +42,10 @@ __all__ = [
 DEFAULT_COMPRESSOR: Codec = numcodecs.Blosc(cname="lz4", clevel=5, shuffle=numcodecs.Blosc.SHUFFLE)
 #: Upper bound on one chunk's uncompressed size (blosc's own limit is 2 GiB).
 MAX_CHUNK_BYTES = 512 * 2**20
+#: How often a partial-chunk write that lost its compare-and-swap race is repeated, and the
+#: longest pause (seconds, jittered) between attempts.
+_WRITE_ATTEMPTS = 64
+_BACKOFF_CAP_S = 0.25
 #: Default chunks aim at this many bytes ...
 _TARGET_CHUNK_BYTES = 2 * 2**20
 #: ... but a sample this large gets a chunk of its own along the first axis.
@@ -315,8 +321,10 @@ class HubArray:
     def zarr(self) -> zarr.Array[Any]:
         """The underlying ``zarr.Array`` (format 2) on the hub store."""
         if self._zarray is None:
-            mode = "r" if self._store.read_only else "r+"
-            self._zarray = zarr.open_array(self._store, mode=mode, zarr_format=2)
+            # Not at the top: hubzarr.metadata builds on this module's limits.
+            from hubzarr.metadata import open_zarr_array
+
+            self._zarray = open_zarr_array(self._store)
         return self._zarray
 
     @property
@@ -412,7 +420,25 @@ class HubArray:
             ) from None
         if flips:
             data = np.flip(data, axis=flips)
-        target[selection] = data
+        # zarr reads a chunk the selection covers only in part, merges, and writes it back.
+        # Under conditional_writes each such write succeeds only if the chunk is still the
+        # one read (compare-and-swap on write-once generations); otherwise another writer or a
+        # seal got there first and the whole assignment is repeated from fresh reads. Writing
+        # the same values again is harmless, so no update of anyone is ever lost.
+        for attempt in range(_WRITE_ATTEMPTS):
+            try:
+                with conditional_writes():
+                    target[selection] = data
+            except ConflictError:
+                time.sleep(random.uniform(0, min(_BACKOFF_CAP_S, 0.002 * 2**attempt)))
+                self._refresh()
+                continue
+            return
+        raise ConflictError(
+            f"{self.name}: other writers kept changing the chunks of {key!r} during "
+            f"{_WRITE_ATTEMPTS} attempts to write part of them; some chunks may already hold "
+            "the new values and the assignment is safe to repeat: try it again"
+        )
 
     # -- bulk computation ----------------------------------------------------------------
 

@@ -170,14 +170,24 @@ def log(name: NameArgument, root: RootOption = None) -> None:
 @_handles_errors
 def tag(
     name: NameArgument,
-    tag: Annotated[str, typer.Argument(help="The new tag's name.")],
+    tag: Annotated[str, typer.Argument(help="The tag's name.")],
     message: Annotated[str | None, typer.Option("--message", "-m", help="A message.")] = None,
+    delete: Annotated[
+        bool, typer.Option("--delete", "-d", help="Delete the tag TAG of NAME instead.")
+    ] = False,
     root: RootOption = None,
 ) -> None:
-    """Tag NAME's current state as TAG: an immutable snapshot, no data copied."""
+    """Tag NAME's current state as TAG: an immutable snapshot, no data copied.
+
+    With -d, delete the tag: its data stays until 'hub gc', and the name is never reused.
+    """
     from hubzarr.api import Hub
 
     hub = Hub(root)
+    if delete:
+        version = hub.delete_tag(name, tag)
+        typer.echo(f"deleted tag {tag} of {name} (was version {version}); 'hub gc' frees its data")
+        return
     version = hub.tag(name, tag, message)
     typer.echo(f"tagged {name} as {tag} (version {version})")
 
@@ -186,14 +196,100 @@ def tag(
 @_handles_errors
 def branch(
     name: NameArgument,
-    new_branch: Annotated[str, typer.Argument(help="The new branch's name.")],
+    new_branch: Annotated[str, typer.Argument(help="The branch's name.")],
+    delete: Annotated[
+        bool, typer.Option("--delete", "-d", help="Delete the branch NEW_BRANCH of NAME.")
+    ] = False,
     root: RootOption = None,
 ) -> None:
-    """Create a writable branch NEW_BRANCH starting at NAME's current state."""
+    """Create a writable branch NEW_BRANCH starting at NAME's current state.
+
+    With -d, delete the branch: its data stays until 'hub gc', and the name is never reused.
+    """
     from hubzarr.api import Hub
 
+    if delete:
+        head = Hub(root).delete_branch(name, new_branch)
+        typer.echo(
+            f"deleted branch {new_branch} of {name} (was at {head}); 'hub gc' frees its data"
+        )
+        return
     head = Hub(root).branch(name, new_branch)
     typer.echo(f"created branch {new_branch} of {name} (head {head})")
+
+
+def _duration(text: str) -> float:
+    """Parse a grace period: seconds, or a number with s, m, h or d."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    number, unit = (text[:-1], text[-1]) if text[-1:] in units else (text, "s")
+    try:
+        value = float(number) * units[unit]
+    except ValueError:
+        raise typer.BadParameter(
+            f"{text!r} is not a duration: give seconds, or a number with s, m, h or d (1h)"
+        ) from None
+    if not value >= 0 or value == float("inf"):
+        raise typer.BadParameter(f"{text!r}: the grace period must be finite and >= 0")
+    return value
+
+
+@app.command()
+@_handles_errors
+def gc(
+    name: Annotated[str, typer.Argument(help="Repository name: user/name.")],
+    yes: Annotated[bool, typer.Option("--yes", help="Delete; without it, only report.")] = False,
+    grace: Annotated[
+        str,
+        typer.Option(
+            "--grace",
+            help="Keep objects and versions younger than this (seconds, or 30m, 1h, 2d).",
+        ),
+    ] = "1h",
+    root: RootOption = None,
+) -> None:
+    """Free the data no branch or tag of NAME reaches (a dry run unless --yes).
+
+    Collects what deleted tags and branches kept alive, superseded rewrites and what crashed
+    writers left behind; anything younger than the grace period is left alone, so writers
+    at work are safe.
+    """
+    from hubzarr.api import Hub
+
+    report = Hub(root).gc(name, grace=_duration(grace), dry_run=not yes)
+    verb = "would free" if report.dry_run else "freed"
+    typer.echo(
+        f"{name}: {verb} {report.objects} objects ({_size(report.bytes)}) and "
+        f"{report.versions} unreachable versions; kept {report.kept_objects} objects"
+    )
+    if report.dry_run and report.objects:
+        typer.echo("dry run: nothing was deleted; run again with --yes to delete")
+
+
+@app.command()
+@_handles_errors
+def verify(name: NameArgument, root: RootOption = None) -> None:
+    """Read every object of NAME's version and check it: checksums, metadata, chunks.
+
+    Exits with status 1 if anything is wrong, listing each problem.
+    """
+    from hubzarr.api import Hub
+
+    with typer.progressbar(length=0, label="verifying", file=sys.stderr) as bar:
+
+        def progress(done: int, total: int) -> None:
+            bar.length = total
+            bar.update(1)
+
+        report = Hub(root).verify(name, progress)
+    for problem in report.problems:
+        typer.echo(f"error: {problem.message}", err=True)
+    status = "OK" if report.ok else f"{len(report.problems)} problems"
+    typer.echo(
+        f"{report.name} (version {report.version}): {report.objects} objects, "
+        f"{_size(report.bytes)} checked: {status}"
+    )
+    if not report.ok:
+        raise typer.Exit(1)
 
 
 def _stdin_is_tty() -> bool:

@@ -13,6 +13,8 @@ code written against numpy, zarr or the filesystem keeps working::
     ├── AlreadyExistsError (FileExistsError)   a repository, branch or tag of that name exists
     ├── ReadOnlyError (PermissionError,        writing to a tag, a sealed version, or a store
     │                  ValueError)             opened read-only: branch, then write
+    ├── ConflictError (RuntimeError)           other writers kept changing the chunks a partial
+    │                                          write read, more often than it retried: retry
     └── StorageError (OSError)                 the storage backend failed or holds bad data
         ├── AccessDeniedError (PermissionError) the credential may not do that: names the bucket
         │                                      and which credential was used, never a secret
@@ -33,6 +35,7 @@ from __future__ import annotations
 __all__ = [
     "AccessDeniedError",
     "AlreadyExistsError",
+    "ConflictError",
     "CorruptChunkError",
     "FormatError",
     "HubError",
@@ -76,6 +79,10 @@ class AlreadyExistsError(HubError, FileExistsError):
 
 class ReadOnlyError(HubError, PermissionError, ValueError):
     """A write was attempted on a tag, a sealed version or a read-only store."""
+
+
+class ConflictError(HubError, RuntimeError):
+    """A partial-chunk write lost its compare-and-swap race more often than it retries."""
 
 
 class StorageError(HubError, OSError):

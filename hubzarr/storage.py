@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
+import math
 import os
 import random
 import shutil
@@ -28,6 +29,7 @@ import threading
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -153,16 +155,25 @@ class Storage(ABC):
     async def read(self, path: str) -> bytes | None:
         """Return the object's bytes, or ``None`` if it does not exist."""
 
-    async def read_first(self, paths: Sequence[str], then: Callable[[bytes], T]) -> T | None:
-        """Read the first of ``paths`` that exists and return ``then(its bytes)``.
+    async def read_first(
+        self, paths: Sequence[str], then: Callable[[bytes], T], *, parallel: int = 1
+    ) -> tuple[int, T] | None:
+        """Read the first of ``paths`` that exists; return its position and ``then(its bytes)``.
 
-        Returns ``None`` if none exists. Local storage does the reads and ``then`` in one worker
-        thread: one hop per chunk, as zarr's own LocalStore.
+        Returns ``None`` if none exists. Object stores read the first ``parallel`` paths
+        concurrently (one round trip instead of several, at the price of requests that may turn
+        out unneeded); the rest are tried one after another. Local storage does the reads and
+        ``then`` in one worker thread: one hop per chunk, as zarr's own LocalStore.
         """
-        for path in paths:
-            raw = await self.read(path)
+        head = list(paths[:parallel]) if parallel > 1 else []
+        found = await asyncio.gather(*(self.read(p) for p in head))
+        for i, raw in enumerate(found):
             if raw is not None:
-                return then(raw)
+                return i, then(raw)
+        for i in range(len(head), len(paths)):
+            raw = await self.read(paths[i])
+            if raw is not None:
+                return i, then(raw)
         return None
 
     @abstractmethod
@@ -182,8 +193,11 @@ class Storage(ABC):
         """Replace the object atomically; ``durable`` also flushes it to stable storage."""
 
     @abstractmethod
-    async def create(self, path: str, data: Parts) -> None:
-        """Write the object only if it does not exist yet (put-if-absent), durably.
+    async def create(self, path: str, data: Parts, *, durable: bool = True) -> None:
+        """Write the object only if it does not exist yet (put-if-absent).
+
+        ``durable`` (the default) also flushes it to stable storage before it becomes visible;
+        chunk objects skip that (their checksum catches one torn by a power loss).
 
         Raises
         ------
@@ -206,6 +220,17 @@ class Storage(ABC):
     @abstractmethod
     async def list_dir(self, prefix: str) -> builtins.list[str]:
         """Return the names of the immediate children (objects and folders) of ``prefix``."""
+
+    @abstractmethod
+    async def list_detailed(
+        self, prefix: str, *, temporaries: bool = False
+    ) -> dict[str, tuple[int, float]]:
+        """Return ``{path relative to prefix: (size, modification time)}`` under the folder.
+
+        Times are seconds since the epoch; an object whose time the backend does not report
+        gets ``inf`` (it never looks old). ``temporaries`` also lists the temporary files a
+        crashed local writer left behind.
+        """
 
 
 def _local_read(path: Path) -> bytes | None:
@@ -244,7 +269,7 @@ def _local_write(path: Path, data: Parts, durable: bool, create: bool) -> None:
         with f:
             for part in parts:
                 f.write(part)
-            if durable or create:
+            if durable:
                 f.flush()
                 os.fsync(f.fileno())
         if create:
@@ -257,20 +282,20 @@ def _local_write(path: Path, data: Parts, durable: bool, create: bool) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    if durable or create:
+    if durable:
         _fsync_dir(path.parent)
 
 
-def _local_list(base: Path) -> dict[str, int]:
-    out: dict[str, int] = {}
+def _local_list(base: Path, temporaries: bool = False) -> dict[str, os.stat_result]:
+    out: dict[str, os.stat_result] = {}
     for folder, _dirs, files in os.walk(base):
         rel = os.path.relpath(folder, base)
         prefix = "" if rel == "." else rel.replace(os.sep, "/") + "/"
         for name in files:
-            if name.endswith(TMP_SUFFIX):
+            if name.endswith(TMP_SUFFIX) and not temporaries:
                 continue
             with contextlib.suppress(FileNotFoundError):
-                out[prefix + name] = os.stat(os.path.join(folder, name)).st_size
+                out[prefix + name] = os.stat(os.path.join(folder, name))
     return out
 
 
@@ -306,14 +331,16 @@ class LocalStorage(Storage):
         with _translating(self.url, path):
             return await asyncio.to_thread(_local_read, self._full(path))
 
-    async def read_first(self, paths: Sequence[str], then: Callable[[bytes], T]) -> T | None:
+    async def read_first(
+        self, paths: Sequence[str], then: Callable[[bytes], T], *, parallel: int = 1
+    ) -> tuple[int, T] | None:
         full = [self._full(p) for p in paths]
 
-        def work() -> T | None:
-            for path in full:
+        def work() -> tuple[int, T] | None:
+            for i, path in enumerate(full):
                 raw = _local_read(path)
                 if raw is not None:
-                    return then(raw)
+                    return i, then(raw)
             return None
 
         with _translating(self.url, paths[0] if paths else ""):
@@ -332,10 +359,10 @@ class LocalStorage(Storage):
         with _translating(self.url, path):
             await asyncio.to_thread(_local_write, self._full(path), data, durable, False)
 
-    async def create(self, path: str, data: Parts) -> None:
+    async def create(self, path: str, data: Parts, *, durable: bool = True) -> None:
         with _translating(self.url, path):
             try:
-                await asyncio.to_thread(_local_write, self._full(path), data, True, True)
+                await asyncio.to_thread(_local_write, self._full(path), data, durable, True)
             except FileExistsError as exc:
                 raise AlreadyExistsError(f"{path!r} already exists under {self.url}") from exc
 
@@ -349,13 +376,24 @@ class LocalStorage(Storage):
 
     async def list(self, prefix: str) -> dict[str, int]:
         with _translating(self.url, prefix):
-            return await asyncio.to_thread(_local_list, self._full(prefix))
+            found = await asyncio.to_thread(_local_list, self._full(prefix))
+        return {p: st.st_size for p, st in found.items()}
+
+    async def list_detailed(
+        self, prefix: str, *, temporaries: bool = False
+    ) -> dict[str, tuple[int, float]]:
+        with _translating(self.url, prefix):
+            found = await asyncio.to_thread(_local_list, self._full(prefix), temporaries)
+        return {p: (st.st_size, st.st_mtime) for p, st in found.items()}
 
     async def list_dir(self, prefix: str) -> builtins.list[str]:
         base = self._full(prefix)
         with _translating(self.url, prefix):
             return await asyncio.to_thread(_local_list_dir, base)
 
+
+#: Protocols whose servers answer byte-range GETs (HTTP servers need not).
+_RANGED = frozenset({"s3", "s3a", "gs", "gcs", "memory"})
 
 #: How often an operation is tried when the backend fails transiently, and the first backoff.
 _ATTEMPTS = 4
@@ -425,6 +463,22 @@ def _is_transient(exc: BaseException) -> bool:
         }:
             return True
     return False
+
+
+def _mtime(info: dict[str, Any]) -> float:
+    """An fsspec listing entry's modification time in seconds since the epoch (``inf`` when
+    the backend reports none, so the object never looks old)."""
+    for field in ("LastModified", "mtime", "updated", "created"):
+        value = info.get(field)
+        if isinstance(value, datetime):
+            return (value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp()
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            with contextlib.suppress(ValueError):
+                parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+                return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
+    return math.inf
 
 
 def describe_credentials(options: dict[str, Any]) -> str:
@@ -575,6 +629,15 @@ class FsspecStorage(Storage):
             data: bytes | None = await self._call("cat_file", self._full(path), missing=None)
             return data
 
+    async def exists(self, path: str) -> bool:
+        if self.protocol not in _RANGED:
+            return await super().exists(path)
+        # A GET of the first byte: one request whatever the object's size (fsspec's info
+        # sends a HEAD and, for a missing object, a LIST). hubzarr never stores empty objects.
+        with self._translating(path):
+            head = await self._call("cat_file", self._full(path), start=0, end=1, missing=None)
+            return head is not None
+
     async def size(self, path: str) -> int | None:
         with self._translating(path):
             info = await self._call("info", self._full(path), missing=None)
@@ -594,7 +657,7 @@ class FsspecStorage(Storage):
             self.fs.pipe_file(full, data)
             return True
 
-    async def create(self, path: str, data: Parts) -> None:
+    async def create(self, path: str, data: Parts, *, durable: bool = True) -> None:
         self._writable(path)
         full = self._full(path)
         exists = AlreadyExistsError(f"{path!r} already exists under {self.url}")
@@ -626,17 +689,28 @@ class FsspecStorage(Storage):
         with self._translating(prefix):
             await self._call("rm", self._full(check_path(prefix)), recursive=True, missing=None)
 
-    async def list(self, prefix: str) -> dict[str, int]:
+    async def _find(self, prefix: str) -> dict[str, dict[str, Any]]:
         base = self._full(prefix)
         with self._translating(prefix):
             found = await self._call("find", base, detail=True, missing={})
         start = len(base) + 1
         return {
-            p[start:]: int(info["size"])
+            p[start:]: info
             for p, info in found.items()
             if p.startswith(base + "/")
             and not p.endswith(TMP_SUFFIX)
             and info.get("type") != "directory"
+        }
+
+    async def list(self, prefix: str) -> dict[str, int]:
+        return {p: int(info["size"]) for p, info in (await self._find(prefix)).items()}
+
+    async def list_detailed(
+        self, prefix: str, *, temporaries: bool = False
+    ) -> dict[str, tuple[int, float]]:
+        # Object stores have no temporary files: every write is atomic.
+        return {
+            p: (int(info["size"]), _mtime(info)) for p, info in (await self._find(prefix)).items()
         }
 
     async def list_dir(self, prefix: str) -> builtins.list[str]:

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable
-from dataclasses import dataclass
+import contextlib
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Iterator
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from typing import Any
 
 from zarr.abc.store import (
@@ -32,12 +34,25 @@ from zarr.core.sync import sync
 
 from hubzarr import frame
 from hubzarr.config import resolve_namespace, resolve_root, resolve_storage_options
-from hubzarr.errors import CorruptChunkError, ReadOnlyError
+from hubzarr.errors import (
+    AlreadyExistsError,
+    ConflictError,
+    CorruptChunkError,
+    InvalidArgumentError,
+    ReadOnlyError,
+)
 from hubzarr.names import Name, parse_name
-from hubzarr.storage import Storage, check_path, check_root, open_storage, public_options
-from hubzarr.versions import Repository, Resolved
+from hubzarr.storage import (
+    Parts,
+    Storage,
+    check_path,
+    check_root,
+    open_storage,
+    public_options,
+)
+from hubzarr.versions import Repository, Resolved, split_generation
 
-__all__ = ["HubStore"]
+__all__ = ["HubStore", "conditional_writes"]
 
 _READ_ONLY = "store was opened in read-only mode and does not support writing"
 
@@ -47,10 +62,35 @@ class _State:
     repo: Repository
     resolved: Resolved
     index: dict[str, str]
+    #: The newest generation of each key this store has seen in its open head.
+    generations: dict[str, int] = field(default_factory=dict)
 
     @property
     def version(self) -> str:
         return self.resolved.version
+
+
+#: The objects read by the current conditional operation: ``{(store id, key): (head version,
+#: generation read, -1 when the head had none)}``. While set, a write of a key read in the same
+#: operation succeeds only if that key's generation is still the one read.
+_observed: ContextVar[dict[tuple[int, str], tuple[str, int]] | None] = ContextVar(
+    "hubzarr_observed", default=None
+)
+
+
+@contextlib.contextmanager
+def conditional_writes() -> Iterator[None]:
+    """Make the writes in this block conditional on what the block read (compare-and-swap).
+
+    A read-modify-write of a chunk (zarr reads a chunk before writing part of it) then writes
+    only if no other writer created a newer generation of the chunk meanwhile; otherwise
+    :class:`ConflictError` is raised and the caller repeats the whole operation.
+    """
+    token = _observed.set({})
+    try:
+        yield
+    finally:
+        _observed.reset(token)
 
 
 def _slice(payload: memoryview, byte_range: ByteRequest | None) -> memoryview:
@@ -280,27 +320,82 @@ class HubStore(Store):
 
     # -- reading -------------------------------------------------------------------------
 
-    async def _read(self, state: _State, key: str) -> memoryview | None:
+    def _check_key(self, key: str) -> None:
         check_path(key)
-        repo = state.repo
-        owner = state.index.get(key)
-        versions = [] if state.resolved.sealed else [state.version]
-        if owner is not None:
-            versions.append(owner)
-        if not versions:
-            return None
+        if split_generation(key)[1]:
+            raise InvalidArgumentError(
+                f"refusing key {key!r}: hubzarr stores rewrites of a key as '<key>~<n>', so "
+                "a key may not itself end with '~' and a number"
+            )
 
+    def _decoder(self, state: _State, key: str) -> Callable[[bytes], tuple[memoryview | None]]:
         def decode(raw: bytes) -> tuple[memoryview | None]:
             # A 1-tuple, so that a tombstone (None inside) differs from "no object" (None).
             return (frame.decode(raw, self._where(state, key)),)
 
-        found = await self.storage.read_first([repo.data_path(v, key) for v in versions], decode)
+        return decode
+
+    async def _newest(self, state: _State, key: str, known: int) -> int:
+        """Return the newest generation of ``key`` in the head, given that ``known`` exists.
+
+        Generations are created one after another, so probing forward finds the newest:
+        doubling steps, then bisection (a few requests even after many rewrites).
+        """
+        repo, head = state.repo, state.version
+        low, step = known, 1
+        while await self.storage.exists(repo.data_path(head, key, low + step)):
+            low += step
+            step *= 2
+        high = low + step  # absent
+        while high - low > 1:
+            middle = (low + high) // 2
+            if await self.storage.exists(repo.data_path(head, key, middle)):
+                low = middle
+            else:
+                high = middle
+        return low
+
+    async def _read(self, state: _State, key: str) -> memoryview | None:
+        self._check_key(key)
+        repo = state.repo
+        owner = state.index.get(key)
+        decode = self._decoder(state, key)
+        if state.resolved.sealed:
+            if owner is None:
+                return None
+            found = await self.storage.read_first([repo.object_path(owner, key)], decode)
+        else:
+            # The newest generation in the head wins, then the ancestor the index names. The
+            # two head candidates are read concurrently on object stores (one round trip).
+            known, version = state.generations.get(key, 0), state.version
+            paths = [repo.data_path(version, key, known + 1), repo.data_path(version, key, known)]
+            if owner is not None:
+                paths.append(repo.object_path(owner, key))
+            found = await self.storage.read_first(paths, decode, parallel=2)
+            observed = -1
+            if found is not None and found[0] == 0:
+                newest = await self._newest(state, key, known + 1)
+                state.generations[key] = observed = newest
+                if newest != known + 1:
+                    found = await self.storage.read_first(
+                        [repo.data_path(version, key, newest)], decode
+                    )
+                if found is None:
+                    raise CorruptChunkError(
+                        f"{self._where(state, key)}: generation {newest} vanished while read; "
+                        "is a garbage collection with a too-short grace period running?"
+                    )
+            elif found is not None and found[0] == 1:
+                state.generations[key] = observed = known
+            session = _observed.get()
+            if session is not None:
+                session[(id(self), key)] = (version, observed)
         if found is not None:
-            return found[0]
+            return found[1][0]
         if owner is not None:
             raise CorruptChunkError(
                 f"{self._where(state, key)} is missing from storage although version "
-                f"{owner} recorded it; the repository is damaged"
+                f"{owner.partition('~')[0]} recorded it; the repository is damaged"
             )
         return None
 
@@ -329,24 +424,37 @@ class HubStore(Store):
         for (key, _, _), value in zip(requests, values, strict=True):
             yield key, value
 
+    async def _head_generation(self, state: _State, key: str) -> int | None:
+        """Return the newest generation of ``key`` in the open head, ``None`` if it has none."""
+        repo, known = state.repo, state.generations.get(key)
+        if known is None:
+            if not await self.storage.exists(repo.data_path(state.version, key)):
+                return None
+            known = 0
+        newest = await self._newest(state, key, known)
+        state.generations[key] = newest
+        return newest
+
     async def _size(self, state: _State, key: str) -> int | None:
-        check_path(key)
+        self._check_key(key)
         repo = state.repo
         if not state.resolved.sealed:
-            size = await self.storage.size(repo.data_path(state.version, key))
-            if size is not None:
-                return None if size == len(frame.TOMBSTONE) else size - frame.HEADER_SIZE
+            generation = await self._head_generation(state, key)
+            if generation is not None:
+                size = await self.storage.size(repo.data_path(state.version, key, generation))
+                if size is not None:
+                    return None if size == len(frame.TOMBSTONE) else size - frame.HEADER_SIZE
         owner = state.index.get(key)
         if owner is None:
             return None
-        size = await self.storage.size(repo.data_path(owner, key))
+        size = await self.storage.size(repo.object_path(owner, key))
         return None if size is None else size - frame.HEADER_SIZE
 
     async def exists(self, key: str) -> bool:
         """Return whether ``key`` has a value at this store's version."""
         state = await self._load()
         if state.resolved.sealed:
-            check_path(key)
+            self._check_key(key)
             return key in state.index
         return await self._size(state, key) is not None
 
@@ -367,28 +475,80 @@ class HubStore(Store):
 
     async def set(self, key: str, value: Buffer) -> None:
         """Store ``value`` at ``key`` in the branch's head."""
-        check_path(key)
+        self._check_key(key)
         payload = value.as_numpy_array().data
 
         def framed() -> tuple[bytes, memoryview]:
             return frame.encode_header(payload), payload
 
-        async def put(state: _State) -> None:
-            await self.storage.write(state.repo.data_path(state.version, key), framed)
+        await self._fenced_write(key, framed)
 
-        await self._fenced_write(put)
+    async def _put(self, state: _State, key: str, data: Parts, expected: int | None) -> None:
+        """Create the next generation of ``key`` in the head.
 
-    async def _fenced_write(self, write: Callable[[_State], Awaitable[None]]) -> None:
-        """Write into the head between two seal checks; if the head was sealed meanwhile,
-        repeat the write in the head that took over, so it is never lost."""
+        ``expected`` is the generation a read-modify-write started from (-1: none in the
+        head); the write then fails with :class:`ConflictError` if another writer got there
+        first. Otherwise (a whole-object write) a newer generation found on the way is simply
+        superseded.
+        """
+        repo, head = state.repo, state.version
+        if expected is not None:
+            generation = expected + 1
+        else:
+            known = state.generations.get(key)
+            generation = 0 if known is None else known + 1
+        while True:
+            try:
+                await self.storage.create(
+                    repo.data_path(head, key, generation), data, durable=False
+                )
+            except AlreadyExistsError:
+                if expected is not None:
+                    raise ConflictError(self._where(state, key)) from None
+                generation = await self._newest(state, key, generation) + 1
+                continue
+            state.generations[key] = generation
+            return
+
+    async def _fenced_write(self, key: str, data: Parts | None) -> None:
+        """Write ``data`` (``None``: a deletion) as the next generation of ``key`` in the head,
+        between two seal checks; if the head was sealed meanwhile, repeat the write in the head
+        that took over, so it is never lost (a conditional write raises ConflictError instead,
+        and its caller starts over from a fresh read)."""
         await self._ensure_writable()
+        session = _observed.get()
+        seen = session.get((id(self), key)) if session is not None else None
         state = await self._checked_state()
         while True:
-            await write(state)
+            expected = None
+            if seen is not None:
+                if seen[0] != state.version:
+                    raise ConflictError(self._where(state, key))
+                expected = seen[1]
+            if data is not None:
+                await self._put(state, key, data, expected)
+            elif not await self._remove(state, key, expected):
+                return
             after = await self._checked_state()
             if after.version == state.version:
                 return
+            if seen is not None:
+                raise ConflictError(self._where(state, key))
             state = after
+
+    async def _remove(self, state: _State, key: str, expected: int | None) -> bool:
+        """Write a tombstone as the next generation of ``key`` if it has a value; return
+        whether anything was written."""
+        if expected is None:
+            generation = await self._head_generation(state, key)
+            if generation is None and key not in state.index:
+                return False
+            if generation is not None:
+                raw = await self.storage.read(state.repo.data_path(state.version, key, generation))
+                if raw == frame.TOMBSTONE:
+                    return False
+        await self._put(state, key, frame.TOMBSTONE, expected)
+        return True
 
     async def set_if_not_exists(self, key: str, value: Buffer) -> None:
         """Store ``value`` at ``key`` unless ``key`` already has a value."""
@@ -396,17 +556,10 @@ class HubStore(Store):
             await self.set(key, value)
 
     async def delete(self, key: str) -> None:
-        """Remove ``key`` from the branch's head (a tombstone if an ancestor holds it)."""
-        check_path(key)
-
-        async def remove(state: _State) -> None:
-            path = state.repo.data_path(state.version, key)
-            if key in state.index:
-                await self.storage.write(path, frame.TOMBSTONE)
-            else:
-                await self.storage.delete(path)
-
-        await self._fenced_write(remove)
+        """Remove ``key`` from the branch's head: a tombstone, so that a read does not fall
+        through to an ancestor's object."""
+        self._check_key(key)
+        await self._fenced_write(key, None)
 
     # -- listing -------------------------------------------------------------------------
 
@@ -415,7 +568,7 @@ class HubStore(Store):
         if state.resolved.sealed:
             return set(state.index)
         written, deleted = await state.repo.list_written(state.version)
-        return (set(state.index) - deleted) | set(written)
+        return (set(state.index) - set(deleted)) | set(written)
 
     async def list(self) -> AsyncIterator[str]:
         """Yield every key at this store's version."""

@@ -70,6 +70,17 @@ _VERSION_ID = re.compile(r"[0-9a-f]{20}", re.ASCII)
 _INCARNATION = re.compile(r"[0-9a-f]{16}", re.ASCII)
 
 
+_GENERATION = re.compile(r"(.+)~([1-9][0-9]*)", re.ASCII)
+
+
+def split_generation(name: str) -> tuple[str, int]:
+    """Split a stored object's name under ``data/<version>/`` into (zarr key, generation)."""
+    match = _GENERATION.fullmatch(name)
+    if match is None:
+        return name, 0
+    return match[1], int(match[2])
+
+
 def new_version_id() -> str:
     """Return a new version id: 12 hex digits of milliseconds, then 8 random hex digits."""
     return f"{time.time_ns() // 1_000_000:012x}{secrets.token_hex(4)}"
@@ -233,9 +244,34 @@ class Repository:
     def _path(self, *parts: str) -> str:
         return "/".join((self._home, *parts))
 
-    def data_path(self, version: str, key: str) -> str:
-        """Return the storage path of ``key`` written while ``version`` was open."""
-        return self._path("data", version, key)
+    def path(self, *parts: str) -> str:
+        """Return the storage path of ``parts`` inside the repository's incarnation folder."""
+        return self._path(*parts)
+
+    @property
+    def base(self) -> str:
+        """The repository's folder under the root, ``<user>/<name>``."""
+        return self._base
+
+    @property
+    def incarnation(self) -> str:
+        """The id of the repository's current incarnation folder."""
+        assert self._info is not None, "call open() or create() first"
+        return str(self._info["id"])
+
+    def data_path(self, version: str, key: str, generation: int = 0) -> str:
+        """Return the storage path of generation ``generation`` of ``key`` in ``version``.
+
+        Objects are written once: rewriting a key in an open version creates its next
+        generation, ``<key>~<n>``, and never changes an object a sealed manifest may name.
+        """
+        suffix = f"~{generation}" if generation else ""
+        return self._path("data", version, key + suffix)
+
+    def object_path(self, location: str, key: str) -> str:
+        """Return the storage path of ``key`` at an index location (``version[~gen]``)."""
+        version, _, generation = location.partition("~")
+        return self.data_path(version, key, int(generation or 0))
 
     # -- identity ------------------------------------------------------------------------
 
@@ -336,6 +372,8 @@ class Repository:
             if kind == "branch" and ref == self.default_branch:
                 return await self._recover_default_branch()
             return None
+        if data.get("deleted") is True:
+            return None
         value = self._field(data, "head" if kind == "branch" else "version", str, path)
         if not _VERSION_ID.fullmatch(value):
             raise FormatError(f"{self.storage.url}/{path} points at an invalid version id")
@@ -379,6 +417,10 @@ class Repository:
             )
         return out
 
+    async def _deleted(self, kind: Literal["branch", "tag"], ref: str) -> bool:
+        data = await self._read_json(self._ref_path(kind, ref))
+        return data is not None and data.get("deleted") is True
+
     async def _check_ref_free(self, ref: str, what: str) -> None:
         branch, tag = await asyncio.gather(
             self._read_ref("branch", ref), self._read_ref("tag", ref)
@@ -388,6 +430,48 @@ class Repository:
             raise AlreadyExistsError(
                 f"{self.name} already has a {kind} named {ref!r}; choose another {what} name"
             )
+        kinds: tuple[Literal["branch", "tag"], ...] = ("branch", "tag")
+        for kind in kinds:
+            if await self._deleted(kind, ref):
+                raise AlreadyExistsError(self._reuse_message(kind, ref, what))
+
+    def _reuse_message(self, kind: str, ref: str, what: str) -> str:
+        return (
+            f"{self.name} had a {kind} named {ref!r}, which was deleted; ref names are never "
+            f"reused, so a name someone saved never silently means other data: choose another "
+            f"{what} name"
+        )
+
+    async def delete_ref(self, kind: Literal["branch", "tag"], ref: str) -> str:
+        """Delete a tag or branch; return the version it pointed at.
+
+        The ref's record stays behind, marked deleted, so its name is never reused (a name
+        saved in a notebook cannot come to mean other data). The versions it kept alive are
+        left for :meth:`gc`.
+
+        Raises
+        ------
+        NotFoundError
+            If there is no such tag or branch.
+        InvalidArgumentError
+            For the default branch.
+        """
+        check_ref(ref, what=kind)
+        await self.open()
+        if kind == "branch" and ref == self.default_branch:
+            raise InvalidArgumentError(
+                f"{ref!r} is the default branch of {self.name} and cannot be deleted; delete "
+                "the repository instead"
+            )
+        path = self._ref_path(kind, ref)
+        data = await self._read_json(path)
+        if data is None or data.get("deleted") is True:
+            gone = " (it was deleted)" if data is not None else ""
+            raise NotFoundError(f"{self.name} has no {kind} named {ref!r}{gone}")
+        version = self._field(data, "head" if kind == "branch" else "version", str, path)
+        record = {"deleted": True, "was": version, "time": time.time()}
+        await self.storage.write(path, _dump(record), durable=True)
+        return str(version)
 
     async def resolve(self, ref: str | None) -> Resolved:
         """Resolve a branch, tag or version id (``None``: the default branch).
@@ -407,6 +491,9 @@ class Repository:
             return Resolved("tag", ref, tag, sealed=True)
         if _VERSION_ID.fullmatch(ref) and await self.read_version(ref) is not None:
             return Resolved("version", ref, ref, sealed=await self._is_sealed(ref))
+        for kind in ("tag", "branch"):
+            if await self._deleted(kind, ref):
+                raise NotFoundError(f"the {kind} {ref!r} of {self.name} was deleted")
         known = sorted(await self.refs())
         close = difflib.get_close_matches(ref, known, n=3, cutoff=0.5)
         hint = f"did you mean {', '.join(close)}? " if close else ""
@@ -484,16 +571,26 @@ class Repository:
         await self._finish_seal(version, seal)
         return True
 
-    async def list_written(self, version: str) -> tuple[dict[str, int], set[str]]:
-        """List what an open version wrote: ``({key: payload size}, {deleted keys})``."""
-        written: dict[str, int] = {}
-        deleted: set[str] = set()
-        for key, size in (await self.storage.list(self._path("data", version))).items():
-            if size == len(TOMBSTONE):
-                deleted.add(key)
-            else:
-                written[key] = size
+    async def list_written(self, version: str) -> tuple[dict[str, int], dict[str, int]]:
+        """List what an open version wrote: its newest generation of each key, as
+        ``({written key: generation}, {deleted key: generation})``."""
+        newest: dict[str, tuple[int, int]] = {}
+        for name, size in (await self.storage.list(self._path("data", version))).items():
+            key, generation = split_generation(name)
+            if generation >= newest.get(key, (-1, 0))[0]:
+                newest[key] = (generation, size)
+        written = {k: g for k, (g, size) in newest.items() if size != len(TOMBSTONE)}
+        deleted = {k: g for k, (g, size) in newest.items() if size == len(TOMBSTONE)}
         return written, deleted
+
+    @staticmethod
+    def location(version: str, generation: int) -> str:
+        """The index location of generation ``generation`` of a key written in ``version``."""
+        return f"{version}~{generation}" if generation else version
+
+    async def manifest(self, version: str) -> dict[str, Any]:
+        """Return a sealed version's manifest (finishing its seal first if needed)."""
+        return await self._manifest(version)
 
     async def _manifest(self, version: str) -> dict[str, Any]:
         path = self._path("manifests", f"{version}.json")
@@ -517,6 +614,10 @@ class Repository:
             index.update((key, owner) for owner, keys in manifest["index"].items() for key in keys)
             return
         index.update(dict.fromkeys(manifest["written"], version))
+        index.update(
+            (key, Repository.location(version, int(generation)))
+            for key, generation in manifest.get("generations", {}).items()
+        )
         for key in manifest["deleted"]:
             index.pop(key, None)
 
@@ -557,13 +658,16 @@ class Repository:
         manifest_path = self._path("manifests", f"{version}.json")
         if not self.storage.read_only and not await self.storage.exists(manifest_path):
             record = await self._require_version(version)
+            # The listing names the newest generation of each key at this moment. Objects are
+            # written once, so a writer that lands later creates a newer generation, which no
+            # manifest names: the sealed version cannot change under its readers.
             written, deleted = await self.list_written(version)
             manifest: dict[str, Any]
             if record.is_checkpoint:
                 index = await self.load_index(record.chain)
                 for key in deleted:
                     index.pop(key, None)
-                index.update(dict.fromkeys(written, version))
+                index.update((k, self.location(version, g)) for k, g in written.items())
                 grouped: dict[str, list[str]] = {}
                 for key, owner in sorted(index.items()):
                     grouped.setdefault(owner, []).append(key)
@@ -572,7 +676,8 @@ class Repository:
                 manifest = {
                     "version": version,
                     "checkpoint": False,
-                    "written": sorted(written),
+                    "written": sorted(k for k, g in written.items() if g == 0),
+                    "generations": {k: g for k, g in sorted(written.items()) if g},
                     "deleted": sorted(deleted),
                 }
             # Another finisher may have published it first; manifests are write-once.
@@ -585,7 +690,12 @@ class Repository:
     async def _move_branch(self, branch: str, old: str, new: str) -> None:
         path = self._ref_path("branch", branch)
         data = await self._read_json(path)
-        if data is not None and data.get("head") == old and not self.storage.read_only:
+        if (
+            data is not None
+            and data.get("head") == old
+            and data.get("deleted") is not True
+            and not self.storage.read_only
+        ):
             # Only the seal of `old` moves the branch off `old`, and its successor is fixed by
             # the seal record, so every finisher writes the same content.
             await self.storage.write(path, _dump({"head": new}), durable=True)

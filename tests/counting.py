@@ -38,9 +38,9 @@ class CountingStorage(Storage):
         self._note("write", path)
         await self.inner.write(path, data, durable=durable)
 
-    async def create(self, path: str, data: Parts) -> None:
+    async def create(self, path: str, data: Parts, *, durable: bool = True) -> None:
         self._note("create", path)
-        await self.inner.create(path, data)
+        await self.inner.create(path, data, durable=durable)
 
     async def delete(self, path: str) -> None:
         self._note("delete", path)
@@ -57,6 +57,12 @@ class CountingStorage(Storage):
     async def list_dir(self, prefix: str) -> list[str]:
         self._note("list_dir", prefix)
         return await self.inner.list_dir(prefix)
+
+    async def list_detailed(
+        self, prefix: str, *, temporaries: bool = False
+    ) -> dict[str, tuple[int, float]]:
+        self._note("list_detailed", prefix)
+        return await self.inner.list_detailed(prefix, temporaries=temporaries)
 
 
 def counting(obj: Any) -> CountingStorage:

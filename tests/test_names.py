@@ -270,7 +270,7 @@ class _NoIOStorage(Storage):
     async def write(self, path: str, data: Any, *, durable: bool = False) -> None:
         self._refuse("write", path)
 
-    async def create(self, path: str, data: Any) -> None:
+    async def create(self, path: str, data: Any, *, durable: bool = True) -> None:
         self._refuse("create", path)
 
     async def delete(self, path: str) -> None:
@@ -284,6 +284,11 @@ class _NoIOStorage(Storage):
 
     async def list_dir(self, prefix: str) -> list[str]:
         self._refuse("list_dir", prefix)
+
+    async def list_detailed(
+        self, prefix: str, *, temporaries: bool = False
+    ) -> dict[str, tuple[int, float]]:
+        self._refuse("list_detailed", prefix)
 
 
 @pytest.fixture

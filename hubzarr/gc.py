@@ -1,0 +1,182 @@
+"""Garbage collection: free the objects no ref can reach any more.
+
+What is kept (*marked*), from every live branch and tag:
+
+- every object of a branch's open head (all generations: readers find the newest by probing
+  forward from generation 0, so the sequence must stay whole);
+- for every sealed version on the way back from a ref to the first version, the objects its
+  manifest names (a sealed version can be opened by its id, so each one's state is kept);
+- the records (version, seal, manifest) of all those versions.
+
+What is freed (*swept*), only if older than the grace period: objects under ``data/`` nothing
+above names (a deleted ref's versions, generations superseded before a seal, a write that landed
+in a head after it was sealed and was repeated in its successor, temporary files of a killed
+local writer), records of unreachable versions (the successor record of a sealer that lost a
+race), and the folders of deleted incarnations of the repository.
+
+Concurrent writers and taggers are safe: a version created after ``now - grace`` (its id starts
+with its creation time) and an object modified after it are never swept, and every object of a
+head that was open when marking began is kept even if the head is sealed meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from hubzarr.storage import TMP_SUFFIX
+from hubzarr.versions import Repository
+
+__all__ = ["DEFAULT_GRACE_S", "GCReport", "collect"]
+
+#: Objects younger than this are never collected: writes in flight, seals in progress.
+DEFAULT_GRACE_S = 3600.0
+_BATCH = 64
+
+
+@dataclass(frozen=True, slots=True)
+class GCReport:
+    """What a garbage collection freed (or, in a dry run, would free).
+
+    Attributes
+    ----------
+    objects : int
+        Objects deleted (or to delete).
+    bytes : int
+        Their total size.
+    versions : int
+        Unreachable versions whose records were deleted.
+    kept_objects : int
+        Objects left in place: reachable, or younger than the grace period.
+    dry_run : bool
+        Whether nothing was deleted.
+    """
+
+    objects: int
+    bytes: int
+    versions: int
+    kept_objects: int
+    dry_run: bool
+
+
+def version_time(version: str) -> float:
+    """When a version was created, from its id (seconds since the epoch)."""
+    return int(version[:12], 16) / 1000
+
+
+async def _reachable(repo: Repository) -> tuple[set[str], set[str]]:
+    """Return (open heads, sealed versions) reachable from the live refs."""
+    refs = await repo.refs()
+    heads: set[str] = set()
+    starts: list[str] = []
+    for kind, version in refs.values():
+        if kind == "branch":
+            path = await repo.successors(version)  # finishes half-done seals on the way
+            heads.add(path[-1])
+            starts += path[:-1]
+        else:
+            starts.append(version)
+    sealed: set[str] = set()
+    todo = list(starts) + list(heads)
+    while todo:
+        version = todo.pop()
+        record = await repo.read_version(version)
+        if record is None or record.parent is None or record.parent in sealed:
+            continue
+        sealed.add(record.parent)
+        todo.append(record.parent)
+    sealed.update(starts)
+    return heads, sealed - heads
+
+
+async def _named_objects(repo: Repository, sealed: Iterable[str]) -> set[str]:
+    """Return ``"<version>/<object name>"`` for every object a sealed version's manifest names."""
+    names: set[str] = set()
+    for version in sealed:
+        manifest = await repo.manifest(version)
+        if manifest.get("checkpoint"):
+            for location, keys in manifest["index"].items():
+                owner, _, generation = str(location).partition("~")
+                if owner == version:
+                    suffix = f"~{generation}" if generation else ""
+                    names.update(f"{version}/{key}{suffix}" for key in keys)
+        else:
+            names.update(f"{version}/{key}" for key in manifest["written"])
+            names.update(
+                f"{version}/{key}~{generation}"
+                for key, generation in manifest.get("generations", {}).items()
+            )
+    return names
+
+
+async def collect(repo: Repository, *, grace: float, dry_run: bool) -> GCReport:
+    """Collect the garbage of one repository (see the module docstring).
+
+    Parameters
+    ----------
+    repo : Repository
+        The repository (opened or not).
+    grace : float
+        Seconds: nothing modified, and no version created, more recently is collected.
+    dry_run : bool
+        Only report what would be freed.
+    """
+    await repo.open()
+    cutoff = time.time() - grace
+    heads, sealed = await _reachable(repo)
+    live = heads | sealed
+    named = await _named_objects(repo, sealed)
+    storage = repo.storage
+
+    doomed: dict[str, int] = {}
+    kept = 0
+    data = await storage.list_detailed(repo.path("data"), temporaries=True)
+    for name, (size, mtime) in data.items():
+        version, _, rest = name.partition("/")
+        old = mtime < cutoff and not _young(version, cutoff)
+        # An open head keeps everything but a killed writer's temporary files; a sealed
+        # version keeps what its manifest names.
+        reachable = not rest.endswith(TMP_SUFFIX) if version in heads else name in named
+        if old and not reachable:
+            doomed[repo.path("data", name)] = size
+        else:
+            kept += 1
+
+    versions: set[str] = set()
+    for folder in ("versions", "seals", "manifests"):
+        listed = await storage.list_detailed(repo.path(folder), temporaries=True)
+        for name, (size, mtime) in listed.items():
+            version = name.removesuffix(".json").split(".", 1)[0]
+            if version in live or mtime >= cutoff or _young(version, cutoff):
+                continue
+            doomed[repo.path(folder, name)] = size
+            versions.add(version)
+
+    # Folders of deleted incarnations: a deletion removes repo.json first, then the folder.
+    for entry in await storage.list_dir(repo.base):
+        if entry in ("repo.json", repo.incarnation):
+            continue
+        listed = await storage.list_detailed(f"{repo.base}/{entry}", temporaries=True)
+        if listed and all(mtime < cutoff for _, mtime in listed.values()):
+            doomed.update((f"{repo.base}/{entry}/{n}", size) for n, (size, _) in listed.items())
+
+    if not dry_run:
+        paths = sorted(doomed)
+        for start in range(0, len(paths), _BATCH):
+            await asyncio.gather(*(storage.delete(p) for p in paths[start : start + _BATCH]))
+    return GCReport(
+        objects=len(doomed),
+        bytes=sum(doomed.values()),
+        versions=len(versions),
+        kept_objects=kept,
+        dry_run=dry_run,
+    )
+
+
+def _young(version: str, cutoff: float) -> bool:
+    try:
+        return version_time(version) >= cutoff
+    except ValueError:
+        return False

@@ -25,6 +25,7 @@ from hubzarr.api import (
     verify,
 )
 from hubzarr.array import HubArray
+from hubzarr.collect import GCReport
 from hubzarr.errors import (
     AccessDeniedError,
     AlreadyExistsError,
@@ -40,9 +41,8 @@ from hubzarr.errors import (
     StorageError,
     UnsafeCastError,
 )
-from hubzarr.gc import GCReport
+from hubzarr.integrity import Problem, VerifyReport
 from hubzarr.store import HubStore
-from hubzarr.verify import Problem, VerifyReport
 from hubzarr.versions import LogEntry
 
 __version__ = "0.1.0"

@@ -23,14 +23,14 @@ from hubzarr.array import (
     check_shape,
     default_chunks,
 )
+from hubzarr.collect import DEFAULT_GRACE_S, GCReport, collect
 from hubzarr.config import resolve_namespace, resolve_root, resolve_storage_options
 from hubzarr.errors import AlreadyExistsError, InvalidArgumentError, ReadOnlyError
-from hubzarr.gc import DEFAULT_GRACE_S, GCReport, collect
+from hubzarr.integrity import VerifyReport, verify_store
 from hubzarr.metadata import open_zarr_array
 from hubzarr.names import Name, parse_name
 from hubzarr.storage import Storage, check_root, open_storage, public_options
 from hubzarr.store import HubStore
-from hubzarr.verify import VerifyReport, verify_store
 from hubzarr.versions import LogEntry, Repository, list_repositories
 
 __all__ = [

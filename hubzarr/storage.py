@@ -76,13 +76,15 @@ Parts = (
 T = TypeVar("T")
 
 
-def check_path(path: str) -> str:
+def check_path(path: str, *, temporary: bool = False) -> str:
     """Refuse a relative storage path that could leave its folder.
 
     Parameters
     ----------
     path : str
         A ``/``-separated path relative to the hub root.
+    temporary : bool
+        Allow a temporary file's name (garbage collection deletes those a killed writer left).
 
     Returns
     -------
@@ -100,7 +102,7 @@ def check_path(path: str) -> str:
         any(s in ("", ".", "..") for s in segments)
         or "\\" in path
         or "\x00" in path
-        or path.endswith(TMP_SUFFIX)
+        or (path.endswith(TMP_SUFFIX) and not temporary)
     ):
         raise InvalidArgumentError(
             f"refusing storage key {path!r}: keys are '/'-separated, relative, with no empty, "
@@ -143,6 +145,8 @@ class Storage(ABC):
     url: str
     #: Whether the root refuses writes (HTTP).
     read_only: bool = False
+    #: How far modification times may be off this machine's clock (resolution, skew).
+    clock_slack_s: float = 2.0
 
     def _writable(self, path: str) -> None:
         if self.read_only:
@@ -320,6 +324,9 @@ class LocalStorage(Storage):
         The folder holding the hub; created on first write.
     """
 
+    #: Modification times come from this machine's clock, to the nanosecond.
+    clock_slack_s = 0.0
+
     def __init__(self, root: Path) -> None:
         self.root = root.expanduser().absolute()
         self.url = self.root.as_uri()
@@ -367,8 +374,9 @@ class LocalStorage(Storage):
                 raise AlreadyExistsError(f"{path!r} already exists under {self.url}") from exc
 
     async def delete(self, path: str) -> None:
+        full = self.root.joinpath(*check_path(path, temporary=True).split("/"))
         with _translating(self.url, path):
-            await asyncio.to_thread(self._full(path).unlink, True)
+            await asyncio.to_thread(full.unlink, True)
 
     async def delete_prefix(self, prefix: str) -> None:
         with _translating(self.url, prefix):

@@ -766,13 +766,53 @@ class Repository:
             "message": message,
             "nonce": secrets.token_hex(8),
         }
-        try:
-            await self.storage.create(self._ref_path("tag", tag), _dump(record))
-        except AlreadyExistsError:
-            raise AlreadyExistsError(
-                f"{self.name} already has a tag named {tag!r}; choose another tag name"
-            ) from None
+        await self._publish_ref("tag", tag, record)
         return version
+
+    async def _publish_ref(
+        self, kind: Literal["branch", "tag"], ref: str, record: dict[str, Any]
+    ) -> None:
+        """Create a new ref: first claim its name, shared by tags and branches, then write it.
+
+        Tags and branches live in separate folders, so put-if-absent on the ref itself cannot
+        stop a tag and a branch of one name from both being created; the claim
+        ``refs/names/<ref>.json`` does (exactly one creator wins), and it holds the whole ref,
+        so a creator that died after claiming is finished by the next one to try the name.
+        Claims are never deleted: a deleted ref's name is not reused.
+        """
+        content = _dump({**record, "kind": kind})
+        claim = self._path("refs", "names", f"{ref}.json")
+        try:
+            await self.storage.create(claim, content)
+        except AlreadyExistsError:
+            taken = await self._finish_claim(ref)
+            raise AlreadyExistsError(
+                f"{self.name} already has a {taken or kind} named {ref!r}; choose another "
+                f"{kind} name"
+            ) from None
+        await self._create_ref_from_claim(kind, ref, content)
+
+    async def _create_ref_from_claim(
+        self, kind: Literal["branch", "tag"], ref: str, content: bytes
+    ) -> None:
+        path = self._ref_path(kind, ref)
+        try:
+            await self.storage.create(path, content)
+        except AlreadyExistsError:
+            if await self.storage.read(path) != content:
+                raise
+            # A finisher wrote it from our claim: the same bytes.
+
+    async def _finish_claim(self, ref: str) -> str | None:
+        """Create the ref a claim holds if its creator died before writing it; return its kind."""
+        data = await self._read_json(self._path("refs", "names", f"{ref}.json"))
+        if data is None or data.get("kind") not in ("branch", "tag"):
+            return None
+        kind: Literal["branch", "tag"] = "branch" if data["kind"] == "branch" else "tag"
+        if await self._read_json(self._ref_path(kind, ref)) is None:
+            with contextlib.suppress(AlreadyExistsError):
+                await self._create_ref_from_claim(kind, ref, _dump(data))
+        return kind
 
     async def branch(self, ref: str | None, new_branch: str) -> str:
         """Create a branch starting at ``ref``; return its (empty, open) head.
@@ -788,15 +828,9 @@ class Repository:
         base = await self._require_version(await self._sealed_version(ref, "branch from"))
         head = base.child()
         await self.storage.create(self._path("versions", f"{head.id}.json"), head.to_json())
-        try:
-            await self.storage.create(
-                self._ref_path("branch", new_branch),
-                _dump({"head": head.id, "nonce": secrets.token_hex(8)}),
-            )
-        except AlreadyExistsError:
-            raise AlreadyExistsError(
-                f"{self.name} already has a branch named {new_branch!r}; choose another name"
-            ) from None
+        await self._publish_ref(
+            "branch", new_branch, {"head": head.id, "nonce": secrets.token_hex(8)}
+        )
         return head.id
 
     async def log(self, ref: str | None) -> list[LogEntry]:

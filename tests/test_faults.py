@@ -276,9 +276,10 @@ def test_lost_acknowledgements_of_creates_are_recognised(
         if r.method == "PUT" and r.headers.get("if-none-match") == "*"
     ]
     stored = [r for r in creates if r.status == 200]
-    # 9 records (repository, versions, seal, manifest, refs) and 5 data objects (.zarray,
-    # .zattrs, two chunks on main, one on dev): chunk objects are created once too.
-    assert proxy.injected["lost_ack"] == len(stored) == 14
+    # 11 records (repository, versions, seal, manifest, refs and the claims of the names v1
+    # and dev) and 5 data objects (.zarray, .zattrs, two chunks on main, one on dev): chunk
+    # objects are created once too.
+    assert proxy.injected["lost_ack"] == len(stored) == 16
     # Each object was created exactly once; every other attempt met 412 and changed nothing.
     assert len({r.path for r in stored}) == len(stored)
     assert {r.status for r in creates} <= {200, 412}
@@ -298,7 +299,13 @@ def test_lost_acknowledgements_of_creates_are_recognised(
         if request.path not in moved:
             assert objects[request.path.removeprefix(base)] == request.body, request.path
     refs = sorted(p.rsplit("/refs/", 1)[1] for p in objects if "/refs/" in p)
-    assert refs == ["branches/dev.json", "branches/main.json", "tags/v1.json"]
+    assert refs == [
+        "branches/dev.json",
+        "branches/main.json",
+        "names/dev.json",
+        "names/v1.json",
+        "tags/v1.json",
+    ]
     np.testing.assert_array_equal(direct.load(f"{NAME}:v1")[:], values)
     np.testing.assert_array_equal(direct.load(f"{NAME}:{v1}")[:], values)
     np.testing.assert_array_equal(direct.load(NAME)[:], values)

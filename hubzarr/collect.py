@@ -16,7 +16,10 @@ race), and the folders of deleted incarnations of the repository.
 
 Concurrent writers and taggers are safe: a version created after ``now - grace`` (its id starts
 with its creation time) and an object modified after it are never swept, and every object of a
-head that was open when marking began is kept even if the head is sealed meanwhile.
+head that was open when marking began is kept even if the head is sealed meanwhile. Records and
+temporary files are kept at least :data:`RECORD_GRACE_S`, whatever the grace: a seal or a branch
+in flight creates its new version's record before publishing it. The grace period must exceed
+the clock skew between this machine and the storage's servers.
 """
 
 from __future__ import annotations
@@ -33,7 +36,14 @@ __all__ = ["DEFAULT_GRACE_S", "GCReport", "collect"]
 
 #: Objects younger than this are never collected: writes in flight, seals in progress.
 DEFAULT_GRACE_S = 3600.0
+#: Version records and temporary files are kept at least this long whatever the grace: an
+#: operation in flight (a seal, a branch, a local write) may be about to use them.
+RECORD_GRACE_S = 600.0
 _BATCH = 64
+
+
+def _now() -> float:
+    return time.time()
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,18 +134,23 @@ async def collect(repo: Repository, *, grace: float, dry_run: bool) -> GCReport:
         Only report what would be freed.
     """
     await repo.open()
-    cutoff = time.time() - grace
+    now = _now()
+    # Object stores report modification times to the second, from the server's clock.
+    slack = repo.storage.clock_slack_s
+    cutoff = now - grace - slack
+    record_cutoff = now - max(grace, RECORD_GRACE_S) - slack
+    storage = repo.storage
     heads, sealed = await _reachable(repo)
     live = heads | sealed
     named = await _named_objects(repo, sealed)
-    storage = repo.storage
 
     doomed: dict[str, int] = {}
     kept = 0
     data = await storage.list_detailed(repo.path("data"), temporaries=True)
     for name, (size, mtime) in data.items():
         version, _, rest = name.partition("/")
-        old = mtime < cutoff and not _young(version, cutoff)
+        limit = record_cutoff if rest.endswith(TMP_SUFFIX) else cutoff
+        old = mtime < limit and not _young(version, limit)
         # An open head keeps everything but a killed writer's temporary files; a sealed
         # version keeps what its manifest names.
         reachable = not rest.endswith(TMP_SUFFIX) if version in heads else name in named
@@ -149,7 +164,7 @@ async def collect(repo: Repository, *, grace: float, dry_run: bool) -> GCReport:
         listed = await storage.list_detailed(repo.path(folder), temporaries=True)
         for name, (size, mtime) in listed.items():
             version = name.removesuffix(".json").split(".", 1)[0]
-            if version in live or mtime >= cutoff or _young(version, cutoff):
+            if version in live or mtime >= record_cutoff or _young(version, record_cutoff):
                 continue
             doomed[repo.path(folder, name)] = size
             versions.add(version)
@@ -159,7 +174,7 @@ async def collect(repo: Repository, *, grace: float, dry_run: bool) -> GCReport:
         if entry in ("repo.json", repo.incarnation):
             continue
         listed = await storage.list_detailed(f"{repo.base}/{entry}", temporaries=True)
-        if listed and all(mtime < cutoff for _, mtime in listed.values()):
+        if listed and all(mtime < record_cutoff for _, mtime in listed.values()):
             doomed.update((f"{repo.base}/{entry}/{n}", size) for n, (size, _) in listed.items())
 
     if not dry_run:

@@ -1,0 +1,310 @@
+"""Garbage collection: reachable data is never freed, unreachable data and crash orphans are."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import multiprocessing
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from _gcprocs import gc_tagger, gc_writer
+from conftest import Backend
+from typer.testing import CliRunner
+from zarr.core.sync import sync
+
+import hubzarr
+import hubzarr.collect
+from hubzarr.cli import app
+from hubzarr.collect import version_time
+from hubzarr.errors import InvalidArgumentError, NotFoundError
+from hubzarr.storage import TMP_SUFFIX
+from hubzarr.versions import Repository
+
+NAME = "gc/arr"  # a user-qualified name: stored under gc/arr
+
+
+def _objects(hub: hubzarr.Hub, prefix: str = NAME) -> dict[str, int]:
+    listed = sync(hub.storage.list_detailed(prefix, temporaries=True))
+    return {p: size for p, (size, _) in listed.items()}
+
+
+@pytest.fixture
+def later(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Collect as if two hours had passed: everything written so far is past any grace."""
+    monkeypatch.setattr(hubzarr.collect, "_now", lambda: time.time() + 7200)
+
+
+def _repo(hub: hubzarr.Hub) -> Repository:
+    repo = Repository(hub.storage, hubzarr.names.parse_name(NAME, default_user="library"))
+    sync(repo.open())
+    return repo
+
+
+def _make(hub: hubzarr.Hub) -> hubzarr.HubArray:
+    arr = hub.array((8, 4), name=NAME, dtype="int32", chunks=(2, 4))
+    arr[:] = np.arange(32).reshape(8, 4)
+    return arr
+
+
+def _every_ref_reads(hub: hubzarr.Hub, expected: dict[str, np.ndarray]) -> None:
+    for ref, content in expected.items():
+        np.testing.assert_array_equal(hub.load(f"{NAME}:{ref}")[:], content, err_msg=ref)
+        assert hub.verify(f"{NAME}:{ref}").ok, ref
+
+
+def test_a_deleted_branch_is_freed_and_everything_reachable_stays(
+    hub: hubzarr.Hub, later: None
+) -> None:
+    arr = _make(hub)
+    hub.tag(NAME, "v1")
+    hub.branch(f"{NAME}:v1", "dev")
+    dev = hub.load(f"{NAME}:dev")
+    dev[:] = -1
+    hub.tag(f"{NAME}:dev", "d1")
+    dev[0] = -2
+    arr[1] = 100
+    expected = {"main": arr[:], "v1": hub.load(f"{NAME}:v1")[:]}
+
+    assert hub.gc(NAME, grace=0, dry_run=False).objects == 0  # nothing unreachable yet
+    _every_ref_reads(hub, {**expected, "dev": dev[:], "d1": hub.load(f"{NAME}:d1")[:]})
+
+    hub.delete_branch(NAME, "dev")
+    hub.delete_tag(NAME, "d1")
+    before = _objects(hub)
+    dry = hub.gc(NAME, grace=0)
+    assert (
+        dry.dry_run and dry.objects > 0 and dry.versions == 2
+    )  # dev's first head (tagged d1), its head after
+    assert _objects(hub) == before  # a dry run deletes nothing
+    report = hub.gc(NAME, grace=0, dry_run=False)
+    assert (report.objects, report.bytes, report.versions) == (dry.objects, dry.bytes, 2)
+    after = _objects(hub)
+    freed = set(before) - set(after)
+    assert len(freed) == report.objects
+    assert sum(before[p] for p in freed) == report.bytes
+    assert all(
+        "/data/" in p or "/versions/" in p or "/seals/" in p or "/manifests/" in p for p in freed
+    )
+    _every_ref_reads(hub, expected)
+    assert hub.gc(NAME, grace=0, dry_run=False).objects == 0  # idempotent
+    # The deleted names stay taken.
+    with pytest.raises(hubzarr.AlreadyExistsError, match="deleted"):
+        hub.branch(f"{NAME}:v1", "dev")
+
+
+def test_rewrites_superseded_before_a_tag_are_freed(hub: hubzarr.Hub, later: None) -> None:
+    arr = _make(hub)
+    for value in range(5):
+        arr[0, 0] = value  # five generations of chunk 0.0 in one head
+    hub.tag(NAME, "v1")
+    report = hub.gc(NAME, grace=0, dry_run=False)
+    assert report.objects == 5  # generations 0-4 of "0.0"; the newest is what v1 names
+    assert report.versions == 0
+    assert hub.load(f"{NAME}:v1")[0, 0] == 4
+    _every_ref_reads(hub, {"v1": hub.load(f"{NAME}:v1")[:], "main": arr[:]})
+
+
+def test_an_open_head_keeps_every_generation(hub: hubzarr.Hub, later: None) -> None:
+    arr = _make(hub)
+    for value in range(4):
+        arr[0, 0] = value
+    assert hub.gc(NAME, grace=0, dry_run=False).objects == 0
+    # A fresh reader finds the newest generation by probing from the first one.
+    assert hubzarr.Hub(hub.root).load(NAME)[0, 0] == 3
+
+
+def test_the_grace_period_protects_young_objects(
+    hub: hubzarr.Hub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _make(hub)
+    hub.tag(NAME, "v1")
+    hub.branch(f"{NAME}:v1", "dev")
+    hub.load(f"{NAME}:dev")[:] = 5
+    hub.delete_branch(NAME, "dev")
+    assert hub.gc(NAME, grace=0, dry_run=False).objects == 0  # all written just now
+    # Five minutes on, data is past a zero grace, but records are kept RECORD_GRACE_S.
+    monkeypatch.setattr(hubzarr.collect, "_now", lambda: time.time() + 300)
+    data_only = hub.gc(NAME, grace=0)
+    assert data_only.objects > 0 and data_only.versions == 0
+    monkeypatch.setattr(hubzarr.collect, "_now", lambda: time.time() + 1800)
+    assert hub.gc(NAME, grace=3600, dry_run=False).objects == 0
+    monkeypatch.setattr(hubzarr.collect, "_now", lambda: time.time() + 7200)
+    report = hub.gc(NAME, grace=3600, dry_run=False)
+    assert report.objects > data_only.objects and report.versions == 1  # dev's head
+
+
+def test_orphans_of_a_lost_seal_race_and_a_killed_writer_are_freed(
+    local_root: str, later: None
+) -> None:
+    hub = hubzarr.Hub(local_root)
+    _make(hub)
+    repo = _repo(hub)
+
+    async def race() -> None:
+        # Two sealers of one head: both create a successor record, one seal wins.
+        await asyncio.gather(repo.seal("main"), repo.seal("main"))
+
+    sync(race())
+    head = sync(repo.branch_head("main"))
+    # A writer killed between writing its temporary file and renaming it.
+    orphan = Path(local_root) / repo.data_path(head, "3.0").replace("/", "/")
+    orphan.parent.mkdir(parents=True, exist_ok=True)
+    tmp = orphan.with_name(f"3.0.deadbeef{TMP_SUFFIX}")
+    tmp.write_bytes(b"half a chunk")
+    versions = set(sync(hub.storage.list_dir(repo.path("versions"))))
+    report = hub.gc(NAME, grace=0, dry_run=False)
+    assert not tmp.exists()
+    left = set(sync(hub.storage.list_dir(repo.path("versions"))))
+    assert report.versions == len(versions - left) >= 1  # the losing sealer's successor
+    assert report.objects >= 2
+    np.testing.assert_array_equal(hub.load(NAME)[:], np.arange(32).reshape(8, 4))
+    hub.load(NAME)[0] = 1  # the branch still takes writes
+
+
+def test_a_deleted_incarnation_left_behind_is_freed(hub: hubzarr.Hub, later: None) -> None:
+    _make(hub)
+    old = _repo(hub)
+    # A deletion that stopped after removing repo.json (the first step) leaves the folder.
+    sync(hub.storage.delete(f"{old.base}/repo.json"))
+    fresh = _make(hub)
+    leftovers = {p for p in _objects(hub) if p.startswith(f"{old.incarnation}/")}
+    assert leftovers
+    report = hub.gc(NAME, grace=0, dry_run=False)
+    assert report.objects == len(leftovers)
+    assert not {p for p in _objects(hub) if p.startswith(f"{old.incarnation}/")}
+    np.testing.assert_array_equal(hub.load(NAME)[:], fresh[:])
+
+
+def test_a_write_that_lands_after_a_seal_is_freed_once_repeated(
+    hub: hubzarr.Hub, later: None
+) -> None:
+    arr = _make(hub)
+    store = arr.store
+    sealed = sync(store.resolved()).version
+    repo = _repo(hub)
+
+    # The write lands in the head after the sealer listed it: it is repeated in the successor,
+    # and its first object, named by no manifest, is garbage.
+    entered, gate = asyncio.Event(), asyncio.Event()
+    real_create = store.storage.create
+
+    async def late_create(path: str, data: Any, **kwargs: Any) -> None:
+        if path.endswith("/1.0~1"):  # the rewrite, in the head about to be sealed
+            entered.set()
+            await gate.wait()
+        await real_create(path, data, **kwargs)
+
+    store.storage.create = late_create  # type: ignore[method-assign]
+
+    async def scenario() -> None:
+        write = asyncio.ensure_future(store.set("1.0", _buffer(arr, 7)))
+        await entered.wait()  # the write passed its seal check and is on its way
+        await repo.seal("main")  # seal record, then the listing
+        gate.set()
+        await write
+
+    sync(scenario())
+    assert hub.load(f"{NAME}:{sealed}")[2, 0] == 8  # unchanged in the sealed version
+    assert hub.load(NAME)[2, 0] == 7
+    report = hub.gc(NAME, grace=0, dry_run=False)
+    assert report.objects >= 1
+    assert hub.load(NAME)[2, 0] == 7
+    assert hub.verify(f"{NAME}:{sealed}").ok
+
+
+def _buffer(arr: hubzarr.HubArray, value: int) -> Any:
+    from zarr.core.buffer import default_buffer_prototype
+
+    chunk = np.full(arr.chunks, value, dtype=arr.dtype)
+    encoded = arr.zarr.metadata.compressor.encode(chunk.tobytes())  # type: ignore[union-attr]
+    return default_buffer_prototype().buffer.from_bytes(encoded)
+
+
+def test_gc_checks_its_arguments(hub: hubzarr.Hub) -> None:
+    _make(hub)
+    with pytest.raises(InvalidArgumentError):
+        hub.gc(f"{NAME}:main")
+    with pytest.raises(InvalidArgumentError):
+        hub.gc(NAME, grace=-1)
+    with pytest.raises(NotFoundError):
+        hub.gc("gc/nothing")
+
+
+def test_version_ids_carry_their_creation_time() -> None:
+    from hubzarr.versions import new_version_id
+
+    before = time.time()
+    assert before - 0.01 <= version_time(new_version_id()) <= time.time() + 0.01
+
+
+def test_hub_gc_is_a_dry_run_unless_yes(hub: hubzarr.Hub, later: None) -> None:
+    _make(hub)
+    hub.tag(NAME, "v1")
+    hub.branch(f"{NAME}:v1", "dev")
+    hub.load(f"{NAME}:dev")[:] = 5
+    runner = CliRunner()
+    assert runner.invoke(app, ["branch", "-d", NAME, "dev", "--root", hub.root]).exit_code == 0
+    before = _objects(hub)
+    dry = runner.invoke(app, ["gc", NAME, "--grace", "0", "--root", hub.root])
+    assert dry.exit_code == 0, dry.output
+    assert "would free" in dry.output and "--yes" in dry.output
+    assert _objects(hub) == before
+    done = runner.invoke(app, ["gc", NAME, "--grace", "0s", "--yes", "--root", hub.root])
+    assert done.exit_code == 0, done.output
+    assert "freed" in done.output
+    assert len(_objects(hub)) < len(before)
+    bad = runner.invoke(app, ["gc", NAME, "--grace", "soon", "--root", hub.root])
+    assert bad.exit_code == 2 and "duration" in bad.output
+
+
+# -- gc while others write and tag ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["local", "s3"])
+def test_gc_during_writes_and_tags_frees_nothing_reachable(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    backend = (
+        Backend("local", str(tmp_path / "hub"))
+        if kind == "local"
+        else request.getfixturevalue("s3_backend")
+    )
+    hub = backend.hub()
+    hub.array((16,), name=NAME, dtype="int64", chunks=(4,))
+    ctx = multiprocessing.get_context("spawn")
+    results = ctx.Queue()
+    rounds = 12
+    writer = ctx.Process(
+        target=gc_writer, args=(backend.root, backend.options, NAME, rounds, results)
+    )
+    tagger = ctx.Process(
+        target=gc_tagger, args=(backend.root, backend.options, NAME, rounds, results)
+    )
+    writer.start()
+    tagger.start()
+    collections = 0
+    # Collect with no grace period at all, over and over, while both run.
+    freed = 0
+    while writer.is_alive() or tagger.is_alive() or collections < 2:
+        freed += hub.gc(NAME, grace=0, dry_run=False).objects
+        collections += 1
+    assert freed > 0, "the collections ran while there was garbage to free"
+    writer.join()
+    tagger.join()
+    assert writer.exitcode == 0 and tagger.exitcode == 0
+    reports = [results.get(timeout=60) for _ in range(2)]
+    tags: dict[str, str] = next(r for r in reports if r[0] == "tags")[1]
+    final: list[int] = next(r for r in reports if r[0] == "writes")[1]
+    assert len(tags) == rounds
+    hub.gc(NAME, grace=0, dry_run=False)
+    for tag, digest in tags.items():
+        content = hub.load(f"{NAME}:{tag}")[:]
+        assert hashlib.sha256(content.tobytes()).hexdigest() == digest, tag
+        assert hub.verify(f"{NAME}:{tag}").ok
+    np.testing.assert_array_equal(hub.load(NAME)[:], final)
+    assert hub.verify(NAME).ok
+    assert collections >= 2

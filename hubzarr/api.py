@@ -11,6 +11,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any, Literal, TypeVar
 
 import zarr
+from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 
 from hubzarr.array import (
@@ -53,6 +54,23 @@ T = TypeVar("T")
 RootLike = str | os.PathLike[str] | None
 _DEFAULT: Any = object()
 _DEFAULT_BRANCH = "main"
+
+
+def _metadata_documents(spec: dict[str, Any]) -> dict[str, bytes]:
+    """The metadata objects zarr writes for an array of ``spec``, as ``{key: bytes}``."""
+    scratch = zarr.storage.MemoryStore()
+    zarr.create_array(scratch, **spec)
+    prototype = default_buffer_prototype()
+
+    async def documents() -> dict[str, bytes]:
+        out: dict[str, bytes] = {}
+        async for key in scratch.list():
+            value = await scratch.get(key, prototype)
+            assert value is not None
+            out[key] = value.to_bytes()
+        return out
+
+    return _run(documents())
 
 
 def _run(coro: Coroutine[Any, Any, T]) -> T:
@@ -169,12 +187,21 @@ class Hub:
             raise InvalidArgumentError(f"fill_value must be a scalar, not shape {fill.shape}")
         codec = check_compressor(DEFAULT_COMPRESSOR if compressor is _DEFAULT else compressor)
 
+        spec = {
+            "shape": shape,
+            "chunks": chunks,
+            "dtype": dtype,
+            "fill_value": fill.item(),
+            "zarr_format": 2,
+            "compressors": codec,
+            "filters": None,
+            "order": "C",
+        }
         repo = Repository(self.storage, parsed)
         branch = parsed.ref or _DEFAULT_BRANCH
-        created = False
         try:
-            _run(repo.create(branch))
-            created = True
+            # The array's metadata is part of the repository's first version from the start.
+            _run(repo.create(branch, initial=_metadata_documents(spec)))
         except AlreadyExistsError:
             if not overwrite:
                 raise
@@ -184,25 +211,10 @@ class Hub:
                     f"cannot overwrite {parsed}: it is a {resolved.kind}, and versions never "
                     "change; overwrite a branch instead"
                 ) from None
-            branch = resolved.ref
+            store = self._store(parsed.with_ref(resolved.ref), read_only=False)
+            return HubArray(store, zarr.create_array(store, **spec, overwrite=True))
         store = self._store(parsed.with_ref(branch), read_only=False)
-        try:
-            zarray = zarr.create_array(
-                store,
-                shape=shape,
-                chunks=chunks,
-                dtype=dtype,
-                fill_value=fill.item(),
-                zarr_format=2,
-                compressors=codec,
-                filters=None,
-                order="C",
-                overwrite=overwrite,
-            )
-        except BaseException:
-            if created:
-                _run(repo.delete())
-            raise
+        zarray = open_zarr_array(store)
         return HubArray(store, zarray)
 
     def load(self, name: str, mode: Literal["r", "r+"] = "r+") -> HubArray:

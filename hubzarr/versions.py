@@ -46,6 +46,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from hubzarr import frame
 from hubzarr.errors import AlreadyExistsError, FormatError, InvalidArgumentError, NotFoundError
 from hubzarr.frame import TOMBSTONE
 from hubzarr.names import Name, check_ref
@@ -321,8 +322,17 @@ class Repository:
         assert self._info is not None, "call open() or create() first"
         return str(self._info["default_branch"])
 
-    async def create(self, branch: str) -> str:
-        """Create the repository with one empty branch; return the branch's head.
+    async def create(self, branch: str, initial: dict[str, bytes] | None = None) -> str:
+        """Create the repository with one branch; return the branch's head.
+
+        Parameters
+        ----------
+        branch : str
+            The first (default) branch.
+        initial : dict, optional
+            Objects the first version holds from the start (``{zarr key: payload}``, such as
+            an array's ``.zarray``): written before the repository is published, so a creator
+            killed halfway leaves no repository rather than one without its array.
 
         Raises
         ------
@@ -339,8 +349,18 @@ class Repository:
             "root_version": record.id,
             "created": record.created,
         }
-        # repo.json decides the winner among concurrent creators and determines everything
-        # written after it, so an opener can finish a creation that stopped halfway.
+        # Everything goes into a fresh incarnation folder no reader looks at until repo.json
+        # names it: repo.json, created last, decides the winner among concurrent creators and
+        # publishes the lot at once. A loser's folder, or a killed creator's, is left for gc.
+        self._info = info
+        try:
+            for key, payload in (initial or {}).items():
+                await self.storage.create(
+                    self.data_path(record.id, key), (frame.encode_header(payload), payload)
+                )
+            await self._recover_default_branch()
+        finally:
+            self._info = None
         try:
             await self.storage.create(f"{self._base}/repo.json", _dump(info))
         except AlreadyExistsError:

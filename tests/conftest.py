@@ -144,3 +144,12 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]
             yield Backend("memory", url)
     else:
         yield request.getfixturevalue(f"{request.param}_backend")
+
+
+@pytest.fixture(params=["local", "s3"])
+def local_or_s3(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    """A fresh hub root on the backends with enforced put-if-absent: a local folder and S3."""
+    if request.param == "local":
+        return Backend("local", str(tmp_path / "hub"))
+    backend: Backend = request.getfixturevalue("s3_backend")
+    return backend

@@ -82,6 +82,28 @@ def split_generation(name: str) -> tuple[str, int]:
     return match[1], int(match[2])
 
 
+def _strings(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
+def _valid_manifest(data: dict[str, Any]) -> bool:
+    """Whether a manifest has the shape :meth:`Repository._apply` relies on."""
+    if data.get("checkpoint"):
+        index = data.get("index")
+        return isinstance(index, dict) and all(
+            isinstance(owner, str) and _strings(keys) for owner, keys in index.items()
+        )
+    generations = data.get("generations", {})
+    return (
+        _strings(data.get("written"))
+        and _strings(data.get("deleted"))
+        and isinstance(generations, dict)
+        and all(
+            isinstance(g, int) and not isinstance(g, bool) and g > 0 for g in generations.values()
+        )
+    )
+
+
 def new_version_id() -> str:
     """Return a new version id: 12 hex digits of milliseconds, then 8 random hex digits."""
     return f"{time.time_ns() // 1_000_000:012x}{secrets.token_hex(4)}"
@@ -625,6 +647,12 @@ class Repository:
             await self._finish_seal(version, seal)
             data = await self._read_json(path)
             assert data is not None
+        if not _valid_manifest(data):
+            raise FormatError(
+                f"{self.storage.url}/{path} is not a valid manifest (keys written, generations, "
+                f"deleted, or a checkpoint index); the repository {self.name} is damaged: "
+                "restore that file from a copy"
+            )
         return data
 
     @staticmethod

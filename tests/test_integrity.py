@@ -176,3 +176,32 @@ def test_keys_that_look_like_generations_are_refused(hub: hubzarr.Hub) -> None:
         sync(store.set("a/0.0~1", value))
     sync(store.set("a/0.0~x", value))  # not a generation: fine
     assert sync(store.exists("a/0.0~x"))
+
+
+@pytest.mark.parametrize(
+    "manifest",
+    [
+        b"{",
+        b"[]",
+        b'{"written": "0.0", "deleted": []}',
+        b'{"written": [], "deleted": [1]}',
+        b'{"written": [], "deleted": [], "generations": {"0.0": "x"}}',
+        b'{"checkpoint": true, "index": ["0.0"]}',
+    ],
+    ids=[
+        "truncated",
+        "list",
+        "written-not-list",
+        "deleted-not-strings",
+        "bad-generation",
+        "bad-checkpoint",
+    ],
+)
+def test_a_damaged_manifest_is_a_format_error_naming_it(local_root: str, manifest: bytes) -> None:
+    hub = hubzarr.Hub(local_root)
+    _make(hub)
+    version = hub.tag(NAME, "v1")
+    [path] = Path(local_root).rglob(f"manifests/{version}.json")
+    path.write_bytes(manifest)
+    with pytest.raises(hubzarr.FormatError, match=f"manifests/{version}.json"):
+        hub.load(f"{NAME}:v1")[:]

@@ -8,6 +8,11 @@ What is kept (*marked*), from every live branch and tag:
   manifest names (a sealed version can be opened by its id, so each one's state is kept);
 - the records (version, seal, manifest) of all those versions.
 
+A branch's open head that holds generations superseded by newer ones (a chunk rewritten
+several times since the last tag) is sealed first, with a message saying so: the sealed
+version's manifest names only the newest generation of each key, which makes the others
+collectable (an open head has to keep them all).
+
 What is freed (*swept*), only if older than the grace period: objects under ``data/`` nothing
 above names (a deleted ref's versions, generations superseded before a seal, a write that landed
 in a head after it was sealed and was repeated in its successor, temporary files of a killed
@@ -30,7 +35,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from hubzarr.storage import TMP_SUFFIX
-from hubzarr.versions import Repository
+from hubzarr.versions import Repository, split_generation
 
 __all__ = ["DEFAULT_GRACE_S", "GCReport", "collect"]
 
@@ -121,6 +126,33 @@ async def _named_objects(repo: Repository, sealed: Iterable[str]) -> set[str]:
     return names
 
 
+_SEAL_MESSAGE = "gc: sealed so that rewrites superseded in this version can be freed"
+
+
+async def _superseded_in_heads(repo: Repository, cutoff: float) -> list[tuple[str, str, int]]:
+    """Return ``(branch, path, size)`` of every generation in a branch's open head that a newer
+    one of the same key superseded before ``cutoff``.
+
+    An open head must keep every generation (readers probe the sequence), so these are freed
+    by sealing the head: its manifest names only the newest generation of each key.
+    """
+    found: list[tuple[str, str, int]] = []
+    for branch, (kind, version) in sorted((await repo.refs()).items()):
+        if kind != "branch":
+            continue
+        head = await repo.current_head(version)
+        listed = await repo.storage.list_detailed(repo.path("data", head))
+        newest: dict[str, int] = {}
+        for name in listed:
+            key, generation = split_generation(name)
+            newest[key] = max(newest.get(key, 0), generation)
+        for name, (size, mtime) in listed.items():
+            key, generation = split_generation(name)
+            if generation < newest[key] and mtime < cutoff:
+                found.append((branch, repo.path("data", head, name), size))
+    return found
+
+
 async def collect(repo: Repository, *, grace: float, dry_run: bool) -> GCReport:
     """Collect the garbage of one repository (see the module docstring).
 
@@ -134,17 +166,25 @@ async def collect(repo: Repository, *, grace: float, dry_run: bool) -> GCReport:
         Only report what would be freed.
     """
     await repo.open()
+    sealing: set[str] = set()
     now = _now()
     # Object stores report modification times to the second, from the server's clock.
     slack = repo.storage.clock_slack_s
     cutoff = now - grace - slack
     record_cutoff = now - max(grace, RECORD_GRACE_S) - slack
     storage = repo.storage
+    doomed: dict[str, int] = {}
+    for branch, path, size in await _superseded_in_heads(repo, cutoff):
+        if dry_run:
+            doomed[path] = size
+        else:
+            sealing.add(branch)
+    for branch in sorted(sealing):
+        await repo.seal(branch, message=_SEAL_MESSAGE)
     heads, sealed = await _reachable(repo)
     live = heads | sealed
     named = await _named_objects(repo, sealed)
 
-    doomed: dict[str, int] = {}
     kept = 0
     data = await storage.list_detailed(repo.path("data"), temporaries=True)
     for name, (size, mtime) in data.items():

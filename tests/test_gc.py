@@ -99,22 +99,35 @@ def test_a_deleted_branch_is_freed_and_everything_reachable_stays(
 def test_rewrites_superseded_before_a_tag_are_freed(hub: hubzarr.Hub, later: None) -> None:
     arr = _make(hub)
     for value in range(5):
-        arr[0, 0] = value  # five generations of chunk 0.0 in one head
+        arr[0, 0] = value  # five more generations of chunk 0.0 in one head
     hub.tag(NAME, "v1")
     report = hub.gc(NAME, grace=0, dry_run=False)
-    assert report.objects == 5  # generations 0-4 of "0.0"; the newest is what v1 names
+    assert report.objects == 5  # generations 0-4 of "0.0"; v1 names generation 5
     assert report.versions == 0
     assert hub.load(f"{NAME}:v1")[0, 0] == 4
     _every_ref_reads(hub, {"v1": hub.load(f"{NAME}:v1")[:], "main": arr[:]})
 
 
-def test_an_open_head_keeps_every_generation(hub: hubzarr.Hub, later: None) -> None:
+def test_rewrites_in_an_open_head_are_freed_by_sealing_it(hub: hubzarr.Hub, later: None) -> None:
     arr = _make(hub)
     for value in range(4):
         arr[0, 0] = value
-    assert hub.gc(NAME, grace=0, dry_run=False).objects == 0
     # A fresh reader finds the newest generation by probing from the first one.
     assert hubzarr.Hub(hub.root).load(NAME)[0, 0] == 3
+    before = hub.log(NAME)
+    dry = hub.gc(NAME, grace=0)
+    assert dry.objects == 4 and hub.log(NAME) == before  # generations 0-3 of "0.0"
+    report = hub.gc(NAME, grace=0, dry_run=False)
+    assert report.objects == 4
+    log = hub.log(NAME)
+    assert len(log) == len(before) + 1 and log[1].message is not None
+    assert "gc" in log[1].message and log[1].id == before[0].id
+    expected = np.arange(32).reshape(8, 4)
+    expected[0, 0] = 3
+    np.testing.assert_array_equal(hub.load(NAME)[:], expected)
+    np.testing.assert_array_equal(arr[:], expected)  # the old handle follows the seal
+    assert hub.verify(NAME).ok and hub.verify(f"{NAME}:{log[1].id}").ok
+    assert hub.gc(NAME, grace=0, dry_run=False).objects == 0  # nothing more to seal
 
 
 def test_the_grace_period_protects_young_objects(

@@ -1,0 +1,337 @@
+"""A hypothesis state machine: writes, tags, branches, deletions and reads of one repository,
+checked after every step against a small pure-Python model (one numpy array per ref)."""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    rule,
+    run_state_machine_as_test,
+)
+from zarr.core.sync import sync
+
+import hubzarr
+from hubzarr import versions
+from hubzarr.names import parse_name
+from hubzarr.versions import Repository
+
+REPO = "sm/arr"
+DEFAULT = "main"
+#: Few names, so that collisions, reuse after deletion and deletions of the default branch
+#: happen often. Tags and branches draw from the same names.
+NAMES = [DEFAULT, "a", "b", "c", "d", "e", "f", "g", "h", "i"]
+MAX_HANDLES = 4
+
+SETTINGS = settings(
+    max_examples=40,
+    stateful_step_count=25,
+    deadline=None,
+    # Each example is a fresh repository: replaying a saved failure on another root or after a
+    # code change would be misleading, and the examples are cheap to draw again.
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+
+names = st.sampled_from(NAMES)
+
+
+def _pick(data: st.DataObject, label: str, *pools: Iterable[str]) -> str:
+    """Draw a name from one of the pools that are not empty, or any name."""
+    choices = [st.sampled_from(sorted(pool)) for pool in map(set, pools) if pool]
+    return data.draw(st.one_of(*choices, names), label=label)
+
+
+def _axis_index(size: int, chunk: int) -> st.SearchStrategy[int | slice]:
+    """An index along one axis: an integer, a chunk-aligned slice, or any slice with a step."""
+    starts = st.none() | st.integers(-size - 1, size + 1)
+    aligned = st.integers(0, (size - 1) // chunk).map(lambda k: slice(k * chunk, (k + 1) * chunk))
+    return st.one_of(
+        st.integers(-size, size - 1),
+        aligned,
+        st.just(slice(None)),
+        st.builds(slice, starts, starts, st.sampled_from([None, 1, 2, 3, -1, -2])),
+    )
+
+
+@dataclass
+class Handle:
+    """An array opened earlier at a ref, kept to check that it follows the ref (a branch) or
+    keeps reading the version it was opened at (a tag)."""
+
+    ref: str
+    version: str | None  # a tag's version; None at a branch
+    array: hubzarr.HubArray = field(repr=False)
+    deleted: bool = False  # whether its ref was deleted since
+
+
+class VersionMachine(RuleBasedStateMachine):
+    """Operations on ``sm/arr`` against a model of every ref's content."""
+
+    root: str = ""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hub = hubzarr.Hub(f"{self.root}/{uuid.uuid4().hex}")
+        self.branches: dict[str, np.ndarray[Any, Any]] = {}
+        self.tags: dict[str, str] = {}  # tag -> version id
+        self.sealed: dict[str, np.ndarray[Any, Any]] = {}  # version id -> frozen content
+        self.deleted: set[str] = set()  # names of deleted tags and branches
+        self.handles: list[Handle] = []
+        self.shape: tuple[int, ...] = ()
+        self.chunks: tuple[int, ...] = ()
+
+    # -- the model -----------------------------------------------------------------------
+
+    def _content(self, ref: str) -> np.ndarray[Any, Any] | None:
+        """The model's content of a branch, tag or version id; ``None`` if it is not live."""
+        if ref in self.branches:
+            return self.branches[ref]
+        if ref in self.tags:
+            return self.sealed[self.tags[ref]]
+        return self.sealed.get(ref)
+
+    @property
+    def _live(self) -> set[str]:
+        return {*self.branches, *self.tags}
+
+    def _taken(self, name: str) -> bool:
+        return name in self.branches or name in self.tags or name in self.deleted
+
+    def _check(self, array: hubzarr.HubArray, expected: np.ndarray[Any, Any], what: str) -> None:
+        got = array[:]
+        assert got.dtype == expected.dtype, what
+        np.testing.assert_array_equal(got, expected, err_msg=what)
+
+    # -- creation ------------------------------------------------------------------------
+
+    @initialize(
+        layout=st.one_of(
+            st.integers(1, 12).flatmap(
+                lambda n: st.tuples(st.just((n,)), st.tuples(st.integers(1, n)))
+            ),
+            st.tuples(st.integers(1, 4), st.integers(1, 5)).flatmap(
+                lambda s: st.tuples(
+                    st.just(s), st.tuples(st.integers(1, s[0]), st.integers(1, s[1]))
+                )
+            ),
+        )
+    )
+    def create(self, layout: tuple[tuple[int, ...], tuple[int, ...]]) -> None:
+        self.shape, self.chunks = layout
+        arr = self.hub.array(self.shape, name=REPO, dtype="int16", chunks=self.chunks)
+        self.branches[DEFAULT] = np.zeros(self.shape, dtype="int16")
+        self.handles.append(Handle(DEFAULT, None, arr))
+
+    # -- writes --------------------------------------------------------------------------
+
+    def _draw_write(self, data: st.DataObject) -> tuple[tuple[int | slice, ...], Any]:
+        region = tuple(
+            data.draw(_axis_index(size, chunk), label="region")
+            for size, chunk in zip(self.shape, self.chunks, strict=True)
+        )
+        target_shape = np.zeros(self.shape)[region].shape
+        # Mostly zeros (the fill value), so that whole chunks often become fill and are deleted.
+        elements = st.sampled_from([0, 0, 0, 1, -7, 300, -32768, 32767])
+        value = data.draw(
+            st.one_of(
+                st.just(0),
+                elements,
+                elements.map(lambda v: np.full(target_shape, v, dtype="int16")),
+                st.lists(
+                    elements,
+                    min_size=int(np.prod(target_shape)),
+                    max_size=int(np.prod(target_shape)),
+                ).map(lambda v: np.array(v, dtype="int16").reshape(target_shape)),
+            ),
+            label="value",
+        )
+        return region, value
+
+    def _write(self, handle: Handle, data: st.DataObject) -> None:
+        region, value = self._draw_write(data)
+        if handle.version is not None:
+            with pytest.raises(hubzarr.ReadOnlyError):
+                handle.array[region] = value
+        elif handle.deleted:
+            # What a handle of a deleted branch may still do is open, but it must not change
+            # any live ref, which the reads and invariants check.
+            with contextlib.suppress(hubzarr.NotFoundError, hubzarr.ReadOnlyError):
+                handle.array[region] = value
+        else:
+            handle.array[region] = value
+            self.branches[handle.ref][region] = value
+            self._check(handle.array, self.branches[handle.ref], f"{handle.ref} after a write")
+
+    def _handle(self, data: st.DataObject, *pools: Iterable[str]) -> Handle | None:
+        """Draw a handle opened earlier, or open one at a ref drawn from ``pools`` (and keep
+        it, sometimes); ``None`` if that ref is not live (and refuses to open)."""
+        if self.handles and data.draw(st.booleans(), label="earlier handle"):
+            return data.draw(st.sampled_from(self.handles), label="handle")
+        ref = _pick(data, "ref", *pools)
+        reader = hubzarr.Hub(self.hub.root)  # shares nothing with the other handles
+        if self._content(ref) is None:
+            with pytest.raises(hubzarr.NotFoundError):
+                reader.load(f"{REPO}:{ref}")
+            return None
+        version = None if ref in self.branches else self.tags.get(ref, ref)
+        handle = Handle(ref, version, reader.load(f"{REPO}:{ref}"))
+        assert handle.array.read_only == (version is not None)
+        if len(self.handles) < MAX_HANDLES and data.draw(st.booleans(), label="keep"):
+            self.handles.append(handle)
+        return handle
+
+    @rule(data=st.data())
+    def write(self, data: st.DataObject) -> None:
+        handle = self._handle(data, self.branches, self.tags)
+        if handle is not None:
+            self._write(handle, data)
+
+    # -- tags and branches ---------------------------------------------------------------
+
+    def _draw_creation(self, data: st.DataObject) -> tuple[str, str, np.ndarray[Any, Any] | None]:
+        """Draw a source ref and a new name; return them with the content the new ref must
+        have, or ``None`` if the creation must be refused."""
+        source = _pick(data, "source", self.branches, self.tags, self.sealed)
+        name = _pick(data, "name", (n for n in NAMES if not self._taken(n)), self.deleted)
+        content = self._content(source)
+        return source, name, None if content is None or self._taken(name) else content.copy()
+
+    def _refusals(self, source: str, name: str) -> tuple[type[Exception], ...]:
+        # With both a taken name and a missing source, either refusal is right.
+        taken = (hubzarr.AlreadyExistsError,) if self._taken(name) else ()
+        missing = (hubzarr.NotFoundError,) if self._content(source) is None else ()
+        return taken + missing
+
+    @rule(data=st.data())
+    def tag(self, data: st.DataObject) -> None:
+        source, name, content = self._draw_creation(data)
+        if content is None:
+            with pytest.raises(self._refusals(source, name)):
+                self.hub.tag(f"{REPO}:{source}", name)
+            return
+        version = self.hub.tag(f"{REPO}:{source}", name)
+        if source in self.branches:
+            assert version not in self.sealed, "sealing a branch makes a new version"
+            assert self.hub.log(f"{REPO}:{source}")[0].parent == version
+        else:
+            assert version == self.tags.get(source, source), "a tag of a version is that version"
+        self.sealed[version] = content
+        self.tags[name] = version
+        self._check(self.hub.load(f"{REPO}:{name}"), content, f"new tag {name}")
+
+    @rule(data=st.data())
+    def branch(self, data: st.DataObject) -> None:
+        source, name, content = self._draw_creation(data)
+        if content is None:
+            with pytest.raises(self._refusals(source, name)):
+                self.hub.branch(f"{REPO}:{source}", name)
+            return
+        head = self.hub.branch(f"{REPO}:{source}", name)
+        entry = self.hub.log(f"{REPO}:{name}")[0]
+        assert entry.id == head and not entry.sealed and entry.refs == (name,)
+        assert entry.parent is not None
+        if source in self.branches:
+            assert entry.parent not in self.sealed, "branching a branch seals its head"
+            self.sealed[entry.parent] = content.copy()
+        else:
+            assert entry.parent == self.tags.get(source, source)
+        self.branches[name] = content
+        self._check(self.hub.load(f"{REPO}:{name}"), content, f"new branch {name}")
+
+    # -- deletions -----------------------------------------------------------------------
+
+    @rule(data=st.data())
+    def delete_tag(self, data: st.DataObject) -> None:
+        name = _pick(data, "name", self.tags, self.deleted)
+        if name not in self.tags:
+            with pytest.raises(hubzarr.NotFoundError):
+                self.hub.delete_tag(REPO, name)
+            return
+        assert self.hub.delete_tag(REPO, name) == self.tags.pop(name)
+        self._deleted(name)
+
+    def _deleted(self, name: str) -> None:
+        self.deleted.add(name)
+        for handle in self.handles:
+            handle.deleted = handle.deleted or handle.ref == name
+
+    @rule(data=st.data())
+    def delete_branch(self, data: st.DataObject) -> None:
+        name = _pick(data, "name", self.branches.keys() - {DEFAULT}, self.deleted)
+        if name == DEFAULT:
+            with pytest.raises(hubzarr.InvalidArgumentError):
+                self.hub.delete_branch(REPO, name)
+            return
+        if name not in self.branches:
+            with pytest.raises(hubzarr.NotFoundError):
+                self.hub.delete_branch(REPO, name)
+            return
+        self.hub.delete_branch(REPO, name)
+        del self.branches[name]
+        self._deleted(name)
+
+    # -- reads ---------------------------------------------------------------------------
+
+    def _check_handle(self, handle: Handle) -> None:
+        if handle.version is None and handle.deleted:
+            return  # what a deleted branch's handle reads is open (see _write)
+        what = f"handle at {handle.ref}"
+        expected = self.sealed[handle.version] if handle.version else self.branches[handle.ref]
+        # A deleted tag's handle may refuse to read, but never reads other data.
+        with contextlib.suppress(*((hubzarr.NotFoundError,) if handle.deleted else ())):
+            self._check(handle.array, expected, what)
+            assert handle.array.version == (handle.version or handle.array.version), what
+
+    @rule(data=st.data())
+    def read(self, data: st.DataObject) -> None:
+        handle = self._handle(data, self.branches, self.tags, self.deleted, self.sealed)
+        if handle is not None:
+            self._check_handle(handle)
+
+    @rule()
+    def read_everything(self) -> None:
+        for ref in [*self.branches, *self.tags, *self.sealed]:
+            expected = self._content(ref)
+            assert expected is not None
+            self._check(self.hub.load(f"{REPO}:{ref}"), expected, ref)
+        for handle in self.handles:
+            self._check_handle(handle)
+        # A ref's log starts at the ref (named there), runs through versions the model knows
+        # as sealed back to the first, and names no deleted ref.
+        for name in self._live:
+            head, *older = entries = self.hub.log(f"{REPO}:{name}")
+            assert (f"tag: {name}" if name in self.tags else name) in head.refs
+            assert head.sealed == (name in self.tags)
+            assert head.id == self.tags.get(name, head.id)
+            assert all(e.sealed and e.id in self.sealed for e in older)
+            assert [e.parent for e in entries] == [e.id for e in older] + [None]
+            assert {r.removeprefix("tag: ") for e in entries for r in e.refs} <= self._live
+
+    # -- invariants ----------------------------------------------------------------------
+
+    @invariant()
+    def refs_match_the_model(self) -> None:
+        repo = Repository(self.hub.storage, parse_name(REPO, default_user="sm"))
+        refs = sync(repo.refs())
+        assert {n for n, (kind, _) in refs.items() if kind == "branch"} == set(self.branches)
+        assert {n: v for n, (kind, v) in refs.items() if kind == "tag"} == self.tags
+
+
+def test_versions_follow_the_model(root: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Checkpoints every few generations, so that both kinds of manifest, and deletions carried
+    # through checkpoints, are read back.
+    monkeypatch.setattr(versions, "CHECKPOINT_EVERY", 2)
+    machine = type("Machine", (VersionMachine,), {"root": root})
+    run_state_machine_as_test(machine, settings=SETTINGS)

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from conftest import Backend
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -29,14 +30,15 @@ from hubzarr.versions import Repository
 
 REPO = "sm/arr"
 DEFAULT = "main"
-#: Few names, so that collisions, reuse after deletion and deletions of the default branch
-#: happen often. Tags and branches draw from the same names.
-NAMES = [DEFAULT, "a", "b", "c", "d", "e", "f", "g", "h", "i"]
+#: The names of tags and branches, a fixed set. Names are drawn from the taken and deleted
+#: ones often (see _pick), so collisions and reuse are common; there are enough that a long
+#: run, in which every tag and branch uses up a name for good, still has some to create refs.
+NAMES = [DEFAULT, *"abcdefghijklmno"]
 MAX_HANDLES = 4
 
 SETTINGS = settings(
     max_examples=40,
-    stateful_step_count=25,
+    stateful_step_count=50,
     deadline=None,
     # Each example is a fresh repository: replaying a saved failure on another root or after a
     # code change would be misleading, and the examples are cheap to draw again.
@@ -65,6 +67,16 @@ def _axis_index(size: int, chunk: int) -> st.SearchStrategy[int | slice]:
     )
 
 
+def _chunk_span(size: int, chunk: int) -> st.SearchStrategy[slice]:
+    """A slice along one axis covering whole chunks (the last one possibly partial)."""
+    count = -(-size // chunk)
+    return st.integers(0, count - 1).flatmap(
+        lambda first: st.integers(first + 1, count).map(
+            lambda end: slice(first * chunk, end * chunk)
+        )
+    )
+
+
 @dataclass
 class Handle:
     """An array opened earlier at a ref, kept to check that it follows the ref (a branch) or
@@ -80,10 +92,11 @@ class VersionMachine(RuleBasedStateMachine):
     """Operations on ``sm/arr`` against a model of every ref's content."""
 
     root: str = ""
+    options: dict[str, Any] = {}  # noqa: RUF012 - set per test by a subclass, never mutated
 
     def __init__(self) -> None:
         super().__init__()
-        self.hub = hubzarr.Hub(f"{self.root}/{uuid.uuid4().hex}")
+        self.hub = hubzarr.Hub(f"{self.root}/{uuid.uuid4().hex}", storage_options=self.options)
         self.branches: dict[str, np.ndarray[Any, Any]] = {}
         self.tags: dict[str, str] = {}  # tag -> version id
         self.sealed: dict[str, np.ndarray[Any, Any]] = {}  # version id -> frozen content
@@ -159,8 +172,7 @@ class VersionMachine(RuleBasedStateMachine):
         )
         return region, value
 
-    def _write(self, handle: Handle, data: st.DataObject) -> None:
-        region, value = self._draw_write(data)
+    def _write(self, handle: Handle, region: tuple[int | slice, ...], value: Any) -> None:
         if handle.version is not None:
             with pytest.raises(hubzarr.ReadOnlyError):
                 handle.array[region] = value
@@ -180,7 +192,8 @@ class VersionMachine(RuleBasedStateMachine):
         if self.handles and data.draw(st.booleans(), label="earlier handle"):
             return data.draw(st.sampled_from(self.handles), label="handle")
         ref = _pick(data, "ref", *pools)
-        reader = hubzarr.Hub(self.hub.root)  # shares nothing with the other handles
+        # Shares nothing with the other handles.
+        reader = hubzarr.Hub(self.hub.root, storage_options=self.options)
         if self._content(ref) is None:
             with pytest.raises(hubzarr.NotFoundError):
                 reader.load(f"{REPO}:{ref}")
@@ -196,14 +209,26 @@ class VersionMachine(RuleBasedStateMachine):
     def write(self, data: st.DataObject) -> None:
         handle = self._handle(data, self.branches, self.tags)
         if handle is not None:
-            self._write(handle, data)
+            self._write(handle, *self._draw_write(data))
+
+    @rule(data=st.data())
+    def clear(self, data: st.DataObject) -> None:
+        """Write the fill value over whole chunks: zarr deletes them, and where an ancestor
+        holds one, the head records a tombstone."""
+        handle = self._handle(data, self.branches)
+        if handle is not None:
+            region = tuple(
+                data.draw(_chunk_span(size, chunk), label="chunks")
+                for size, chunk in zip(self.shape, self.chunks, strict=True)
+            )
+            self._write(handle, region, 0)
 
     # -- tags and branches ---------------------------------------------------------------
 
     def _draw_creation(self, data: st.DataObject) -> tuple[str, str, np.ndarray[Any, Any] | None]:
         """Draw a source ref and a new name; return them with the content the new ref must
         have, or ``None`` if the creation must be refused."""
-        source = _pick(data, "source", self.branches, self.tags, self.sealed)
+        source = _pick(data, "source", self.branches, [*self.tags, *self.sealed])
         name = _pick(data, "name", (n for n in NAMES if not self._taken(n)), self.deleted)
         content = self._content(source)
         return source, name, None if content is None or self._taken(name) else content.copy()
@@ -253,34 +278,28 @@ class VersionMachine(RuleBasedStateMachine):
     # -- deletions -----------------------------------------------------------------------
 
     @rule(data=st.data())
-    def delete_tag(self, data: st.DataObject) -> None:
-        name = _pick(data, "name", self.tags, self.deleted)
-        if name not in self.tags:
-            with pytest.raises(hubzarr.NotFoundError):
-                self.hub.delete_tag(REPO, name)
-            return
-        assert self.hub.delete_tag(REPO, name) == self.tags.pop(name)
-        self._deleted(name)
-
-    def _deleted(self, name: str) -> None:
-        self.deleted.add(name)
-        for handle in self.handles:
-            handle.deleted = handle.deleted or handle.ref == name
-
-    @rule(data=st.data())
-    def delete_branch(self, data: st.DataObject) -> None:
-        name = _pick(data, "name", self.branches.keys() - {DEFAULT}, self.deleted)
-        if name == DEFAULT:
+    def delete(self, data: st.DataObject) -> None:
+        name = _pick(data, "name", self.tags, self.branches.keys() - {DEFAULT}, self.deleted)
+        # The name's own kind first (what shrinking prefers); the other kind is refused.
+        kinds = ["tag", "branch"] if name in self.tags else ["branch", "tag"]
+        kind = data.draw(st.sampled_from(kinds), label="kind")
+        delete = self.hub.delete_tag if kind == "tag" else self.hub.delete_branch
+        live = self.tags if kind == "tag" else self.branches
+        if kind == "branch" and name == DEFAULT:
             with pytest.raises(hubzarr.InvalidArgumentError):
-                self.hub.delete_branch(REPO, name)
-            return
-        if name not in self.branches:
+                delete(REPO, name)
+        elif name not in live:
             with pytest.raises(hubzarr.NotFoundError):
-                self.hub.delete_branch(REPO, name)
-            return
-        self.hub.delete_branch(REPO, name)
-        del self.branches[name]
-        self._deleted(name)
+                delete(REPO, name)
+        else:
+            version = delete(REPO, name)
+            if kind == "tag":
+                assert version == self.tags.pop(name)
+            else:
+                del self.branches[name]
+            self.deleted.add(name)
+            for handle in self.handles:
+                handle.deleted = handle.deleted or handle.ref == name
 
     # -- reads ---------------------------------------------------------------------------
 
@@ -335,3 +354,16 @@ def test_versions_follow_the_model(root: str, monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setattr(versions, "CHECKPOINT_EVERY", 2)
     machine = type("Machine", (VersionMachine,), {"root": root})
     run_state_machine_as_test(machine, settings=SETTINGS)
+
+
+def test_versions_follow_the_model_on_s3(
+    s3_backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Fewer, shorter runs: every step is several requests to the moto server.
+    monkeypatch.setattr(versions, "CHECKPOINT_EVERY", 2)
+    machine = type(
+        "Machine", (VersionMachine,), {"root": s3_backend.root, "options": s3_backend.options}
+    )
+    run_state_machine_as_test(
+        machine, settings=settings(SETTINGS, max_examples=6, stateful_step_count=15)
+    )

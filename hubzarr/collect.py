@@ -34,6 +34,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from hubzarr.errors import NotFoundError
 from hubzarr.storage import TMP_SUFFIX
 from hubzarr.versions import Repository, split_generation
 
@@ -88,7 +89,10 @@ async def _reachable(repo: Repository) -> tuple[set[str], set[str]]:
     starts: list[str] = []
     for kind, version in refs.values():
         if kind == "branch":
-            path = await repo.successors(version)  # finishes half-done seals on the way
+            try:
+                path = await repo.successors(version)  # finishes half-done seals on the way
+            except NotFoundError:
+                continue  # deleted while we looked
             heads.add(path[-1])
             starts += path[:-1]
         else:
@@ -140,7 +144,10 @@ async def _superseded_in_heads(repo: Repository, cutoff: float) -> list[tuple[st
     for branch, (kind, version) in sorted((await repo.refs()).items()):
         if kind != "branch":
             continue
-        head = await repo.current_head(version)
+        try:
+            head = await repo.current_head(version)
+        except NotFoundError:
+            continue  # deleted while we looked
         listed = await repo.storage.list_detailed(repo.path("data", head))
         newest: dict[str, int] = {}
         for name in listed:

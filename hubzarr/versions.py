@@ -513,7 +513,32 @@ class Repository:
         version = self._field(data, "head" if kind == "branch" else "version", str, path)
         record = {"deleted": True, "was": version, "time": time.time()}
         await self.storage.write(path, _dump(record), durable=True)
+        if kind == "branch":
+            await self._seal_deleted(ref, str(version))
         return str(version)
+
+    async def _seal_deleted(self, branch: str, head: str) -> None:
+        """Seal a deleted branch's head with no successor, so a store still writing there
+        gets NotFoundError at its next seal check instead of writing what gc will free."""
+        while True:
+            try:
+                head = (await self.successors(head))[-1]
+            except NotFoundError:
+                return  # sealed as deleted already
+            seal = {
+                "version": head,
+                "successor": None,
+                "branch": branch,
+                "time": time.time(),
+                "message": f"branch {branch} deleted",
+                "author": _author(),
+            }
+            try:
+                await self.storage.create(self._path("seals", f"{head}.json"), _dump(seal))
+            except AlreadyExistsError:
+                continue  # a tag sealed it meanwhile: seal the head that took over
+            await self._finish_seal(head, seal)
+            return
 
     async def resolve(self, ref: str | None) -> Resolved:
         """Resolve a branch, tag or version id (``None``: the default branch).
@@ -572,6 +597,12 @@ class Repository:
             seal = await self._read_seal(path[-1])
             assert seal is not None, "seal records are never deleted"
             await self._finish_seal(path[-1], seal)
+            if seal.get("successor") is None:
+                # Sealed by the deletion of its branch: nothing takes over its writes.
+                raise NotFoundError(
+                    f"the branch {seal.get('branch')!r} of {self.name} was deleted (its last "
+                    f"version, {path[-1]}, can still be read by id until garbage collection)"
+                )
             path.append(str(seal["successor"]))
         return path
 
@@ -731,9 +762,9 @@ class Repository:
             # Another finisher may have published it first; manifests are write-once.
             with contextlib.suppress(AlreadyExistsError):
                 await self.storage.create(manifest_path, _dump(manifest))
-        branch = seal.get("branch")
-        if isinstance(branch, str):
-            await self._move_branch(branch, version, str(seal["successor"]))
+        branch, successor = seal.get("branch"), seal.get("successor")
+        if isinstance(branch, str) and successor is not None:
+            await self._move_branch(branch, version, str(successor))
 
     async def _move_branch(self, branch: str, old: str, new: str) -> None:
         path = self._ref_path("branch", branch)

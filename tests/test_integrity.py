@@ -140,16 +140,26 @@ def test_refs_that_cannot_be_deleted(hub: hubzarr.Hub) -> None:
     np.testing.assert_array_equal(hub.load(NAME)[0], [1, 2, 3, 4])
 
 
-def test_a_deleted_branch_stays_deleted_while_others_move_on(hub: hubzarr.Hub) -> None:
+def test_a_deleted_branch_takes_no_more_writes_from_stale_handles(hub: hubzarr.Hub) -> None:
     _make(hub)
     hub.tag(NAME, "v1")
     hub.branch(f"{NAME}:v1", "dev")
     dev = hub.load(f"{NAME}:dev")
     dev[0] = 5
-    hub.delete_branch(NAME, "dev")
-    hub.tag(f"{NAME}:main", "v2")  # seals and moves only main
+    last = hub.delete_branch(NAME, "dev")
+    # Its head was sealed with no successor: a handle still open there cannot write data that
+    # gc would then free, nor read the branch as if it lived.
+    with pytest.raises(NotFoundError, match="was deleted"):
+        dev[1] = 6
+    with pytest.raises(NotFoundError, match="was deleted"):
+        dev[:]
+    hub.tag(f"{NAME}:main", "v2")  # other branches move on
     with pytest.raises(NotFoundError):
         hub.load(f"{NAME}:dev")
+    expected = np.arange(32, dtype="float32").reshape(8, 4) + 1
+    expected[0] = 5
+    np.testing.assert_array_equal(hub.load(f"{NAME}:{last}")[:], expected)  # by id, until gc
+    assert hub.log(f"{NAME}:{last}")[0].message == "branch dev deleted"
 
 
 def test_hub_tag_and_branch_delete(local_root: str) -> None:

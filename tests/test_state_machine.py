@@ -37,7 +37,7 @@ NAMES = [DEFAULT, *"abcdefghijklmno"]
 MAX_HANDLES = 4
 
 SETTINGS = settings(
-    max_examples=40,
+    max_examples=50,
     stateful_step_count=50,
     deadline=None,
     # Each example is a fresh repository: replaying a saved failure on another root or after a
@@ -155,11 +155,10 @@ class VersionMachine(RuleBasedStateMachine):
             for size, chunk in zip(self.shape, self.chunks, strict=True)
         )
         target_shape = np.zeros(self.shape)[region].shape
-        # Mostly zeros (the fill value), so that whole chunks often become fill and are deleted.
-        elements = st.sampled_from([0, 0, 0, 1, -7, 300, -32768, 32767])
+        # Zero, the fill value, among others: a chunk left all zero is deleted by zarr.
+        elements = st.sampled_from([0, 1, -7, 300, -32768, 32767])
         value = data.draw(
             st.one_of(
-                st.just(0),
                 elements,
                 elements.map(lambda v: np.full(target_shape, v, dtype="int16")),
                 st.lists(
@@ -351,7 +350,7 @@ class VersionMachine(RuleBasedStateMachine):
 def test_versions_follow_the_model(root: str, monkeypatch: pytest.MonkeyPatch) -> None:
     # Checkpoints every few generations, so that both kinds of manifest, and deletions carried
     # through checkpoints, are read back.
-    monkeypatch.setattr(versions, "CHECKPOINT_EVERY", 2)
+    monkeypatch.setattr(versions, "CHECKPOINT_EVERY", 3)
     machine = type("Machine", (VersionMachine,), {"root": root})
     run_state_machine_as_test(machine, settings=SETTINGS)
 
@@ -360,10 +359,10 @@ def test_versions_follow_the_model_on_s3(
     s3_backend: Backend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Fewer, shorter runs: every step is several requests to the moto server.
-    monkeypatch.setattr(versions, "CHECKPOINT_EVERY", 2)
+    monkeypatch.setattr(versions, "CHECKPOINT_EVERY", 3)
     machine = type(
         "Machine", (VersionMachine,), {"root": s3_backend.root, "options": s3_backend.options}
     )
     run_state_machine_as_test(
-        machine, settings=settings(SETTINGS, max_examples=6, stateful_step_count=15)
+        machine, settings=settings(SETTINGS, max_examples=50, stateful_step_count=15)
     )

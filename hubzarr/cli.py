@@ -249,9 +249,9 @@ def gc(
 ) -> None:
     """Free the data no branch or tag of NAME reaches (a dry run unless --yes).
 
-    Collects what deleted tags and branches kept alive, superseded rewrites and what crashed
-    writers left behind; anything younger than the grace period is left alone, so writers
-    at work are safe.
+    Frees deleted refs' data, rewrites superseded since a tag, and crash leftovers.
+
+    Nothing younger than the grace period is touched, so writers at work are safe.
     """
     from hubzarr.api import Hub
 

@@ -365,31 +365,10 @@ class HubStore(Store):
                 return None
             found = await self.storage.read_first([repo.object_path(owner, key)], decode)
         else:
-            # The newest generation in the head wins, then the ancestor the index names. The
-            # two head candidates are read concurrently on object stores (one round trip).
-            known, version = state.generations.get(key, 0), state.version
-            paths = [repo.data_path(version, key, known + 1), repo.data_path(version, key, known)]
-            if owner is not None:
-                paths.append(repo.object_path(owner, key))
-            found = await self.storage.read_first(paths, decode, parallel=2)
-            observed = -1
-            if found is not None and found[0] == 0:
-                newest = await self._newest(state, key, known + 1)
-                state.generations[key] = observed = newest
-                if newest != known + 1:
-                    found = await self.storage.read_first(
-                        [repo.data_path(version, key, newest)], decode
-                    )
-                if found is None:
-                    raise CorruptChunkError(
-                        f"{self._where(state, key)}: generation {newest} vanished while read; "
-                        "is a garbage collection with a too-short grace period running?"
-                    )
-            elif found is not None and found[0] == 1:
-                state.generations[key] = observed = known
+            found, observed = await self._read_head(state, key, owner, decode)
             session = _observed.get()
             if session is not None:
-                session[(id(self), key)] = (version, observed)
+                session[(id(self), key)] = (state.version, observed)
         if found is not None:
             return found[1][0]
         if owner is not None:
@@ -398,6 +377,53 @@ class HubStore(Store):
                 f"{owner.partition('~')[0]} recorded it; the repository is damaged"
             )
         return None
+
+    async def _read_head(
+        self,
+        state: _State,
+        key: str,
+        owner: str | None,
+        decode: Callable[[bytes], tuple[memoryview | None]],
+    ) -> tuple[tuple[int, tuple[memoryview | None]] | None, int]:
+        """Read ``key`` at the open head: its newest generation there, else the ancestor the
+        index names. Return what read_first found and the generation read (-1: none in the
+        head)."""
+        repo, version = state.repo, state.version
+        known = state.generations.get(key)
+        if known is None and owner is not None:
+            # Inherited, and not seen in this head yet: most such keys were not rewritten here,
+            # so ask for generation 0 and then the ancestor (generation 1 cannot exist without
+            # generation 0).
+            paths = [repo.data_path(version, key, 0), repo.object_path(owner, key)]
+            found = await self.storage.read_first(paths, decode)
+            if found is None or found[0] == 1:
+                return found, -1
+            start, first = 0, found
+        else:
+            # The newest generation known and the next, concurrently on object stores (one
+            # round trip); then the ancestor.
+            start = known or 0
+            paths = [repo.data_path(version, key, start + 1), repo.data_path(version, key, start)]
+            if owner is not None:
+                paths.append(repo.object_path(owner, key))
+            found = await self.storage.read_first(paths, decode, parallel=2)
+            if found is None or found[0] == 2:
+                return found, -1
+            if found[0] == 1:
+                state.generations[key] = start
+                return found, start
+            start, first = start + 1, found
+        newest = await self._newest(state, key, start)
+        state.generations[key] = newest
+        if newest == start:
+            return first, newest
+        found = await self.storage.read_first([repo.data_path(version, key, newest)], decode)
+        if found is None:
+            raise CorruptChunkError(
+                f"{self._where(state, key)}: generation {newest} vanished while read; is a "
+                "garbage collection with a too-short grace period running?"
+            )
+        return found, newest
 
     async def get(
         self, key: str, prototype: BufferPrototype, byte_range: ByteRequest | None = None

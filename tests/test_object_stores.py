@@ -308,3 +308,33 @@ def test_a_read_at_a_branch_head_checks_the_seal_once(s3_backend: Backend) -> No
     assert len(seal_checks) == 1
     probes = [r for r in s3_backend.server.requests if r.path.endswith("~1")]
     assert len(probes) == 4
+
+
+def test_a_read_at_a_head_right_after_a_tag_costs_two_gets_per_chunk(
+    s3_backend: Backend,
+) -> None:
+    hub = s3_backend.hub()
+    arr = hub.array((8, 16), name="test/after", dtype="int32", chunks=(2, 16))
+    arr[:] = 1
+    hub.tag("test/after", "v1")
+    reader = hub.load("test/after")
+    assert s3_backend.server is not None
+    s3_backend.server.reset()
+    assert reader[:].sum() == 128
+    requests = s3_backend.server.requests
+    # One seal check, then per inherited chunk: generation 0 in the head (404), the tag's.
+    assert sorted(r.method for r in requests) == ["GET"] * 9
+    assert sum(r.status == 404 for r in requests) == 5  # four chunks' head, the seal check
+
+
+def test_a_fresh_reader_finds_the_newest_rewrite_of_an_inherited_chunk(
+    s3_backend: Backend,
+) -> None:
+    hub = s3_backend.hub()
+    arr = hub.array((4,), name="test/gens", dtype="int32", chunks=(4,))
+    arr[:] = 1
+    hub.tag("test/gens", "v1")
+    for value in range(2, 7):
+        arr[0] = value  # generations 0-4 in the new head
+    assert s3_backend.hub().load("test/gens")[:].tolist() == [6, 1, 1, 1]
+    assert s3_backend.hub().load("test/gens:v1")[:].tolist() == [1, 1, 1, 1]

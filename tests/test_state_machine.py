@@ -37,7 +37,7 @@ NAMES = [DEFAULT, *"abcdefghijklmno"]
 MAX_HANDLES = 4
 
 SETTINGS = settings(
-    max_examples=50,
+    max_examples=60,
     stateful_step_count=50,
     deadline=None,
     # Each example is a fresh repository: replaying a saved failure on another root or after a
@@ -364,5 +364,5 @@ def test_versions_follow_the_model_on_s3(
         "Machine", (VersionMachine,), {"root": s3_backend.root, "options": s3_backend.options}
     )
     run_state_machine_as_test(
-        machine, settings=settings(SETTINGS, max_examples=50, stateful_step_count=15)
+        machine, settings=settings(SETTINGS, max_examples=60, stateful_step_count=15)
     )

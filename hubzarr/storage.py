@@ -52,6 +52,7 @@ __all__ = [
     "LocalStorage",
     "Parts",
     "Storage",
+    "as_bytes",
     "check_path",
     "check_root",
     "open_storage",
@@ -115,6 +116,11 @@ def _as_parts(data: Parts) -> Sequence[bytes | memoryview]:
     if callable(data):
         data = data()
     return (data,) if isinstance(data, bytes | memoryview) else data
+
+
+def as_bytes(data: Parts) -> bytes:
+    """Return what a write of ``data`` stores, as one bytes object."""
+    return b"".join(_as_parts(data))
 
 
 @contextlib.contextmanager
@@ -197,11 +203,17 @@ class Storage(ABC):
         """Replace the object atomically; ``durable`` also flushes it to stable storage."""
 
     @abstractmethod
-    async def create(self, path: str, data: Parts, *, durable: bool = True) -> None:
+    async def create(
+        self, path: str, data: Parts, *, durable: bool = True, unique: bool = True
+    ) -> None:
         """Write the object only if it does not exist yet (put-if-absent).
 
         ``durable`` (the default) also flushes it to stable storage before it becomes visible;
-        chunk objects skip that (their checksum catches one torn by a power loss).
+        chunk objects skip that (their checksum catches one torn by a power loss). ``unique``
+        says that no other writer ever creates this path with the same bytes, so finding those
+        bytes there means our own write, whose acknowledgement was lost (see
+        :class:`FsspecStorage`); pass ``False`` where equal bytes may be another's (chunk
+        generations), and any existing object is a conflict.
 
         Raises
         ------
@@ -366,7 +378,9 @@ class LocalStorage(Storage):
         with _translating(self.url, path):
             await asyncio.to_thread(_local_write, self._full(path), data, durable, False)
 
-    async def create(self, path: str, data: Parts, *, durable: bool = True) -> None:
+    async def create(
+        self, path: str, data: Parts, *, durable: bool = True, unique: bool = True
+    ) -> None:
         with _translating(self.url, path):
             try:
                 await asyncio.to_thread(_local_write, self._full(path), data, durable, True)
@@ -665,7 +679,9 @@ class FsspecStorage(Storage):
             self.fs.pipe_file(full, data)
             return True
 
-    async def create(self, path: str, data: Parts, *, durable: bool = True) -> None:
+    async def create(
+        self, path: str, data: Parts, *, durable: bool = True, unique: bool = True
+    ) -> None:
         self._writable(path)
         full = self._full(path)
         exists = AlreadyExistsError(f"{path!r} already exists under {self.url}")
@@ -683,7 +699,7 @@ class FsspecStorage(Storage):
                 # botocore retries a 5xx, s3fs a SlowDown). Every created object is unique to
                 # its writer or the same for all, so equal content means it is ours. Costs one
                 # GET, only on a conflict.
-                if await self._call("cat_file", full, missing=None) == payload:
+                if unique and await self._call("cat_file", full, missing=None) == payload:
                     return
                 raise exists from exc
 

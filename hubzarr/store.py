@@ -45,6 +45,7 @@ from hubzarr.names import Name, parse_name
 from hubzarr.storage import (
     Parts,
     Storage,
+    as_bytes,
     check_path,
     check_root,
     open_storage,
@@ -524,17 +525,33 @@ class HubStore(Store):
             known = state.generations.get(key)
             generation = 0 if known is None else known + 1
         while True:
+            path = repo.data_path(head, key, generation)
             try:
-                await self.storage.create(
-                    repo.data_path(head, key, generation), data, durable=False
-                )
+                await self.storage.create(path, data, durable=False, unique=False)
             except AlreadyExistsError:
+                if await self._already_ours(state, key, generation, data):
+                    state.generations[key] = generation
+                    return
                 if expected is not None:
                     raise ConflictError(self._where(state, key)) from None
                 generation = await self._newest(state, key, generation) + 1
                 continue
             state.generations[key] = generation
             return
+
+    async def _already_ours(self, state: _State, key: str, generation: int, data: Parts) -> bool:
+        """Whether a generation found taken holds what we meant to write and is the newest.
+
+        A create whose acknowledgement was lost and retried finds its own object, so "already
+        exists" is not always a conflict. But another writer may have written the same bytes
+        (the same value twice), so equal bytes alone prove nothing; equal bytes in the newest
+        generation do mean the head now holds exactly our write, which is all a caller needs.
+        """
+        repo, head = state.repo, state.version
+        raw = await self.storage.read(repo.data_path(head, key, generation))
+        if raw is None or raw != as_bytes(data):
+            return False
+        return not await self.storage.exists(repo.data_path(head, key, generation + 1))
 
     async def _fenced_write(self, key: str, data: Parts | None) -> None:
         """Write ``data`` (``None``: a deletion) as the next generation of ``key`` in the head,

@@ -38,9 +38,11 @@ class CountingStorage(Storage):
         self._note("write", path)
         await self.inner.write(path, data, durable=durable)
 
-    async def create(self, path: str, data: Parts, *, durable: bool = True) -> None:
+    async def create(
+        self, path: str, data: Parts, *, durable: bool = True, unique: bool = True
+    ) -> None:
         self._note("create", path)
-        await self.inner.create(path, data, durable=durable)
+        await self.inner.create(path, data, durable=durable, unique=unique)
 
     async def delete(self, path: str) -> None:
         self._note("delete", path)

@@ -270,7 +270,9 @@ class _NoIOStorage(Storage):
     async def write(self, path: str, data: Any, *, durable: bool = False) -> None:
         self._refuse("write", path)
 
-    async def create(self, path: str, data: Any, *, durable: bool = True) -> None:
+    async def create(
+        self, path: str, data: Any, *, durable: bool = True, unique: bool = True
+    ) -> None:
         self._refuse("create", path)
 
     async def delete(self, path: str) -> None:

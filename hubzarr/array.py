@@ -303,17 +303,24 @@ class HubArray:
         The repository at a ref.
     zarray : zarr.Array, optional
         The zarr array on ``store``, if already open.
+    path : str
+        Where the array lies in the repository: ``""`` for a repository that is one array,
+        else its key in the group (``"images"``, ``"train/labels"``).
     """
 
-    def __init__(self, store: HubStore, zarray: zarr.Array[Any] | None = None) -> None:
+    def __init__(
+        self, store: HubStore, zarray: zarr.Array[Any] | None = None, path: str = ""
+    ) -> None:
         self._store = store
         self._zarray = zarray
+        self._path = path
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"store": self._store}
+        return {"store": self._store, "path": self._path}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self._store = state["store"]
+        self._path = state.get("path", "")
         self._zarray = None
 
     # -- what it is ----------------------------------------------------------------------
@@ -332,6 +339,11 @@ class HubArray:
     def store(self) -> HubStore:
         """The zarr store this array lives in."""
         return self._store
+
+    @property
+    def path(self) -> str:
+        """The array's key in its repository's group; ``""`` for a repository that is one array."""
+        return self._path
 
     @property
     def name(self) -> str:

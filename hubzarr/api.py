@@ -14,21 +14,20 @@ import zarr
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 
-from hubzarr.array import (
-    DEFAULT_COMPRESSOR,
-    HubArray,
-    cast_value,
-    check_chunks,
-    check_compressor,
-    check_dtype,
-    check_shape,
-    default_chunks,
-)
+from hubzarr.array import DEFAULT_COMPRESSOR, HubArray
 from hubzarr.collect import DEFAULT_GRACE_S, GCReport, collect
 from hubzarr.config import resolve_namespace, resolve_root, resolve_storage_options
-from hubzarr.errors import AlreadyExistsError, InvalidArgumentError, ReadOnlyError
+from hubzarr.errors import AlreadyExistsError, InvalidArgumentError, NotFoundError, ReadOnlyError
+from hubzarr.group import HubGroup
 from hubzarr.integrity import VerifyReport, verify_store
-from hubzarr.metadata import open_zarr_array
+from hubzarr.metadata import (
+    GroupInfo,
+    array_spec,
+    group_documents,
+    metadata_documents,
+    open_node,
+    open_zarr_array,
+)
 from hubzarr.names import Name, parse_name
 from hubzarr.storage import Storage, check_root, open_storage, public_options
 from hubzarr.store import HubStore
@@ -41,7 +40,10 @@ __all__ = [
     "delete",
     "delete_branch",
     "delete_tag",
+    "from_dask",
+    "from_numpy",
     "gc",
+    "group",
     "load",
     "log",
     "ls",
@@ -54,23 +56,6 @@ T = TypeVar("T")
 RootLike = str | os.PathLike[str] | None
 _DEFAULT: Any = object()
 _DEFAULT_BRANCH = "main"
-
-
-def _metadata_documents(spec: dict[str, Any]) -> dict[str, bytes]:
-    """The metadata objects zarr writes for an array of ``spec``, as ``{key: bytes}``."""
-    scratch = zarr.storage.MemoryStore()
-    zarr.create_array(scratch, **spec)
-    prototype = default_buffer_prototype()
-
-    async def documents() -> dict[str, bytes]:
-        out: dict[str, bytes] = {}
-        async for key in scratch.list():
-            value = await scratch.get(key, prototype)
-            assert value is not None
-            out[key] = value.to_bytes()
-        return out
-
-    return _run(documents())
 
 
 def _run(coro: Coroutine[Any, Any, T]) -> T:
@@ -172,36 +157,13 @@ class Hub:
             If ``overwrite`` names a tag or a sealed version.
         """
         parsed = self._parse(name)
-        shape = check_shape(shape)
-        dtype = check_dtype(dtype)
-        chunks = (
-            default_chunks(shape, dtype) if chunks is None else check_chunks(chunks, shape, dtype)
-        )
-        if fill_value is None:
-            raise InvalidArgumentError(
-                "fill_value=None is not allowed: never-written chunks would read as "
-                "uninitialised memory; pass a value such as 0"
-            )
-        fill = cast_value(fill_value, dtype)
-        if fill.ndim != 0:
-            raise InvalidArgumentError(f"fill_value must be a scalar, not shape {fill.shape}")
-        codec = check_compressor(DEFAULT_COMPRESSOR if compressor is _DEFAULT else compressor)
-
-        spec = {
-            "shape": shape,
-            "chunks": chunks,
-            "dtype": dtype,
-            "fill_value": fill.item(),
-            "zarr_format": 2,
-            "compressors": codec,
-            "filters": None,
-            "order": "C",
-        }
+        codec = DEFAULT_COMPRESSOR if compressor is _DEFAULT else compressor
+        spec = array_spec(shape, dtype, chunks, fill_value, codec)
         repo = Repository(self.storage, parsed)
         branch = parsed.ref or _DEFAULT_BRANCH
         try:
             # The array's metadata is part of the repository's first version from the start.
-            _run(repo.create(branch, initial=_metadata_documents(spec)))
+            _run(repo.create(branch, initial=metadata_documents(spec)))
         except AlreadyExistsError:
             if not overwrite:
                 raise
@@ -217,8 +179,137 @@ class Hub:
         zarray = open_zarr_array(store)
         return HubArray(store, zarray)
 
-    def load(self, name: str, mode: Literal["r", "r+"] = "r+") -> HubArray:
-        """Open an array by name, lazily: no chunk is read until indexed.
+    def group(self, name: str) -> HubGroup:
+        """Create a repository holding an empty group, or open the group a repository holds.
+
+        A group holds arrays and subgroups by key (``group.create_array("images", ...)``,
+        ``group["train/labels"]``); tags and branches snapshot all of them at once.
+
+        Parameters
+        ----------
+        name : str
+            ``user/name[:ref]``. A new repository's first (default) branch is the ref, ``main``
+            if absent; an existing repository is opened at the ref (a tag or version id opens
+            the group read-only).
+
+        Returns
+        -------
+        HubGroup
+            The root group of the repository.
+
+        Raises
+        ------
+        InvalidNameError
+            If ``name`` is malformed.
+        AlreadyExistsError
+            If the repository holds an array (open it with :meth:`load`).
+        NotFoundError
+            If the repository exists but the ref does not, or an empty repository is opened at
+            a tag or version.
+        FormatError
+            If the group's metadata is malformed.
+        """
+        parsed = self._parse(name)
+        branch = parsed.ref or _DEFAULT_BRANCH
+        repo = Repository(self.storage, parsed)
+        try:
+            # Checked first: a creator that loses leaves its unpublished objects for gc.
+            if _run(repo.exists()):
+                raise AlreadyExistsError(name)
+            _run(repo.create(branch, initial=group_documents()))
+        except AlreadyExistsError:
+            return self._open_group(self._store(parsed, read_only=False))
+        return HubGroup(self._store(parsed.with_ref(branch), read_only=False))
+
+    def _open_group(self, store: HubStore) -> HubGroup:
+        _run(store.resolved())
+        try:
+            node = open_node(store)
+        except NotFoundError:
+            # An empty repository (hub.store(name, mode="w-")): at a branch, it becomes a group.
+            if store.read_only:
+                raise
+            prototype = default_buffer_prototype()
+            for key, payload in group_documents().items():
+                store.set_sync(key, prototype.buffer.from_bytes(payload))
+            return HubGroup(store)
+        if not isinstance(node, GroupInfo):
+            raise AlreadyExistsError(
+                f"repository {store.name} exists and holds an array, not a group; open it with "
+                f"hubzarr.load({str(store.name)!r}), or choose another name for the group"
+            )
+        return HubGroup(store)
+
+    def from_dask(
+        self,
+        data: Any,
+        name: str,
+        chunks: Any = None,
+        fill_value: Any = 0,
+        compressor: Any = _DEFAULT,
+    ) -> HubArray:
+        """Create an array holding a dask array's values, written chunk by chunk in parallel.
+
+        The dask graph and the writes run on dask's current scheduler (threads, or a
+        dask.distributed cluster when a client is active); chunks of fill values are not
+        stored. Each chunk write has the guarantees of any write to a branch (see
+        :meth:`array`); until all are done, readers may see some chunks still at the fill value.
+
+        Parameters
+        ----------
+        data : dask.array.Array
+            The values; its shape and dtype become the array's.
+        name : str
+            ``user/name[:branch]`` of a new repository.
+        chunks, fill_value, compressor
+            As for :meth:`array` (default chunks: MB-scale, whatever ``data``'s blocks are).
+
+        Returns
+        -------
+        HubArray
+            The new array.
+
+        Raises
+        ------
+        AlreadyExistsError
+            If the repository exists (nothing is changed).
+        InvalidArgumentError
+            If ``data`` is not a dask array, or chunks, dtype or fill value are unusable.
+        """
+        from hubzarr.bulk import assign
+
+        if not (hasattr(data, "__dask_graph__") and hasattr(data, "dtype")):
+            raise InvalidArgumentError(
+                f"from_dask takes a dask.array.Array, not {type(data).__name__}; use "
+                "from_numpy for numpy arrays"
+            )
+        arr = self.array(data.shape, name, data.dtype, chunks, fill_value, compressor)
+        assign(arr, Ellipsis, data, new=True)
+        return arr
+
+    def from_numpy(
+        self,
+        data: Any,
+        name: str,
+        chunks: Any = None,
+        fill_value: Any = 0,
+        compressor: Any = _DEFAULT,
+    ) -> HubArray:
+        """Create an array holding a numpy array's values, encoding and writing chunks in
+        parallel (see :meth:`from_dask`)."""
+        import dask.array as da
+        import numpy as np
+
+        values = np.asarray(data)
+        arr = self.array(values.shape, name, values.dtype, chunks, fill_value, compressor)
+        from hubzarr.bulk import assign
+
+        darr = da.from_array(values, chunks=arr.chunks)  # type: ignore[no-untyped-call]
+        assign(arr, Ellipsis, darr, new=True)
+        return arr
+
+    def load(self, name: str, mode: Literal["r", "r+"] = "r+") -> HubArray | HubGroup:
+        """Open an array (or a group) by name, lazily: no chunk is read until indexed.
 
         Parameters
         ----------
@@ -229,8 +320,8 @@ class Hub:
 
         Returns
         -------
-        HubArray
-            The array.
+        HubArray or HubGroup
+            The array; or, for a repository holding a group, the :class:`HubGroup`.
 
         Raises
         ------
@@ -238,14 +329,17 @@ class Hub:
             If ``name`` is malformed.
         NotFoundError
             If the repository or ref does not exist (the message names close matches), or the
-            repository holds no array.
+            repository holds neither an array nor a group.
         FormatError
-            If the array's metadata is malformed.
+            If the array's (or group's) metadata is malformed.
         """
         if mode not in ("r", "r+"):
             raise InvalidArgumentError(f"mode must be 'r' or 'r+', not {mode!r}")
         store = self._store(self._parse(name), read_only=mode == "r")
-        return HubArray(store, open_zarr_array(store))
+        node = open_node(store)
+        if isinstance(node, GroupInfo):
+            return HubGroup(store)
+        return HubArray(store, node)
 
     def store(self, name: str, mode: Literal["r", "r+", "w-"] = "r") -> HubStore:
         """Return the zarr store of a repository at a ref.
@@ -470,9 +564,38 @@ def array(
     return Hub(root).array(shape, name, dtype, chunks, fill_value, compressor, overwrite)
 
 
-def load(name: str, mode: Literal["r", "r+"] = "r+", root: RootLike = None) -> HubArray:
-    """Open an array by name; see :meth:`Hub.load`."""
+def from_dask(
+    data: Any,
+    name: str,
+    chunks: Any = None,
+    fill_value: Any = 0,
+    compressor: Any = _DEFAULT,
+    root: RootLike = None,
+) -> HubArray:
+    """Create an array from a dask array; see :meth:`Hub.from_dask`."""
+    return Hub(root).from_dask(data, name, chunks, fill_value, compressor)
+
+
+def from_numpy(
+    data: Any,
+    name: str,
+    chunks: Any = None,
+    fill_value: Any = 0,
+    compressor: Any = _DEFAULT,
+    root: RootLike = None,
+) -> HubArray:
+    """Create an array from a numpy array; see :meth:`Hub.from_numpy`."""
+    return Hub(root).from_numpy(data, name, chunks, fill_value, compressor)
+
+
+def load(name: str, mode: Literal["r", "r+"] = "r+", root: RootLike = None) -> HubArray | HubGroup:
+    """Open an array or group by name; see :meth:`Hub.load`."""
     return Hub(root).load(name, mode)
+
+
+def group(name: str, root: RootLike = None) -> HubGroup:
+    """Create or open a repository holding a group; see :meth:`Hub.group`."""
+    return Hub(root).group(name)
 
 
 def store(name: str, mode: Literal["r", "r+", "w-"] = "r", root: RootLike = None) -> HubStore:

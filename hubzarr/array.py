@@ -12,9 +12,8 @@ import math
 import operator
 import random
 import time
-import uuid
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numcodecs
 import numpy as np
@@ -25,6 +24,9 @@ from zarr.core.sync import sync
 
 from hubzarr.errors import ConflictError, InvalidArgumentError, InvalidIndexError, UnsafeCastError
 from hubzarr.store import HubStore, conditional_writes
+
+if TYPE_CHECKING:
+    from hubzarr.bulk import LazyArray
 
 __all__ = [
     "DEFAULT_COMPRESSOR",
@@ -332,7 +334,7 @@ class HubArray:
             # Not at the top: hubzarr.metadata builds on this module's limits.
             from hubzarr.metadata import open_zarr_array
 
-            self._zarray = open_zarr_array(self._store)
+            self._zarray = open_zarr_array(self._store, self._path)
         return self._zarray
 
     @property
@@ -403,8 +405,9 @@ class HubArray:
 
     def __repr__(self) -> str:
         mode = " read-only" if self.read_only else ""
+        path = f" path={self._path!r}" if self._path else ""
         return (
-            f"<HubArray {self.name} version={self.version}{mode} shape={self.shape} "
+            f"<HubArray {self.name}{path} version={self.version}{mode} shape={self.shape} "
             f"dtype={self.dtype} chunks={self.chunks}>"
         )
 
@@ -422,6 +425,11 @@ class HubArray:
     def __setitem__(self, key: Any, value: Any) -> None:
         target = self.zarr
         self._store.check_writable()
+        if _is_dask(value):
+            from hubzarr.bulk import assign
+
+            assign(self, key, value)
+            return
         selection, out_shape, flips = _normalize_index(key, self.shape)
         data = cast_value(value, self.dtype)
         try:
@@ -456,46 +464,76 @@ class HubArray:
     # -- bulk computation ----------------------------------------------------------------
 
     @property
+    def lazy(self) -> _LazyIndexer:
+        """Lazy selections: ``array.lazy[0:10, 100:200].mean()`` reads only what it needs.
+
+        ``array.lazy[index]`` takes any basic index (integers, slices with steps, Ellipsis)
+        and returns a :class:`hubzarr.bulk.LazyArray` with ``.dask``, reductions and
+        ``.compute()``; nothing is read until then.
+        """
+        return _LazyIndexer(self)
+
+    def _whole(self) -> LazyArray:
+        from hubzarr.bulk import LazyArray
+
+        return LazyArray.whole(self)
+
+    @property
     def dask(self) -> Any:
-        """A ``dask.array.Array`` over this array, one task per chunk."""
-        import dask.array as da
+        """A ``dask.array.Array`` over this array, built by hubzarr (see
+        :attr:`hubzarr.bulk.LazyArray.dask`): blocks of whole chunks, fetched concurrently and
+        decoded in place. It reads the version the array is at when the graph is built.
+        """
+        return self._whole().dask
 
-        resolved = self._store.pinned_state()
-        if resolved is not None and resolved.sealed:
-            from dask.base import tokenize
+    def sum(self, *, progress: bool = False) -> Any:
+        """Sum of all values, in one parallel pass: exact for integers, float64 for floats.
 
-            name = "hubzarr-" + tokenize(self._store.root, self.name, resolved.version)
-        else:
-            name = f"hubzarr-{uuid.uuid4().hex}"
-        meta = np.empty((0,) * self.ndim, dtype=self.dtype)
-        return da.from_array(  # type: ignore[no-untyped-call]
-            self, chunks=self.chunks, name=name, meta=meta, fancy=False, getitem=_read_block
-        )
+        ``progress=True`` shows a progress bar (on stderr, or dask.distributed's).
+        """
+        return self._whole().sum(progress=progress)
 
-    def _reduce(self, op: str) -> Any:
-        return getattr(self.dask, op)().compute()
+    def mean(self, *, progress: bool = False) -> Any:
+        """Mean of all values, in one parallel pass, accumulated in float64."""
+        return self._whole().mean(progress=progress)
 
-    def sum(self) -> Any:
-        """Sum of all elements, computed chunk by chunk with dask."""
-        return self._reduce("sum")
+    def var(self, *, ddof: int = 0, progress: bool = False) -> Any:
+        """Variance of all values, in one parallel pass (parallel moments, float64)."""
+        return self._whole().var(ddof=ddof, progress=progress)
 
-    def mean(self) -> Any:
-        """Mean of all elements, computed chunk by chunk with dask."""
-        return self._reduce("mean")
+    def std(self, *, ddof: int = 0, progress: bool = False) -> Any:
+        """Standard deviation of all values, in one parallel pass (parallel moments, float64)."""
+        return self._whole().std(ddof=ddof, progress=progress)
 
-    def std(self) -> Any:
-        """Standard deviation of all elements, computed chunk by chunk with dask."""
-        return self._reduce("std")
+    def min(self, *, progress: bool = False) -> Any:
+        """Smallest value, in one parallel pass."""
+        return self._whole().min(progress=progress)
 
-    def min(self) -> Any:
-        """Smallest element, computed chunk by chunk with dask."""
-        return self._reduce("min")
+    def max(self, *, progress: bool = False) -> Any:
+        """Largest value, in one parallel pass."""
+        return self._whole().max(progress=progress)
 
-    def max(self) -> Any:
-        """Largest element, computed chunk by chunk with dask."""
-        return self._reduce("max")
+    def histogram(
+        self,
+        bins: Any = 10,
+        range: tuple[float, float] | None = None,
+        *,
+        progress: bool = False,
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[Any]]:
+        """Histogram of all values, as :func:`numpy.histogram` (see
+        :meth:`hubzarr.bulk.LazyArray.histogram`)."""
+        return self._whole().histogram(bins, range, progress=progress)
 
 
-def _read_block(array: HubArray, key: Any) -> npt.NDArray[Any]:
-    # dask's per-chunk getter: the graph was built at one version, so no per-chunk refresh.
-    return array._read(key)
+def _is_dask(value: Any) -> bool:
+    return hasattr(value, "__dask_graph__") and hasattr(value, "dtype") and hasattr(value, "shape")
+
+
+class _LazyIndexer:
+    """``array.lazy[index]``."""
+
+    def __init__(self, array: HubArray) -> None:
+        self._array = array
+
+    def __getitem__(self, key: Any) -> LazyArray:
+        return self._array._whole()[key]

@@ -24,6 +24,7 @@ app = typer.Typer(
 
 if TYPE_CHECKING:
     from hubzarr.config import Settings
+    from hubzarr.group import HubGroup
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -70,6 +71,7 @@ def demo(
     import numpy as np
 
     from hubzarr.api import Hub
+    from hubzarr.array import HubArray
 
     hub = Hub(root)
     name = "demo/bigarray"
@@ -88,6 +90,7 @@ def demo(
     typer.echo(f"wrote big[0] ({_size(image.nbytes)}); nothing else to call")
 
     again = hub.load(f"{name}:v0")
+    assert isinstance(again, HubArray)
     mean = again[0:10, 100:200, 100:200].mean()
     typer.echo(f"loaded again: again[0:10, 100:200, 100:200].mean() = {mean:.4f}")
 
@@ -95,7 +98,9 @@ def demo(
     typer.echo(f"tagged {name}:v0 as v1 (version {version}); no chunk copied")
 
     big[0] = 255 - image
-    v0_first, v1_first = hub.load(f"{name}:v0")[0], hub.load(f"{name}:v1")[0]
+    v0, v1 = hub.load(f"{name}:v0"), hub.load(f"{name}:v1")
+    assert isinstance(v0, HubArray) and isinstance(v1, HubArray)
+    v0_first, v1_first = v0[0], v1[0]
     typer.echo(
         f"overwrote big[0]: v0 now has the new image ({np.array_equal(v0_first, 255 - image)}), "
         f"v1 still has the old one ({np.array_equal(v1_first, image)})"
@@ -134,17 +139,34 @@ def ls_command(
 @app.command()
 @_handles_errors
 def info(name: NameArgument, root: RootOption = None) -> None:
-    """Show an array's ref, version, shape, dtype, chunks and compressor."""
+    """Show an array's ref, version, shape, dtype, chunks and compressor; for a group, each of
+    its arrays (with subgroups' arrays) by key."""
     from hubzarr.api import Hub
+    from hubzarr.group import HubGroup
 
     arr = Hub(root).load(name, mode="r")
     resolved = arr.store.pinned_state()
     assert resolved is not None
-    compressor = arr.zarr.metadata.to_dict().get("compressor")
     rows = {
         "name": arr.name,
         "ref": f"{resolved.ref} ({resolved.kind})",
         "version": f"{resolved.version} ({'sealed' if resolved.sealed else 'open head'})",
+    }
+    if isinstance(arr, HubGroup):
+        arrays = _group_arrays(arr)
+        count = f"{len(arrays)} array{'' if len(arrays) == 1 else 's'}"
+        rows["group"] = f"{count}, {_size(sum(a.nbytes for _, a in arrays))}"
+        for key, value in rows.items():
+            typer.echo(f"{key + ':':<12} {value}")
+        width = max((len(path) for path, _ in arrays), default=0)
+        for path, a in arrays:
+            typer.echo(
+                f"  {path:<{width}}  shape={tuple(a.shape)} dtype={a.dtype} "
+                f"chunks={tuple(a.chunks)} size={_size(a.nbytes)}"
+            )
+        return
+    compressor = arr.zarr.metadata.to_dict().get("compressor")
+    rows |= {
         "shape": str(arr.shape),
         "dtype": str(arr.dtype),
         "chunks": str(arr.chunks),
@@ -154,6 +176,17 @@ def info(name: NameArgument, root: RootOption = None) -> None:
     }
     for key, value in rows.items():
         typer.echo(f"{key + ':':<12} {value}")
+
+
+def _group_arrays(group: HubGroup) -> list[tuple[str, Any]]:
+    """``(key, zarr array)`` for every array of ``group`` and its subgroups (xarray's string
+    variables too), from the group's consolidated metadata: one read."""
+    import zarr
+
+    from hubzarr.metadata import open_zarr_group
+
+    members = open_zarr_group(group.store, group.path).members(max_depth=None)
+    return sorted((key, node) for key, node in members if isinstance(node, zarr.Array))
 
 
 @app.command()

@@ -29,12 +29,12 @@ def encode_header(payload: bytes | memoryview) -> bytes:
     return _DATA_MAGIC + crc.to_bytes(4, "big")
 
 
-def decode(raw: bytes, where: str) -> memoryview | None:
+def decode(raw: bytes | memoryview, where: str) -> memoryview | None:
     """Check an object read from storage and return its payload, or ``None`` for a tombstone.
 
     Parameters
     ----------
-    raw : bytes
+    raw : bytes or memoryview
         The stored object.
     where : str
         What to name in an error (repository, version and key).
@@ -51,7 +51,7 @@ def decode(raw: bytes, where: str) -> memoryview | None:
     """
     if raw == TOMBSTONE:
         return None
-    if len(raw) < HEADER_SIZE or not raw.startswith(_DATA_MAGIC):
+    if len(raw) < HEADER_SIZE or raw[:4] != _DATA_MAGIC:
         raise CorruptChunkError(
             f"{where} is corrupt: {len(raw)} bytes with no valid hubzarr header (truncated, "
             "emptied or overwritten outside hubzarr); restore it from a copy or rewrite that "

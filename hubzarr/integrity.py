@@ -2,10 +2,12 @@
 
 :func:`verify` reads each object a version holds through its store, so each read checks the
 object's CRC-32C (a truncated, emptied or bit-flipped object is a :class:`CorruptChunkError`).
-Array metadata (``.zarray``) is validated as :func:`hubzarr.metadata.open_zarr_array` does, and
-each chunk of a valid array is decompressed with the array's codecs and its length compared with
-the chunk's, which catches an object whose checksum is right but whose content is not a chunk
-(written by another tool, say).
+The metadata of every array and group, at any depth of a group, is validated as
+:func:`hubzarr.metadata.open_node` does (``.zarray``, ``.zgroup``, ``.zattrs``), and each chunk
+of a valid array is decompressed with that array's codecs and its length compared with the
+chunk's, which catches an object whose checksum is right but whose content is not a chunk
+(written by another tool, say). A chunk belongs to the array whose key is the longest prefix of
+its own, so chunks of nested arrays and ``/``-separated chunk keys are checked too.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import numcodecs
 import numpy as np
 
 from hubzarr.errors import HubError
-from hubzarr.metadata import _check_dtype, _check_zarray, _decode
+from hubzarr.metadata import _check_attrs, _check_dtype, _check_zarray, _check_zgroup, _decode
 from hubzarr.store import HubStore
 
 __all__ = ["Problem", "VerifyReport", "verify_store"]
@@ -85,10 +87,36 @@ class _Layout:
 
 
 def _layout(doc: dict[str, Any], where: str) -> _Layout:
-    dtype = _check_dtype(doc["dtype"], where)
+    dtype = _check_dtype(doc["dtype"], where, strings=True)
     filters = tuple(numcodecs.get_codec(dict(f)) for f in doc.get("filters") or ())
     compressor = numcodecs.get_codec(dict(doc["compressor"])) if doc.get("compressor") else None
     return _Layout(filters, compressor, math.prod(doc["chunks"]) * dtype.itemsize)
+
+
+def _array_of(key: str, layouts: dict[str, _Layout]) -> _Layout | None:
+    """The layout of the array ``key`` is a chunk of (the longest array path prefixing it)."""
+    parts = key.split("/")
+    if parts[-1].startswith(".z"):
+        return None  # metadata, not a chunk
+    for end in range(len(parts) - 1, -1, -1):
+        layout = layouts.get("/".join(parts[:end]))
+        if layout is not None:
+            return layout
+    return None
+
+
+def _check_metadata(key: str, raw: bytes, where: str, layouts: dict[str, _Layout]) -> None:
+    """Validate one metadata object; remember an array's layout for its chunks."""
+    node, _, leaf = key.rpartition("/")
+    if leaf == ".zarray":
+        where = f"the array metadata file {where}"
+        layouts[node] = _layout(_check_zarray(_decode(raw, where), where, strings=True), where)
+    elif leaf == ".zgroup":
+        _check_zgroup(
+            _decode(raw, f"the group metadata file {where}"), f"the group metadata file {where}"
+        )
+    else:
+        _check_attrs(raw, f"the attributes file {where}")
 
 
 def _check_chunk(layout: _Layout, payload: memoryview) -> str | None:
@@ -136,8 +164,8 @@ async def verify_store(
                 payload = None
             if payload is not None:
                 sizes[key] = payload.nbytes
-                layout = layouts.get(key.rsplit("/", 1)[0] if "/" in key else "")
-                if layout is not None and not key.rsplit("/", 1)[-1].startswith(".z"):
+                layout = _array_of(key, layouts)
+                if layout is not None:
                     why = await asyncio.to_thread(_check_chunk, layout, payload)
                     if why is not None:
                         problems.append(Problem(key, f"{_where(store, state.version, key)} {why}"))
@@ -146,15 +174,14 @@ async def verify_store(
                 progress(done, len(keys))
             return payload
 
-    # Array metadata first: it says how the chunks beside it decode.
-    metadata = [k for k in keys if k.rsplit("/", 1)[-1] == ".zarray"]
+    # Metadata first: an array's says how the chunks under it decode.
+    metadata = [k for k in keys if k.rpartition("/")[2] in (".zarray", ".zgroup", ".zattrs")]
     for key, raw in zip(metadata, await asyncio.gather(*(read(k) for k in metadata)), strict=True):
         if raw is None:
             continue
-        where = f"the array metadata file {key} of {store.name} (version {state.version})"
         try:
-            layouts[key.rsplit("/", 1)[0] if "/" in key else ""] = _layout(
-                _check_zarray(_decode(bytes(raw), where), where), where
+            _check_metadata(
+                key, bytes(raw), f"{key} of {store.name} (version {state.version})", layouts
             )
         except HubError as exc:
             problems.append(Problem(key, str(exc)))

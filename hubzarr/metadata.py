@@ -1,5 +1,4 @@
-"""Opening a stored array: its zarr metadata (``.zarray``, ``.zattrs``) is checked before zarr
-sees it.
+"""Array and group metadata: built from checked arguments, and checked again when read.
 
 A ``.zarray`` is plain JSON that anyone with write access to the root can edit, and zarr trusts
 it: a chunk length of 0 surfaces later as a ``ZeroDivisionError``, a shape of ``[true]`` or a
@@ -8,6 +7,12 @@ instantiated and run on every chunk read. :func:`open_zarr_array` reads both fil
 validates them, and builds the ``zarr.Array`` from the very document it validated (zarr does not
 read the metadata again, so a file replaced in between cannot slip through). Any problem is one
 :class:`~hubzarr.errors.FormatError` naming the file, the repository and the version.
+
+Groups (``.zgroup``) are checked the same way by :func:`open_node`, and
+:func:`open_zarr_group` builds a whole ``zarr.Group`` for xarray from the group's consolidated
+metadata (``.zmetadata``, which :class:`~hubzarr.store.HubStore` synthesises), after checking
+every document in it. New arrays get their metadata from :func:`array_spec` (which refuses what
+zarr would let through) and :func:`metadata_documents`.
 """
 
 from __future__ import annotations
@@ -16,24 +21,50 @@ import asyncio
 import json
 import math
 import reprlib
+from collections import defaultdict
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import zarr
+from numcodecs.abc import Codec
 from numcodecs.registry import codec_registry, entries
 from zarr.core.buffer import default_buffer_prototype
+from zarr.core.group import GroupMetadata
 from zarr.core.sync import sync
 from zarr.storage import StorePath
 
-from hubzarr.array import _UNSAFE_CODECS, MAX_CHUNK_BYTES
-from hubzarr.errors import FormatError, HubError, NotFoundError
+from hubzarr.array import (
+    _UNSAFE_CODECS,
+    DEFAULT_COMPRESSOR,
+    MAX_CHUNK_BYTES,
+    cast_value,
+    check_chunks,
+    check_compressor,
+    check_dtype,
+    check_shape,
+    default_chunks,
+)
+from hubzarr.errors import FormatError, HubError, InvalidArgumentError, NotFoundError
 from hubzarr.store import HubStore
 
-__all__ = ["open_zarr_array"]
+__all__ = [
+    "GroupInfo",
+    "array_spec",
+    "group_documents",
+    "metadata_documents",
+    "node_key",
+    "open_node",
+    "open_zarr_array",
+    "open_zarr_group",
+]
 
 #: Codec ids refused in stored metadata: those :func:`hubzarr.array.check_compressor` refuses
 #: on creation, and ``categorize``, which decodes to Python objects (its labels).
 _REFUSED_CODECS = _UNSAFE_CODECS | {"categorize"}
+#: Codecs allowed in a dataset's string variables (xarray writes str as ``|O`` with
+#: ``vlen-utf8``): they decode to ``str`` or ``bytes`` and nothing else.
+_STRING_CODECS = frozenset({"vlen-utf8", "vlen-bytes"})
 #: numpy's limit on the number of dimensions.
 _MAX_RANK = 64
 #: The largest length numpy can index.
@@ -44,6 +75,9 @@ _REQUIRED = ("zarr_format", "shape", "chunks", "dtype", "fill_value", "order")
 _ADVICE = (
     "the file was edited or damaged outside hubzarr: restore it from a copy, or recreate the "
     "array with hubzarr.array(..., overwrite=True)"
+)
+_GROUP_ADVICE = (
+    "the file was edited or damaged outside hubzarr: restore it from a copy, or recreate the group"
 )
 _JSON_TYPES = {list: "array", str: "string", int: "number", float: "number", bool: "boolean"}
 # Values quoted in messages come from the file: keep a megabyte-long list out of the message.
@@ -119,14 +153,15 @@ def _dtype_spec(spec: Any) -> Any:
     raise ValueError("expected a string such as '<f4' or a list of fields")
 
 
-def _check_dtype(spec: Any, where: str) -> np.dtype[Any]:
+def _check_dtype(spec: Any, where: str, *, strings: bool = False) -> np.dtype[Any]:
     try:
         dtype: np.dtype[Any] = np.dtype(_dtype_spec(spec))
     except (TypeError, ValueError, RecursionError) as exc:
         raise FormatError(
             f"{where} has dtype {_show(spec)}, which is not a numpy dtype ({_why(exc)}); {_ADVICE}"
         ) from exc
-    if dtype.hasobject:
+    # With ``strings``, a plain object dtype passes: _check_zarray then requires a string codec.
+    if dtype.hasobject and not (strings and dtype == np.dtype(object)):
         raise FormatError(
             f"{where} has dtype {_show(spec)}, which holds Python objects that hubzarr never "
             f"decodes; {_ADVICE}"
@@ -134,14 +169,14 @@ def _check_dtype(spec: Any, where: str) -> np.dtype[Any]:
     return dtype
 
 
-def _check_codec(config: Any, what: str, where: str) -> None:
+def _check_codec(config: Any, what: str, where: str, allowed: frozenset[str] = frozenset()) -> str:
     codec_id = config.get("id") if isinstance(config, dict) else None
     if not isinstance(codec_id, str):
         raise FormatError(
             f"{where} has {what} {_show(config)}: expected an object with a string 'id'; {_ADVICE}"
         )
     # Refused by id, before numcodecs could instantiate (or import) anything.
-    if codec_id in _REFUSED_CODECS:
+    if codec_id in _REFUSED_CODECS - allowed:
         raise FormatError(
             f"{where} names the codec {codec_id!r} as {what}; it (de)serialises Python objects "
             f"and hubzarr never runs it; {_ADVICE}"
@@ -151,6 +186,7 @@ def _check_codec(config: Any, what: str, where: str) -> None:
             f"{where} names the codec {_show(codec_id)} as {what}, which no installed numcodecs "
             "codec provides; install the package that provides it, or restore the file"
         )
+    return codec_id
 
 
 def _fits_float(value: Any, dtype: np.dtype[Any]) -> bool:
@@ -185,7 +221,7 @@ def _fill_fits(value: Any, dtype: np.dtype[Any]) -> bool:
     return True  # strings, bytes, dates, structs: zarr's own decoding checks them
 
 
-def _check_zarray(doc: Any, where: str) -> dict[str, Any]:
+def _check_zarray(doc: Any, where: str, *, strings: bool = False) -> dict[str, Any]:
     """Validate a decoded ``.zarray`` document.
 
     Parameters
@@ -194,6 +230,9 @@ def _check_zarray(doc: Any, where: str) -> dict[str, Any]:
         The decoded JSON.
     where : str
         How to name the file in an error.
+    strings : bool
+        Also accept an object dtype decoded by one ``vlen-utf8`` or ``vlen-bytes`` filter (how
+        xarray stores ``str`` variables): such a chunk decodes to strings or bytes only.
 
     Returns
     -------
@@ -224,7 +263,7 @@ def _check_zarray(doc: Any, where: str) -> dict[str, Any]:
             f"{where} has chunks {list(chunks)} of rank {len(chunks)} for shape {list(shape)} "
             f"of rank {len(shape)}; {_ADVICE}"
         )
-    dtype = _check_dtype(doc["dtype"], where)
+    dtype = _check_dtype(doc["dtype"], where, strings=strings)
     # zarr decodes whole chunks, edge chunks included: this is what one read allocates.
     nbytes = math.prod(chunks) * dtype.itemsize
     if nbytes > MAX_CHUNK_BYTES:
@@ -248,8 +287,17 @@ def _check_zarray(doc: Any, where: str) -> dict[str, Any]:
             raise FormatError(
                 f"{where} has filters {_show(filters)}, not a list or null; {_ADVICE}"
             )
-        for i, config in enumerate(filters):
-            _check_codec(config, f"filter {i}", where)
+        allowed = _STRING_CODECS if dtype.hasobject else frozenset()
+        ids = [
+            _check_codec(config, f"filter {i}", where, allowed) for i, config in enumerate(filters)
+        ]
+    else:
+        ids = []
+    if dtype.hasobject and (len(ids) != 1 or ids[0] not in _STRING_CODECS):
+        raise FormatError(
+            f"{where} has an object dtype with filters {_show(filters)}; hubzarr decodes Python "
+            f"objects only as strings, through one 'vlen-utf8' or 'vlen-bytes' filter; {_ADVICE}"
+        )
     fill = doc["fill_value"]
     if fill is not None and not _fill_fits(fill, dtype):
         raise FormatError(
@@ -258,31 +306,107 @@ def _check_zarray(doc: Any, where: str) -> dict[str, Any]:
     return {**doc, "filters": filters or None}
 
 
+def node_key(path: str, name: str) -> str:
+    """The key of ``name`` (a metadata file or a child) in the node at ``path``."""
+    return f"{path}/{name}" if path else name
+
+
+@dataclass(frozen=True, slots=True)
+class GroupInfo:
+    """A zarr group found by :func:`open_node`, its metadata checked.
+
+    Attributes
+    ----------
+    attributes : dict
+        The group's ``.zattrs`` (empty if it has none).
+    """
+
+    attributes: dict[str, Any]
+
+
 async def _get(store: HubStore, key: str) -> bytes | None:
     buffer = await store.get(key, default_buffer_prototype())
     return None if buffer is None else buffer.to_bytes()
 
 
-async def _open(store: HubStore) -> zarr.Array[Any]:
-    version = (await store.resolved()).version
-    zarray, zattrs = await asyncio.gather(_get(store, ".zarray"), _get(store, ".zattrs"))
-    if zarray is None:
-        if await _get(store, ".zgroup") is not None:
-            raise NotFoundError(
-                f"{store.name} holds a group, not an array (version {version} has a .zgroup "
-                f"and no .zarray); open it with zarr.open_group(hubzarr.store({str(store.name)!r}))"
-            )
-        raise NotFoundError(
-            f"{store.name} holds no array: version {version} has no .zarray; create one with "
-            "hubzarr.array(..., overwrite=True)"
+def _describe(store: HubStore, path: str) -> str:
+    return f"{store.name}" if not path else f"key {path!r} of {store.name}"
+
+
+def _check_zgroup(doc: Any, where: str) -> None:
+    """Validate a decoded ``.zgroup`` document (extra members, such as the
+    ``consolidated_metadata`` zarr-python writes into subgroups, are ignored).
+
+    Raises
+    ------
+    FormatError
+        If the document is not a JSON object saying ``"zarr_format": 2``.
+    """
+    if not isinstance(doc, dict):
+        raise FormatError(f"{where} is a JSON {_json_type(doc)}, not an object; {_GROUP_ADVICE}")
+    if "zarr_format" not in doc:
+        raise FormatError(f"{where} lacks 'zarr_format'; {_GROUP_ADVICE}")
+    if not _is_int(doc["zarr_format"]) or doc["zarr_format"] != 2:
+        raise FormatError(
+            f"{where} says zarr_format {_show(doc['zarr_format'])}; hubzarr reads zarr format 2 "
+            f"groups only; {_GROUP_ADVICE}"
         )
-    where = f"the array metadata file .zarray of {store.name} (version {version})"
-    doc = _check_zarray(_decode(zarray, where), where)
-    attrs_where = f"the attributes file .zattrs of {store.name} (version {version})"
-    attrs = {} if zattrs is None else _decode(zattrs, attrs_where)
+
+
+def _check_attrs(raw: bytes | None, where: str) -> dict[str, Any]:
+    attrs = {} if raw is None else _decode(raw, where)
     if not isinstance(attrs, dict):
-        raise FormatError(f"{attrs_where} is a JSON {_json_type(attrs)}, not an object; {_ADVICE}")
-    store_path = await StorePath.open(store, path="", mode="r" if store.read_only else "r+")
+        raise FormatError(f"{where} is a JSON {_json_type(attrs)}, not an object; {_ADVICE}")
+    return attrs
+
+
+def _is_strings(doc: dict[str, Any]) -> bool:
+    """Whether a ``.zarray`` (valid with ``strings=True``) is a string variable of xarray's."""
+    return bool(np.dtype(_dtype_spec(doc["dtype"])).hasobject)
+
+
+async def _open_node(
+    store: HubStore, path: str, *, skip_strings: bool = False
+) -> zarr.Array[Any] | GroupInfo | None:
+    version = (await store.resolved()).version
+    zarray, zattrs = await asyncio.gather(
+        _get(store, node_key(path, ".zarray")), _get(store, node_key(path, ".zattrs"))
+    )
+    attrs_where = (
+        f"the attributes file {node_key(path, '.zattrs')} of {store.name} (version {version})"
+    )
+    if zarray is None:
+        zgroup = await _get(store, node_key(path, ".zgroup"))
+        if zgroup is None:
+            if path:
+                raise NotFoundError(
+                    f"{store.name} has no array or group at key {path!r} (version {version})"
+                )
+            raise NotFoundError(
+                f"{store.name} holds no array: version {version} has no .zarray; create one "
+                "with hubzarr.array(..., overwrite=True)"
+            )
+        where = (
+            f"the group metadata file {node_key(path, '.zgroup')} of {store.name} "
+            f"(version {version})"
+        )
+        _check_zgroup(_decode(zgroup, where), where)
+        return GroupInfo(_check_attrs(zattrs, attrs_where))
+    where = (
+        f"the array metadata file {node_key(path, '.zarray')} of {store.name} (version {version})"
+    )
+    doc = _check_zarray(_decode(zarray, where), where, strings=True)
+    if _is_strings(doc):
+        if skip_strings:
+            return None
+        raise FormatError(
+            f"{where} describes strings stored as Python objects (an object dtype with a "
+            f"{doc['filters'][0]['id']} filter, as xarray stores str variables); a HubArray "
+            "holds numbers: read it with "
+            f"hubzarr.open_dataset({str(store.name)!r}) or xarray"
+        )
+    attrs = _check_attrs(zattrs, attrs_where)
+    store_path = await StorePath.open(store, path=path, mode="r" if store.read_only else "r+")
     try:
         opened = zarr.AsyncArray.from_dict(store_path, {**doc, "attributes": attrs})
     except HubError:
@@ -294,7 +418,38 @@ async def _open(store: HubStore) -> zarr.Array[Any]:
     return zarr.Array(opened)
 
 
-def open_zarr_array(store: HubStore) -> zarr.Array[Any]:
+def open_node(store: HubStore, path: str = "") -> zarr.Array[Any] | GroupInfo:
+    """Open what lies at ``path`` of a repository: an array, or a group, its metadata checked.
+
+    Reads ``.zarray`` and ``.zattrs`` (and, if there is no ``.zarray``, ``.zgroup``), so an
+    array costs what :func:`open_zarr_array` costs.
+
+    Parameters
+    ----------
+    store : HubStore
+        The repository at a branch, tag or version.
+    path : str
+        The node's key in the repository's group; ``""`` for the repository's root.
+
+    Returns
+    -------
+    zarr.Array or GroupInfo
+        The array, as :func:`open_zarr_array` returns it, or the group's checked attributes.
+
+    Raises
+    ------
+    NotFoundError
+        If the repository or ref does not exist, or nothing lies at ``path``.
+    FormatError
+        If the metadata is malformed (see :func:`open_zarr_array`; a ``.zgroup`` must be a JSON
+        object with ``"zarr_format": 2``).
+    """
+    result: zarr.Array[Any] | GroupInfo | None = sync(_open_node(store, path))
+    assert result is not None
+    return result
+
+
+def open_zarr_array(store: HubStore, path: str = "") -> zarr.Array[Any]:
     """Open the zarr (format 2) array of a repository at a ref, after validating its metadata.
 
     ``.zarray`` and ``.zattrs`` are read once, through ``store``, checked, and handed to zarr as
@@ -305,6 +460,8 @@ def open_zarr_array(store: HubStore) -> zarr.Array[Any]:
     ----------
     store : HubStore
         The repository at a branch, tag or version.
+    path : str
+        The array's key in the repository's group; ``""`` for a repository that is one array.
 
     Returns
     -------
@@ -314,8 +471,8 @@ def open_zarr_array(store: HubStore) -> zarr.Array[Any]:
     Raises
     ------
     NotFoundError
-        If the repository or ref does not exist, or the version holds no array (the message
-        says whether it holds a zarr group instead).
+        If the repository or ref does not exist, or the version holds no array at ``path`` (the
+        message says whether it holds a zarr group instead).
     FormatError
         If ``.zarray`` or ``.zattrs`` is not UTF-8 JSON, not an object, not a zarr format 2
         array, has a shape that is not non-negative integers, chunks that are not positive
@@ -329,5 +486,185 @@ def open_zarr_array(store: HubStore) -> zarr.Array[Any]:
     StorageError
         If the storage backend fails.
     """
-    result: zarr.Array[Any] = sync(_open(store))
+    node = open_node(store, path)
+    if isinstance(node, GroupInfo):
+        name = str(store.name)
+        raise NotFoundError(
+            f"{_describe(store, path)} holds a group, not an array (it has a .zgroup and no "
+            f".zarray); open it with hubzarr.load({name!r}), which returns the group"
+        )
+    return node
+
+
+# -- xarray's view: a whole group from its consolidated metadata ----------------------------
+
+
+async def _open_group(store: HubStore, path: str) -> zarr.Group:
+    version = (await store.resolved()).version
+    key = node_key(path, ".zmetadata")
+    raw = await _get(store, key)
+    if raw is None:
+        await _open_node(store, path)  # NotFoundError if nothing is there
+        raise NotFoundError(
+            f"{_describe(store, path)} holds an array, not a group of variables; open it with "
+            f"hubzarr.load({str(store.name)!r})"
+        )
+    where = f"the consolidated metadata {key} of {store.name} (version {version})"
+    document = _decode(raw, where)
+    entries = document.get("metadata") if isinstance(document, dict) else None
+    if not isinstance(entries, dict) or ".zgroup" not in entries:
+        raise FormatError(f"{where} is not consolidated metadata of a group; {_GROUP_ADVICE}")
+    # The store builds this document from the files themselves; each is checked as the file.
+    nodes: defaultdict[str, dict[str, Any]] = defaultdict(dict)
+    for name, doc in entries.items():
+        node, _, leaf = name.rpartition("/")
+        where = f"{node_key(path, name)} of {store.name} (version {version})"
+        if leaf == ".zarray":
+            nodes[node].update(_check_zarray(doc, f"the array metadata file {where}", strings=True))
+        elif leaf == ".zgroup":
+            _check_zgroup(doc, f"the group metadata file {where}")
+            nodes[node]["zarr_format"] = 2
+        elif leaf == ".zattrs" and isinstance(doc, dict):
+            nodes[node]["attributes"] = doc
+        else:
+            raise FormatError(f"the metadata file {where} is not a JSON object; {_ADVICE}")
+    root = nodes.pop("")
+    metadata = {
+        "zarr_format": 2,
+        "attributes": root.get("attributes", {}),
+        "consolidated_metadata": {
+            "metadata": dict(nodes),
+            "kind": "inline",
+            "must_understand": False,
+        },
+    }
+    store_path = await StorePath.open(store, path=path, mode="r")
+    try:
+        group = zarr.AsyncGroup(GroupMetadata.from_dict(metadata), store_path)
+    except HubError:
+        raise
+    except Exception as exc:
+        where = f"the consolidated metadata {key} of {store.name} (version {version})"
+        raise FormatError(f"{where} is not usable by zarr: {_why(exc)}; {_ADVICE}") from exc
+    return zarr.Group(group)
+
+
+def open_zarr_group(store: HubStore, path: str = "") -> zarr.Group:
+    """Open a repository's group at ``path`` as a ``zarr.Group`` holding all its metadata.
+
+    The group's consolidated metadata (``.zmetadata``, synthesised by the store from the
+    ``.zgroup``, ``.zarray`` and ``.zattrs`` files at the store's version) is read once, every
+    document in it is checked as :func:`open_zarr_array` checks an array's (except that string
+    variables stored by xarray, an object dtype with one ``vlen-utf8`` or ``vlen-bytes`` filter,
+    pass), and zarr builds the group and its arrays from the checked documents without reading
+    the metadata again.
+
+    Parameters
+    ----------
+    store : HubStore
+        The repository at a branch, tag or version.
+    path : str
+        The group's key; ``""`` for the repository's root group.
+
+    Returns
+    -------
+    zarr.Group
+        The group, read-only.
+
+    Raises
+    ------
+    NotFoundError
+        If the repository or ref does not exist, or no group lies at ``path``.
+    FormatError
+        If any metadata file of the group is malformed (the message names it).
+    """
+    result: zarr.Group = sync(_open_group(store, path))
+    return result
+
+
+# -- new nodes -------------------------------------------------------------------------------
+
+
+def array_spec(
+    shape: Any,
+    dtype: Any = "float32",
+    chunks: Any = None,
+    fill_value: Any = 0,
+    compressor: Any = DEFAULT_COMPRESSOR,
+) -> dict[str, Any]:
+    """Check the arguments of a new array; return the keywords of ``zarr.create_array``.
+
+    Parameters
+    ----------
+    shape : int or tuple of int
+        Positive dimensions.
+    dtype : numpy dtype-like
+        A bool, integer, float or complex dtype.
+    chunks : tuple of int, optional
+        Chunk shape; default: :func:`hubzarr.array.default_chunks`.
+    fill_value : scalar
+        The value of never-written elements; must fit ``dtype`` exactly.
+    compressor : numcodecs codec or None
+        Default: :data:`hubzarr.array.DEFAULT_COMPRESSOR`.
+
+    Returns
+    -------
+    dict
+        Format 2 keywords for ``zarr.create_array`` (no ``store``).
+
+    Raises
+    ------
+    InvalidArgumentError
+        If shape, chunks, dtype, fill value or compressor are unusable.
+    UnsafeCastError
+        If ``fill_value`` does not fit ``dtype``.
+    """
+    shape = check_shape(shape)
+    dtype = check_dtype(dtype)
+    chunks = default_chunks(shape, dtype) if chunks is None else check_chunks(chunks, shape, dtype)
+    if fill_value is None:
+        raise InvalidArgumentError(
+            "fill_value=None is not allowed: never-written chunks would read as "
+            "uninitialised memory; pass a value such as 0"
+        )
+    fill = cast_value(fill_value, dtype)
+    if fill.ndim != 0:
+        raise InvalidArgumentError(f"fill_value must be a scalar, not shape {fill.shape}")
+    codec: Codec | None = check_compressor(compressor)
+    return {
+        "shape": shape,
+        "chunks": chunks,
+        "dtype": dtype,
+        "fill_value": fill.item(),
+        "zarr_format": 2,
+        "compressors": codec,
+        "filters": None,
+        "order": "C",
+    }
+
+
+async def _documents(scratch: zarr.storage.MemoryStore) -> dict[str, bytes]:
+    prototype = default_buffer_prototype()
+    out: dict[str, bytes] = {}
+    async for key in scratch.list():
+        value = await scratch.get(key, prototype)
+        assert value is not None
+        out[key] = value.to_bytes()
+    return out
+
+
+def metadata_documents(spec: dict[str, Any]) -> dict[str, bytes]:
+    """The metadata objects zarr writes for an array of ``spec`` (see :func:`array_spec`), as
+    ``{key: bytes}`` relative to the array (``.zarray``, ``.zattrs``)."""
+    scratch = zarr.storage.MemoryStore()
+    zarr.create_array(scratch, **spec)
+    result: dict[str, bytes] = sync(_documents(scratch))
+    return result
+
+
+def group_documents() -> dict[str, bytes]:
+    """The metadata objects zarr writes for an empty format 2 group (``.zgroup``, ``.zattrs``)."""
+    scratch = zarr.storage.MemoryStore()
+    zarr.create_group(scratch, zarr_format=2)
+    result: dict[str, bytes] = sync(_documents(scratch))
     return result

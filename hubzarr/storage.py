@@ -29,6 +29,7 @@ import threading
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -141,6 +142,27 @@ def _translating(url: str, path: str) -> Iterator[None]:
         ) from exc
 
 
+#: Set while a thread drives a read coroutine itself, without an event loop (see
+#: :func:`reads_in_caller`).
+_in_caller: ContextVar[bool] = ContextVar("hubzarr_reads_in_caller", default=False)
+
+
+@contextlib.contextmanager
+def reads_in_caller() -> Iterator[None]:
+    """Let reads of a storage with :attr:`Storage.caller_reads` run in the calling thread.
+
+    Local reads then block the caller instead of hopping to a worker thread, so a read
+    coroutine never suspends and a thread can run it to the end by itself
+    (:meth:`hubzarr.store.HubStore.read_payload_here`): the bulk readers' decoding threads read
+    their own chunks, with no event loop in between.
+    """
+    token = _in_caller.set(True)
+    try:
+        yield
+    finally:
+        _in_caller.reset(token)
+
+
 class Storage(ABC):
     """Asynchronous primitives over one hub root.
 
@@ -153,6 +175,9 @@ class Storage(ABC):
     read_only: bool = False
     #: How far modification times may be off this machine's clock (resolution, skew).
     clock_slack_s: float = 2.0
+    #: Whether reads (read, read_first, size, exists) complete without suspending inside
+    #: :func:`reads_in_caller`.
+    caller_reads: bool = False
 
     def _writable(self, path: str) -> None:
         if self.read_only:
@@ -257,6 +282,34 @@ def _local_read(path: Path) -> bytes | None:
         return None
 
 
+_buffers = threading.local()
+
+
+def _local_read_reusing(path: Path) -> memoryview | None:
+    """Read a file into a buffer this thread reuses: valid until the thread's next such read.
+
+    For the caller-driven bulk reads: a fresh bytes object per chunk costs the kernel a page
+    fault per 4 KiB when it is first written, about as much as the copy itself.
+    """
+    try:
+        with open(path, "rb", buffering=0) as f:
+            size = os.fstat(f.fileno()).st_size
+            buf: bytearray | None = getattr(_buffers, "buf", None)
+            if buf is None or len(buf) < size + 1:
+                buf = bytearray(max(size + 1, 2 * len(buf) if buf else 0))
+                _buffers.buf = buf
+            view = memoryview(buf)
+            filled = 0
+            while n := f.readinto(view[filled:]):
+                filled += n
+                if filled == len(view):  # the file grew since the fstat
+                    rest = _local_read(path)
+                    return None if rest is None else memoryview(rest)
+            return view[:filled]
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        return None
+
+
 def _local_size(path: Path) -> int | None:
     try:
         st = path.stat()
@@ -338,6 +391,7 @@ class LocalStorage(Storage):
 
     #: Modification times come from this machine's clock, to the nanosecond.
     clock_slack_s = 0.0
+    caller_reads = True
 
     def __init__(self, root: Path) -> None:
         self.root = root.expanduser().absolute()
@@ -348,6 +402,8 @@ class LocalStorage(Storage):
 
     async def read(self, path: str) -> bytes | None:
         with _translating(self.url, path):
+            if _in_caller.get():
+                return _local_read(self._full(path))
             return await asyncio.to_thread(_local_read, self._full(path))
 
     async def read_first(
@@ -355,15 +411,18 @@ class LocalStorage(Storage):
     ) -> tuple[int, T] | None:
         full = [self._full(p) for p in paths]
 
-        def work() -> tuple[int, T] | None:
+        def work(read: Callable[[Path], bytes | memoryview | None]) -> tuple[int, T] | None:
             for i, path in enumerate(full):
-                raw = _local_read(path)
+                raw = read(path)
                 if raw is not None:
-                    return i, then(raw)
+                    return i, then(raw)  # type: ignore[arg-type]
             return None
 
         with _translating(self.url, paths[0] if paths else ""):
-            return await asyncio.to_thread(work)
+            if _in_caller.get():
+                # The bytes are consumed (checked, decoded) before this thread reads again.
+                return work(_local_read_reusing)
+            return await asyncio.to_thread(work, _local_read)
 
     async def size(self, path: str) -> int | None:
         # One stat of local metadata takes microseconds, less than a hop to a worker thread;

@@ -6,6 +6,12 @@ open (:meth:`hubzarr.versions.Repository.version_index`). Deleting a key an ance
 writes a tombstone, so the read does not fall through. A store at a tag or a sealed version
 reads each key with exactly one storage read and refuses writes.
 
+Each group's consolidated metadata, ``<group>/.zmetadata``, is virtual: built on read from the
+``.zgroup``, ``.zarray`` and ``.zattrs`` keys at the store's version, so it can never go stale
+(xarray and ``zarr.open_consolidated`` read it; writes of it are accepted and dropped). At a
+sealed version the keys are in the index in memory and the document is built once per store; at
+a branch's head it takes the same listing :meth:`HubStore.list` does.
+
 Every write is fenced: the store checks that its head is not sealed before writing and again
 after; a head sealed meanwhile (a tag or branch taken by this or another process) is followed
 to its successor and the write is repeated there, so a sealed version never takes a write and a
@@ -17,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
+import json
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -38,6 +45,7 @@ from hubzarr.errors import (
     AlreadyExistsError,
     ConflictError,
     CorruptChunkError,
+    FormatError,
     InvalidArgumentError,
     ReadOnlyError,
 )
@@ -50,12 +58,28 @@ from hubzarr.storage import (
     check_root,
     open_storage,
     public_options,
+    reads_in_caller,
 )
 from hubzarr.versions import Repository, Resolved, split_generation
 
 __all__ = ["HubStore", "conditional_writes"]
 
 _READ_ONLY = "store was opened in read-only mode and does not support writing"
+#: zarr format 2's consolidated metadata key, served virtually (see the module docstring).
+_ZMETADATA = ".zmetadata"
+_METADATA_FILES = frozenset({".zgroup", ".zarray", ".zattrs"})
+#: Deletions in flight at once in :meth:`HubStore.delete_dir`, and metadata reads in flight
+#: while a ``.zmetadata`` is built.
+_DELETE_CONCURRENCY = _METADATA_CONCURRENCY = 32
+
+
+def _consolidated_group(key: str) -> str | None:
+    """The prefix (``""`` or ``"a/b/"``) of the group whose ``.zmetadata`` ``key`` is, if any."""
+    if key == _ZMETADATA:
+        return ""
+    if key.endswith("/" + _ZMETADATA):
+        return key[: -len(_ZMETADATA)]
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +182,8 @@ class HubStore(Store):
         self._check: asyncio.Future[_State] | None = None
         self._check_number = 0
         self._checks_started = 0
+        # Consolidated metadata built at sealed versions: {(version, group prefix): document}.
+        self._zmetadata: dict[tuple[str, str], bytes | None] = {}
 
     # -- identity, pickling --------------------------------------------------------------
 
@@ -430,10 +456,46 @@ class HubStore(Store):
         self, key: str, prototype: BufferPrototype, byte_range: ByteRequest | None = None
     ) -> Buffer | None:
         """Return the value of ``key`` at this store's version, or ``None`` if absent."""
-        payload = await self._read(await self._load(), key)
+        state = await self._load()
+        group = _consolidated_group(key)
+        if group is not None:
+            self._check_key(key)
+            document = await self._consolidated(state, group)
+            payload: memoryview | None = None if document is None else memoryview(document)
+        else:
+            payload = await self._read(state, key)
         if payload is None:
             return None
         return prototype.buffer.from_bytes(_slice(payload, byte_range))
+
+    async def read_payload(self, key: str) -> memoryview | None:
+        """Return the checked bytes stored at ``key`` (what zarr stored), or ``None`` if absent.
+
+        The same read as :meth:`get`, without wrapping the bytes in a zarr buffer: hubzarr's
+        own dask graphs decode them straight into their output.
+        """
+        return await self._read(await self._load(), key)
+
+    def read_payload_here(self, key: str) -> memoryview | None:
+        """:meth:`read_payload` run to the end by the calling thread, with no event loop.
+
+        Storage that reads in the caller (local folders) is read from this thread, so that
+        threads decoding chunks also read them, without hops. Elsewhere (object stores, whose
+        reads are asynchronous I/O), the read runs on zarr's event loop as usual.
+        """
+        state = self._state
+        if state is None or not self.storage.caller_reads:
+            result: memoryview | None = sync(self.read_payload(key))
+            return result
+        with reads_in_caller():
+            reading = self._read(state, key)
+            try:
+                reading.send(None)
+            except StopIteration as done:
+                payload: memoryview | None = done.value
+                return payload
+            reading.close()
+        raise RuntimeError(f"a read of {key!r} from {self.storage.url} suspended in the caller")
 
     async def get_partial_values(
         self,
@@ -480,6 +542,10 @@ class HubStore(Store):
     async def exists(self, key: str) -> bool:
         """Return whether ``key`` has a value at this store's version."""
         state = await self._load()
+        group = _consolidated_group(key)
+        if group is not None:
+            self._check_key(key)
+            return await self.exists(group + ".zgroup")
         if state.resolved.sealed:
             self._check_key(key)
             return key in state.index
@@ -493,7 +559,14 @@ class HubStore(Store):
         FileNotFoundError
             If ``key`` has no value.
         """
-        size = await self._size(await self._load(), key)
+        state = await self._load()
+        group = _consolidated_group(key)
+        if group is not None:
+            self._check_key(key)
+            document = await self._consolidated(state, group)
+            size = None if document is None else len(document)
+        else:
+            size = await self._size(state, key)
         if size is None:
             raise FileNotFoundError(key)
         return size
@@ -501,14 +574,28 @@ class HubStore(Store):
     # -- writing -------------------------------------------------------------------------
 
     async def set(self, key: str, value: Buffer) -> None:
-        """Store ``value`` at ``key`` in the branch's head."""
+        """Store ``value`` at ``key`` in the branch's head (a ``.zmetadata`` is dropped: the
+        store builds it from the metadata files on every read)."""
         self._check_key(key)
+        if _consolidated_group(key) is not None:
+            await self._ensure_writable()
+            return
         payload = value.as_numpy_array().data
 
         def framed() -> tuple[bytes, memoryview]:
             return frame.encode_header(payload), payload
 
         await self._fenced_write(key, framed)
+
+    async def write_payload(self, key: str, payload: bytes | memoryview) -> None:
+        """Store ``payload`` (encoded chunk bytes) at ``key`` in the branch's head.
+
+        The same fenced write as :meth:`set`, for hubzarr's bulk writers, which encode chunks
+        themselves.
+        """
+        self._check_key(key)
+        header = frame.encode_header(payload)
+        await self._fenced_write(key, (header, payload))
 
     async def _put(self, state: _State, key: str, data: Parts, expected: int | None) -> None:
         """Create the next generation of ``key`` in the head.
@@ -600,9 +687,34 @@ class HubStore(Store):
 
     async def delete(self, key: str) -> None:
         """Remove ``key`` from the branch's head: a tombstone, so that a read does not fall
-        through to an ancestor's object."""
+        through to an ancestor's object. A ``.zmetadata`` is virtual: nothing to delete."""
         self._check_key(key)
+        if _consolidated_group(key) is not None:
+            await self._ensure_writable()
+            return
         await self._fenced_write(key, None)
+
+    async def delete_dir(self, prefix: str) -> None:
+        """Delete every key under ``prefix`` (tombstones), many at once: chunks first, then the
+        metadata files, deepest first, so an interrupted deletion (or overwrite) leaves every
+        array and group it had not finished still described, and repeating it finishes it."""
+        self._check_writable()
+        if prefix and not prefix.endswith("/"):
+            prefix += "/"
+        phases: dict[int, builtins.list[str]] = {}
+        for key in await self._keys():
+            if key.startswith(prefix):
+                # Chunks before any metadata file; metadata files by depth, deepest first.
+                metadata = key.rpartition("/")[2] in _METADATA_FILES
+                phases.setdefault(-key.count("/") if metadata else -(2**31), []).append(key)
+        limit = asyncio.Semaphore(_DELETE_CONCURRENCY)
+
+        async def delete(key: str) -> None:
+            async with limit:
+                await self.delete(key)
+
+        for phase in sorted(phases):
+            await asyncio.gather(*(delete(key) for key in phases[phase]))
 
     # -- listing -------------------------------------------------------------------------
 
@@ -613,14 +725,60 @@ class HubStore(Store):
         written, deleted = await state.repo.list_written(state.version)
         return (set(state.index) - set(deleted)) | set(written)
 
+    async def _listed(self) -> builtins.set[str]:
+        """The stored keys and, for each group, its virtual ``.zmetadata``."""
+        keys = await self._keys()
+        groups = {k[: -len(".zgroup")] for k in keys if k.rpartition("/")[2] == ".zgroup"}
+        return keys | {group + _ZMETADATA for group in groups}
+
+    async def _consolidated(self, state: _State, group: str) -> bytes | None:
+        """Build the consolidated metadata of the group at prefix ``group`` (``""``, ``"a/"``):
+        every ``.zgroup``, ``.zarray`` and ``.zattrs`` under it at this version, read
+        concurrently; ``None`` if there is no group there."""
+        cached = (state.version, group)
+        if state.resolved.sealed and cached in self._zmetadata:
+            return self._zmetadata[cached]
+        keys = await self._keys()
+        document = None
+        if group + ".zgroup" in keys:
+            names = sorted(
+                k for k in keys if k.startswith(group) and k.rpartition("/")[2] in _METADATA_FILES
+            )
+            limit = asyncio.Semaphore(_METADATA_CONCURRENCY)
+
+            async def read(key: str) -> memoryview | None:
+                async with limit:
+                    return await self._read(state, key)
+
+            payloads = await asyncio.gather(*(read(k) for k in names))
+            metadata: dict[str, Any] = {}
+            for key, payload in zip(names, payloads, strict=True):
+                if payload is None:
+                    continue
+                try:
+                    doc = json.loads(bytes(payload))
+                except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+                    raise FormatError(
+                        f"{self._where(state, key)} is not valid JSON metadata ({exc}); restore "
+                        "it from a copy, or recreate the array or group it describes"
+                    ) from exc
+                if isinstance(doc, dict) and key.endswith(".zgroup"):
+                    # zarr-python embeds a snapshot of a subgroup's members here; stale by now.
+                    doc.pop("consolidated_metadata", None)
+                metadata[key[len(group) :]] = doc
+            document = json.dumps({"metadata": metadata, "zarr_consolidated_format": 1}).encode()
+        if state.resolved.sealed:
+            self._zmetadata[cached] = document
+        return document
+
     async def list(self) -> AsyncIterator[str]:
         """Yield every key at this store's version."""
-        for key in sorted(await self._keys()):
+        for key in sorted(await self._listed()):
             yield key
 
     async def list_prefix(self, prefix: str) -> AsyncIterator[str]:
         """Yield every key starting with ``prefix``."""
-        for key in sorted(await self._keys()):
+        for key in sorted(await self._listed()):
             if key.startswith(prefix):
                 yield key
 
@@ -629,7 +787,7 @@ class HubStore(Store):
         base = prefix.rstrip("/")
         base = base + "/" if base else ""
         children = {
-            k[len(base) :].split("/", 1)[0] for k in await self._keys() if k.startswith(base)
+            k[len(base) :].split("/", 1)[0] for k in await self._listed() if k.startswith(base)
         }
         for child in sorted(children):
             yield child

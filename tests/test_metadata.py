@@ -19,6 +19,7 @@ import hubzarr
 from hubzarr import frame
 from hubzarr.array import MAX_CHUNK_BYTES
 from hubzarr.errors import CorruptChunkError, FormatError, NotFoundError
+from hubzarr.metadata import open_zarr_array
 from hubzarr.store import HubStore
 
 NAME = "u/a"
@@ -270,8 +271,10 @@ def test_a_group_is_not_an_array(hub: hubzarr.Hub) -> None:
     zarr.create_group(hub.store(NAME, mode="w-"), zarr_format=2)
     hub.tag(NAME, "t")
     for name in (NAME, f"{NAME}:t"):
+        # load returns the group; opening it as an array says what it is.
+        assert isinstance(hub.load(name), hubzarr.HubGroup)
         with pytest.raises(NotFoundError, match="holds a group, not an array"):
-            hub.load(name)
+            open_zarr_array(hub.store(name))
 
 
 def test_an_empty_repository_holds_no_array(hub: hubzarr.Hub) -> None:

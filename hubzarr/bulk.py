@@ -1,0 +1,1108 @@
+"""Bulk computation: hubzarr's own dask graphs that read, reduce and write whole arrays.
+
+zarr's ``da.from_zarr`` reads each dask block through zarr's indexing machinery, which costs
+about as much as decoding the data. These graphs instead fetch the chunk objects of a block
+through the :class:`~hubzarr.store.HubStore` (concurrently, ahead of the decoding) and decode
+each one with numcodecs straight into the block's memory. Reductions never build blocks at
+all: a task decodes one chunk at a time into a buffer its thread reuses and folds it into
+running moments while it is still in the CPU cache, so a mean runs near the speed at which the
+machine can read and decompress, in memory proportional to the number of threads.
+
+Everything a task needs travels in a :class:`Layout` (shapes, codecs) and a :class:`_Reader`
+or :class:`_Writer` (the store, which pickles without credentials), each a single graph key, so
+that a dask.distributed worker receives it once and opens the repository once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import threading
+from collections import deque
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from itertools import pairwise, product
+from typing import TYPE_CHECKING, Any
+
+import numcodecs
+import numpy as np
+import numpy.typing as npt
+from numcodecs.abc import Codec
+from zarr.core.metadata.v2 import ArrayV2Metadata
+from zarr.core.sync import _get_loop, sync
+
+from hubzarr.errors import CorruptChunkError, InvalidArgumentError
+from hubzarr.store import HubStore
+
+if TYPE_CHECKING:
+    from hubzarr.array import HubArray
+
+__all__ = ["Layout", "LazyArray", "Stats"]
+
+#: A dask block of :attr:`LazyArray.dask` holds about this many bytes (whole chunks merged).
+BLOCK_BYTES = 64 * 2**20
+#: A reduction task decodes about this many bytes of chunks ...
+TASK_BYTES = 32 * 2**20
+#: ... and a graph has at least this many tasks when there are enough chunks (parallelism).
+MIN_TASKS = 16
+#: Chunk reads in flight ahead of the decoding, per task.
+READ_AHEAD = 8
+#: Partial results combined per reduction task.
+FAN_IN = 16
+#: Deviations from a chunk's mean are taken in float64 in pieces of this many elements.
+_DEV_RUN = 65536
+
+
+# -- what a chunk is -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """How an array's chunks are named and encoded: all a task needs to decode them.
+
+    Built from the array's validated zarr (format 2) metadata; holds no credentials.
+    """
+
+    path: str
+    shape: tuple[int, ...]
+    chunks: tuple[int, ...]
+    dtype: np.dtype[Any]
+    fill_value: Any
+    order: str
+    separator: str
+    compressor: Codec | None
+    filters: tuple[Codec, ...]
+
+    @classmethod
+    def of(cls, array: HubArray) -> Layout:
+        """The layout of a stored array."""
+        meta = array.zarr.metadata
+        assert isinstance(meta, ArrayV2Metadata)  # hubzarr.metadata opens format 2 only
+        dtype = np.dtype(meta.dtype.to_native_dtype())
+        fill = np.asarray(meta.fill_value if meta.fill_value is not None else 0, dtype=dtype)
+        return cls(
+            path=array.path,
+            shape=tuple(meta.shape),
+            chunks=tuple(meta.chunks),
+            dtype=dtype,
+            fill_value=fill[()],
+            order=meta.order,
+            separator=meta.dimension_separator or ".",
+            compressor=meta.compressor,
+            filters=tuple(meta.filters or ()),
+        )
+
+    @property
+    def chunk_nbytes(self) -> int:
+        """Bytes of one decoded chunk (edge chunks are stored whole too)."""
+        return math.prod(self.chunks) * self.dtype.itemsize
+
+    def key(self, coords: tuple[int, ...]) -> str:
+        """The store key of the chunk at grid position ``coords``."""
+        name = self.separator.join(map(str, coords)) if coords else "0"
+        return f"{self.path}/{name}" if self.path else name
+
+    def _broken(self, coords: tuple[int, ...], why: str) -> CorruptChunkError:
+        return CorruptChunkError(
+            f"chunk {self.key(coords)!r} does not decode to {self.chunk_nbytes} bytes of "
+            f"{self.dtype} ({why}); run `hub verify` on the repository and rewrite that region"
+        )
+
+    def decode_into(self, payload: memoryview, out: npt.NDArray[Any]) -> bool:
+        """Decode a whole chunk straight into ``out`` if the codecs allow; return whether done.
+
+        ``out`` must be C-contiguous with the chunk's shape and this layout's dtype. Only a
+        Blosc compressor without filters, in C order, decodes in place (its header states the
+        decoded size, which is checked first).
+        """
+        if self.filters or self.order != "C" or not isinstance(self.compressor, numcodecs.Blosc):
+            return False
+        if _blosc_nbytes(payload) != out.nbytes:
+            return False  # decode() says what is wrong
+        self.compressor.decode(payload, out=out)
+        return True
+
+    def decode(
+        self, payload: memoryview, coords: tuple[int, ...], scratch: npt.NDArray[np.uint8]
+    ) -> npt.NDArray[Any]:
+        """Decode a chunk into ``scratch`` (reused) and return it as an array of chunk shape.
+
+        Raises
+        ------
+        CorruptChunkError
+            If the chunk does not decode to a chunk's worth of bytes.
+        """
+        size = self.chunk_nbytes
+        flat = scratch[:size].view(self.dtype)
+        try:
+            if not self.filters and isinstance(self.compressor, numcodecs.Blosc):
+                nbytes = _blosc_nbytes(payload)
+                if nbytes != size:
+                    raise self._broken(coords, f"its header says {nbytes} bytes")
+                self.compressor.decode(payload, out=flat)
+            else:
+                data: Any = payload
+                if self.compressor is not None:
+                    data = self.compressor.decode(data)
+                for codec in reversed(self.filters):
+                    data = codec.decode(data)
+                raw = numcodecs.compat.ensure_contiguous_ndarray(data).view(np.uint8).reshape(-1)
+                if raw.nbytes != size:
+                    raise self._broken(coords, f"it decodes to {raw.nbytes} bytes")
+                flat.view(np.uint8)[:] = raw
+        except CorruptChunkError:
+            raise
+        except Exception as exc:  # a codec's own error: the bytes are not what they should be
+            raise self._broken(coords, f"{type(exc).__name__}: {exc}") from exc
+        return flat.reshape(self.chunks, order=self.order)  # type: ignore[call-overload,no-any-return]
+
+
+def _blosc_nbytes(payload: memoryview) -> int:
+    """The decoded size a Blosc frame's 16-byte header states (bytes 4-7, little-endian)."""
+    if len(payload) < 16:
+        return -1
+    return int.from_bytes(payload[4:8], "little")
+
+
+_scratch = threading.local()
+
+
+def _scratch_buffer(nbytes: int) -> npt.NDArray[np.uint8]:
+    """A buffer of at least ``nbytes`` that this thread reuses (no page faults per chunk)."""
+    buf: npt.NDArray[np.uint8] | None = getattr(_scratch, "buf", None)
+    if buf is None or buf.nbytes < nbytes:
+        buf = np.empty(nbytes, dtype=np.uint8)
+        _scratch.buf = buf
+    return buf
+
+
+# -- which chunks a selection touches ------------------------------------------------------
+
+#: One axis of a selection: a range of indices (any step), or one index (the axis is dropped).
+Axis = range | int
+
+
+@dataclass(frozen=True, slots=True)
+class Piece:
+    """The part of one chunk a selection takes, and where it goes in the result."""
+
+    coords: tuple[int, ...]
+    inner: tuple[slice | int, ...]  # within the chunk
+    outer: tuple[slice, ...]  # within the (unflipped) result
+    whole: bool  # the selection takes the whole chunk, in order
+
+
+def _axis_pieces(axis: Axis, chunk: int) -> list[tuple[int, slice | int, slice | None, bool]]:
+    """Split one axis of a selection by chunk: ``(chunk index, inner, outer, whole)``.
+
+    A decreasing range is split as its increasing twin (the result is flipped afterwards).
+    """
+    if isinstance(axis, int):
+        return [(axis // chunk, axis % chunk, None, False)]
+    rng = axis if axis.step > 0 else axis[::-1]
+    start, step, n = rng.start, rng.step, len(rng)
+    pieces: list[tuple[int, slice | int, slice | None, bool]] = []
+    k = 0
+    while k < n:
+        i = start + step * k
+        j, low = divmod(i, chunk)
+        end = -(-((j + 1) * chunk - start) // step)  # first k past this chunk
+        end = min(n, end)
+        count = end - k
+        inner = slice(low, low + step * (count - 1) + 1, step)
+        pieces.append((j, inner, slice(k, end), step == 1 and count == chunk))
+        k = end
+    return pieces
+
+
+def _pieces(
+    axes: Sequence[Axis], layout: Layout
+) -> tuple[list[list[tuple[int, slice | int, slice | None, bool]]], tuple[int, ...]]:
+    per_axis = [_axis_pieces(a, c) for a, c in zip(axes, layout.chunks, strict=True)]
+    flips = []
+    out_axis = 0
+    for axis in axes:
+        if isinstance(axis, range):
+            if axis.step < 0:
+                flips.append(out_axis)
+            out_axis += 1
+    return per_axis, tuple(flips)
+
+
+def _combine_pieces(
+    parts: Sequence[tuple[int, slice | int, slice | None, bool]], layout: Layout
+) -> Piece:
+    coords = tuple(p[0] for p in parts)
+    inner = tuple(p[1] for p in parts)
+    outer = tuple(p[2] for p in parts if p[2] is not None)
+    # A chunk at the array's far edge is stored whole but only partly inside the array.
+    inside = all(
+        (j + 1) * c <= n for j, c, n in zip(coords, layout.chunks, layout.shape, strict=True)
+    )
+    return Piece(coords, inner, outer, inside and all(p[3] for p in parts))
+
+
+# -- reading -------------------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class _Reader:
+    """Fetches chunk payloads of one array at one version, ahead of their decoding.
+
+    Every task carries its reader (a few hundred bytes: no data, no credentials), so that
+    dask.distributed places tasks freely; a worker process unpickling readers of the same
+    array at the same version gets one shared instance, which opened the repository once.
+    """
+
+    store: HubStore
+    layout: Layout
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_shared_reader, (self.store, self.layout))
+
+    def fetch(self, coords: Sequence[tuple[int, ...]]) -> Iterator[memoryview | None]:
+        """Yield the payload (``None``: never written) of each chunk, in order.
+
+        Up to :data:`READ_AHEAD` reads run on zarr's event loop while the caller decodes.
+        """
+        store = self.store
+        if store.storage.caller_reads:
+            # Local files: reading is a copy from the page cache, cheapest in this thread.
+            if store.pinned_state() is None or store._state is None:
+                sync(store.resolved())
+            for c in coords:
+                yield store.read_payload_here(self.layout.key(c))
+            return
+        loop = _get_loop()
+        pending: deque[Any] = deque()
+        todo = iter(coords)
+
+        def submit() -> None:
+            for c in todo:
+                read = self.store.read_payload(self.layout.key(c))
+                pending.append(asyncio.run_coroutine_threadsafe(read, loop))
+                if len(pending) >= READ_AHEAD:
+                    return
+
+        submit()
+        try:
+            while pending:
+                payload = pending.popleft().result()
+                submit()
+                yield payload
+        finally:
+            for future in pending:
+                future.cancel()
+
+
+_readers: dict[tuple[Any, ...], _Reader] = {}
+_readers_lock = threading.Lock()
+#: Readers a worker process keeps (each holds one version's index of chunk locations).
+_MAX_READERS = 32
+
+
+def _shared_reader(store: HubStore, layout: Layout) -> _Reader:
+    """The reader of this process for ``store``'s version of ``layout``'s array."""
+    resolved = store.pinned_state()
+    version = resolved.version if resolved is not None else None
+    key = (store.root, str(store.name), version, store.read_only, repr(layout))
+    with _readers_lock:
+        reader = _readers.get(key)
+        if reader is None:
+            if len(_readers) >= _MAX_READERS:
+                _readers.pop(next(iter(_readers)))
+            reader = _readers[key] = _Reader(store, layout)
+        return reader
+
+
+def read_block(
+    reader: _Reader, pieces: Sequence[Piece], shape: tuple[int, ...], flips: tuple[int, ...]
+) -> npt.NDArray[Any]:
+    """Assemble one block of a selection from its chunk pieces (a dask task)."""
+    layout = reader.layout
+    out = np.empty(shape, dtype=layout.dtype)
+    payloads = reader.fetch([p.coords for p in pieces])
+    for piece, payload in zip(pieces, payloads, strict=True):
+        target = out[(*piece.outer, Ellipsis)]  # type: ignore[arg-type]  # a view, even 0-d
+        if payload is None:
+            target[...] = layout.fill_value
+        elif piece.whole and target.flags.c_contiguous and layout.decode_into(payload, target):
+            continue
+        else:
+            scratch = _scratch_buffer(layout.chunk_nbytes)
+            target[...] = layout.decode(payload, piece.coords, scratch)[piece.inner]
+    return np.flip(out, axis=flips) if flips else out
+
+
+# -- one-pass statistics -------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Stats:
+    """Running statistics of many values, mergeable in any order (Chan et al.'s parallel
+    moments): count, sum, mean, sum of squared deviations (``m2``), min, max, histogram."""
+
+    count: int = 0
+    total: Any = 0
+    mean: float = 0.0
+    m2: float = 0.0
+    low: Any = None
+    high: Any = None
+    hist: npt.NDArray[np.int64] | None = None
+
+    def merge(self, other: Stats) -> Stats:
+        """Fold ``other`` into this one; return self."""
+        if other.count == 0:
+            return self
+        if self.count == 0:
+            self.count, self.total, self.mean, self.m2 = (
+                other.count,
+                other.total,
+                other.mean,
+                other.m2,
+            )
+            self.low, self.high, self.hist = other.low, other.high, other.hist
+            return self
+        n = self.count + other.count
+        delta = other.mean - self.mean
+        square = (delta * delta.conjugate()).real  # |delta|^2, for complex means too
+        self.m2 = self.m2 + other.m2 + square * self.count * other.count / n
+        self.mean = self.mean + delta * other.count / n
+        self.count = n
+        self.total = self.total + other.total
+        if other.low is not None:
+            self.low = other.low if self.low is None else min(self.low, other.low)
+            self.high = other.high if self.high is None else max(self.high, other.high)
+        if other.hist is not None:
+            self.hist = other.hist if self.hist is None else self.hist + other.hist
+        return self
+
+    def repeated(self, n: int) -> Stats:
+        """Turn the statistics of one value into those of ``n`` copies of it; return self."""
+        self.count = n
+        self.total = self.total * n
+        self.m2 = 0.0
+        if self.hist is not None:
+            self.hist = self.hist * n
+        return self
+
+    def hist_or(self, bins: int) -> npt.NDArray[np.int64]:
+        """The histogram's counts (zeros if no value was seen)."""
+        return self.hist if self.hist is not None else np.zeros(bins, dtype=np.int64)
+
+
+@dataclass(frozen=True, slots=True)
+class _Want:
+    """Which statistics a reduction needs (the rest are skipped)."""
+
+    sum: bool = False
+    moments: bool = False
+    extremes: bool = False
+    #: Histogram bins, as numpy.histogram takes them: a count (with ``range``) or the edges.
+    bins: int | tuple[float, ...] | None = None
+    range: tuple[Any, Any] | None = None  # numpy scalars when taken from the data
+
+
+def _int_sum(data: npt.NDArray[Any]) -> int:
+    """The exact sum of integers (no wrap-around, whatever the count and size)."""
+    wide = np.uint64 if data.dtype.kind == "u" else np.int64
+    if data.dtype.itemsize < 8 and data.size < 2**31:
+        return int(data.sum(dtype=wide))  # each term < 2**32: no int64 overflow
+    low, high = int(data.min()), int(data.max())
+    if max(abs(low), abs(high)) * data.size < 2**63:
+        return int(data.sum(dtype=wide))
+    # Sum the high and low 32-bit halves apart: neither can overflow below 2**31 terms.
+    values = data.astype(wide, copy=False)
+    return (int((values >> 32).sum(dtype=wide)) << 32) + int((values & 0xFFFFFFFF).sum(dtype=wide))
+
+
+def _data_stats(data: npt.NDArray[Any], want: _Want) -> Stats:
+    """Statistics of the values of ``data``."""
+    n = data.size
+    stats = Stats(count=n)
+    if n == 0:
+        return stats
+    kind = data.dtype.kind
+    if want.moments:
+        stats.mean, stats.m2 = _moments(data)
+        stats.total = stats.mean * n
+    elif want.sum:
+        if kind in "biu":
+            total: Any = _int_sum(data)
+        elif kind == "c":
+            total = complex(data.sum(dtype=np.complex128))
+        else:
+            # Accumulated in float64; einsum converts and adds in one loop, faster than sum.
+            axes = "abcdefghijklmnopqrstuvwxyz"[: data.ndim] if data.ndim <= 26 else None
+            if axes is None:
+                total = float(data.sum(dtype=np.float64))
+            else:
+                total = float(np.einsum(f"{axes}->", data, dtype=np.float64))
+        stats.total = total
+        stats.mean = total / n
+    if want.extremes:
+        stats.low, stats.high = data.min(), data.max()
+    if want.bins is not None:
+        stats.hist = np.histogram(data, bins=want.bins, range=want.range)[0].astype(np.int64)
+    return stats
+
+
+def _deviation_buffer(n: int) -> npt.NDArray[np.float64]:
+    """A float64 buffer of ``n`` elements that this thread reuses."""
+    buf: npt.NDArray[np.float64] | None = getattr(_scratch, "deviations", None)
+    if buf is None or buf.size < n:
+        buf = np.empty(max(n, _DEV_RUN), dtype=np.float64)
+        _scratch.deviations = buf
+    return buf[:n]
+
+
+def _moments(data: npt.NDArray[Any]) -> tuple[Any, float]:
+    """Mean and sum of squared deviations from it, both float64-accurate.
+
+    A rough center first (the dtype's own pairwise sum, fast), then the deviations from it
+    in float64, in pieces that stay in the CPU cache: their sum corrects the center, their
+    squares give the spread, with no cancellation however far the values are from zero.
+    """
+    if data.dtype.kind == "c":
+        mean_re, m2_re = _moments(data.real)
+        mean_im, m2_im = _moments(data.imag)
+        return complex(mean_re, mean_im), m2_re + m2_im
+    flat = data.reshape(-1) if data.flags.c_contiguous else np.ascontiguousarray(data).reshape(-1)
+    n = flat.size
+    if data.dtype.kind in "biu":
+        center = _int_sum(flat) / n
+    else:
+        center = float(flat.sum()) / n
+        if not np.isfinite(center):  # overflow in the dtype, or NaN / inf among the values
+            center = float(flat.sum(dtype=np.float64)) / n
+            if not np.isfinite(center):
+                return center, float("nan")
+    buf = _deviation_buffer(min(n, _DEV_RUN))
+    s1 = s2 = 0.0
+    for start in range(0, n, _DEV_RUN):
+        part = flat[start : start + _DEV_RUN]
+        dev = buf[: part.size]
+        np.copyto(dev, part)  # a plain conversion: fast, unlike a mixed-type subtract
+        np.subtract(dev, center, out=dev)
+        s1 += float(dev.sum())
+        # Not np.dot: BLAS would start threads of its own in every task, and they spin.
+        s2 += float(np.einsum("i,i->", dev, dev))
+    return center + s1 / n, max(s2 - s1 * s1 / n, 0.0)
+
+
+def _fill_stats(layout: Layout, n: int, want: _Want) -> Stats:
+    """Statistics of ``n`` copies of the fill value (a never-written chunk costs no read)."""
+    return _data_stats(np.full(1, layout.fill_value, dtype=layout.dtype), want).repeated(n)
+
+
+def reduce_pieces(reader: _Reader, pieces: Sequence[Piece], want: _Want) -> Stats:
+    """Statistics of the pieces of a selection (a dask task): one chunk at a time."""
+    layout = reader.layout
+    stats = Stats()
+    scratch = _scratch_buffer(layout.chunk_nbytes)
+    for piece, payload in zip(pieces, reader.fetch([p.coords for p in pieces]), strict=True):
+        if payload is None:
+            n = math.prod(s.stop - s.start for s in piece.outer)  # never written: fill
+            stats.merge(_fill_stats(layout, n, want))
+            continue
+        chunk = layout.decode(payload, piece.coords, scratch)
+        stats.merge(_data_stats(chunk[piece.inner], want))
+    return stats
+
+
+def merge_stats(parts: Sequence[Stats]) -> Stats:
+    """Merge partial statistics (a dask task)."""
+    out = Stats()
+    for part in parts:
+        out.merge(part)
+    return out
+
+
+# -- the lazy selection --------------------------------------------------------------------
+
+
+def _task_groups(pieces: Sequence[Piece], chunk_nbytes: int) -> list[list[Piece]]:
+    """Split pieces into tasks of about TASK_BYTES, and at least MIN_TASKS when possible."""
+    per_task = max(1, TASK_BYTES // max(chunk_nbytes, 1))
+    per_task = max(1, min(per_task, -(-len(pieces) // MIN_TASKS)))
+    return [list(pieces[i : i + per_task]) for i in range(0, len(pieces), per_task)]
+
+
+def _groups_per_axis(
+    per_axis: Sequence[Sequence[tuple[int, slice | int, slice | None, bool]]],
+    axes: Sequence[Axis],
+    itemsize: int,
+    target: int,
+) -> list[list[list[tuple[int, slice | int, slice | None, bool]]]]:
+    """Merge consecutive chunk pieces into dask blocks of about ``target`` bytes.
+
+    Trailing axes are merged whole first (a block's rows stay contiguous, so whole chunks
+    decode in place), then as many pieces of the next axis as fit; leading axes take one piece
+    per block.
+    """
+    groups: list[list[list[tuple[int, slice | int, slice | None, bool]]]] = [[] for _ in per_axis]
+    inner = itemsize
+    full = True
+    for a in reversed(range(len(per_axis))):
+        pieces = per_axis[a]
+        if isinstance(axes[a], int) or not full:
+            groups[a] = [[p] for p in pieces]
+            continue
+        length = len(axes[a])  # type: ignore[arg-type]
+        if inner * length <= target:
+            groups[a] = [list(pieces)]
+            inner *= length
+            continue
+        typical = max((p[2].stop - p[2].start) for p in pieces if p[2] is not None)
+        per_block = max(1, target // max(inner * typical, 1))
+        groups[a] = [list(pieces[i : i + per_block]) for i in range(0, len(pieces), per_block)]
+        full = False
+    return groups
+
+
+class LazyArray:
+    """A lazy selection of a stored array: nothing is read until it is computed or reduced.
+
+    Get one with ``array.lazy[...]`` (any basic index: integers, slices with steps,
+    Ellipsis). It has the selection's ``shape`` and ``dtype``, a :attr:`dask` array that reads
+    only the chunks the selection touches, and one-pass reductions (:meth:`mean`,
+    :meth:`std`, ...) that run on dask's current scheduler: threads on this machine, or a
+    dask.distributed cluster when a client is active.
+
+    Parameters
+    ----------
+    array : HubArray
+        The stored array.
+    axes : tuple
+        One ``range`` (the indices taken, any step) or ``int`` (an index; the axis is dropped)
+        per dimension of ``array``.
+    """
+
+    def __init__(self, array: HubArray, axes: tuple[Axis, ...]) -> None:
+        self._array = array
+        self._axes = axes
+
+    @classmethod
+    def whole(cls, array: HubArray) -> LazyArray:
+        """The whole of ``array``."""
+        return cls(array, tuple(range(n) for n in array.shape))
+
+    # -- what it is ----------------------------------------------------------------------
+
+    @property
+    def array(self) -> HubArray:
+        """The stored array this is a selection of."""
+        return self._array
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """The selection's shape."""
+        return tuple(len(a) for a in self._axes if isinstance(a, range))
+
+    @property
+    def dtype(self) -> np.dtype[Any]:
+        """The array's dtype."""
+        return self._array.dtype
+
+    @property
+    def ndim(self) -> int:
+        """The number of dimensions."""
+        return len(self.shape)
+
+    @property
+    def size(self) -> int:
+        """The number of elements."""
+        return math.prod(self.shape)
+
+    @property
+    def nbytes(self) -> int:
+        """The selection's size in bytes, uncompressed."""
+        return self.size * self.dtype.itemsize
+
+    def index(self) -> tuple[slice | int, ...]:
+        """The selection as an index into the stored array (``array[lazy.index()]``)."""
+        out: list[slice | int] = []
+        for axis in self._axes:
+            if isinstance(axis, int):
+                out.append(axis)
+            else:
+                stop: int | None = axis.stop if axis.stop >= 0 else None
+                out.append(slice(axis.start, stop, axis.step))
+        return tuple(out)
+
+    def __repr__(self) -> str:
+        index = ", ".join(
+            str(a) if isinstance(a, int) else f"{a.start}:{a.stop}:{a.step}" for a in self._axes
+        )
+        return f"<LazyArray {self._array.name}[{index}] shape={self.shape} dtype={self.dtype}>"
+
+    def __len__(self) -> int:
+        if not self.shape:
+            raise TypeError("len() of a 0-d array")
+        return self.shape[0]
+
+    # -- selecting and reading -----------------------------------------------------------
+
+    def __getitem__(self, key: Any) -> LazyArray:
+        """A selection of this selection (still lazy)."""
+        from hubzarr.array import _normalize_index
+
+        selection, _, flips = _normalize_index(key, self.shape)
+        picked = iter(zip(selection, range(len(selection)), strict=True))
+        axes: list[Axis] = []
+        out_axis = 0
+        for axis in self._axes:
+            if isinstance(axis, int):
+                axes.append(axis)
+                continue
+            item, position = next(picked)
+            if isinstance(item, int):
+                axes.append(axis[item])
+                continue
+            taken = axis[item]
+            if out_axis in flips:
+                taken = taken[::-1]
+            axes.append(taken)
+            out_axis += 1
+            del position
+        return LazyArray(self._array, tuple(axes))
+
+    def compute(self) -> npt.NDArray[Any]:
+        """Read the selection into a numpy array."""
+        return self._array._read(self.index())
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> npt.NDArray[Any]:
+        data = self.compute()
+        return data if dtype is None else data.astype(dtype, copy=False)
+
+    def _reader(self) -> tuple[_Reader, str]:
+        array = self._array
+        array._refresh()
+        layout = Layout.of(array)
+        store = array.store
+        resolved = store.pinned_state()
+        if resolved is not None and resolved.sealed:
+            from dask.base import tokenize
+
+            token = tokenize(store.root, str(store.name), resolved.version, layout.path)
+        else:
+            import uuid
+
+            token = uuid.uuid4().hex
+        return _Reader(store, layout), token
+
+    @property
+    def dask(self) -> Any:
+        """A ``dask.array.Array`` of the selection, built by hubzarr.
+
+        Each block holds whole chunks (merged up to about 64 MiB); its task fetches their
+        bytes concurrently and decodes them in place. Only chunks the selection touches are
+        read, and never-written chunks are filled without a read. The graph reads the version
+        the array is at when the graph is built.
+        """
+        import dask.array as da
+        from dask.base import tokenize
+        from dask.highlevelgraph import HighLevelGraph
+
+        if self.size == 0:
+            return da.empty(self.shape, dtype=self.dtype)
+        reader, token = self._reader()
+        layout = reader.layout
+        per_axis, flips = _pieces(self._axes, layout)
+        groups = _groups_per_axis(per_axis, self._axes, layout.dtype.itemsize, BLOCK_BYTES)
+        token = tokenize(token, self._axes)
+        name = f"hubzarr-read-{token}"
+        out_axes = [a for a, axis in enumerate(self._axes) if isinstance(axis, range)]
+        chunks: list[tuple[int, ...]] = []
+        for out, a in enumerate(out_axes):
+            lengths = tuple(
+                sum(p[2].stop - p[2].start for p in g if p[2] is not None) for g in groups[a]
+            )
+            chunks.append(lengths[::-1] if out in flips else lengths)
+        layer: dict[Any, Any] = {}
+        for block in product(*(range(len(g)) for g in groups)):
+            chosen = [groups[a][b] for a, b in enumerate(block)]
+            starts = [g[0][2].start if g[0][2] is not None else 0 for g in chosen]
+            pieces = []
+            for parts in product(*chosen):
+                piece = _combine_pieces(parts, layout)
+                outer = tuple(
+                    slice(s.start - starts[a], s.stop - starts[a])
+                    for a, s in zip(out_axes, piece.outer, strict=True)
+                )
+                pieces.append(Piece(piece.coords, piece.inner, outer, piece.whole))
+            shape = tuple(
+                sum(p[2].stop - p[2].start for p in chosen[a] if p[2] is not None) for a in out_axes
+            )
+            index = tuple(
+                len(groups[a]) - 1 - block[a] if out in flips else block[a]
+                for out, a in enumerate(out_axes)
+            )
+            layer[(name, *index)] = (read_block, reader, pieces, shape, flips)
+        graph = HighLevelGraph.from_collections(name, layer, dependencies=())
+        meta = np.empty((0,) * len(out_axes), dtype=layout.dtype)
+        return da.Array(graph, name, tuple(chunks), meta=meta)  # type: ignore[no-untyped-call]
+
+    # -- reductions ----------------------------------------------------------------------
+
+    def _stats(self, want: _Want, progress: bool) -> Stats:
+        from dask.base import tokenize
+        from dask.delayed import Delayed
+        from dask.highlevelgraph import HighLevelGraph
+
+        reader, token = self._reader()
+        layout = reader.layout
+        per_axis, _ = _pieces(self._axes, layout)
+        pieces = [_combine_pieces(parts, layout) for parts in product(*per_axis)]
+        token = tokenize(token, self._axes, want)
+        name = f"hubzarr-stats-{token}"
+        layer: dict[Any, Any] = {}
+        keys: list[Any] = []
+        for i, group in enumerate(_task_groups(pieces, layout.chunk_nbytes)):
+            keys.append((name, 0, i))
+            layer[keys[-1]] = (reduce_pieces, reader, group, want)
+        level = 0
+        while len(keys) > 1:
+            level += 1
+            merged = []
+            for i in range(0, len(keys), FAN_IN):
+                merged.append((name, level, i // FAN_IN))
+                layer[merged[-1]] = (merge_stats, list(keys[i : i + FAN_IN]))
+            keys = merged
+        if not keys:
+            return Stats()
+        graph = HighLevelGraph.from_collections(name, layer, dependencies=())
+        return _compute(Delayed(keys[0], graph, layer=name), progress)  # type: ignore[no-untyped-call,no-any-return]
+
+    def sum(self, *, progress: bool = False) -> Any:
+        """Sum of the selection's values: exact for integers, float64 for floats."""
+        total = self._stats(_Want(sum=True), progress).total
+        return _scalar(total, self.dtype)
+
+    def mean(self, *, progress: bool = False) -> Any:
+        """Mean of the selection's values, accumulated in float64 (NaN if it is empty)."""
+        stats = self._stats(_Want(sum=True), progress)
+        if stats.count == 0:
+            return np.float64("nan")
+        mean = stats.total / stats.count
+        return np.complex128(mean) if self.dtype.kind == "c" else np.float64(mean)
+
+    def var(self, *, ddof: int = 0, progress: bool = False) -> Any:
+        """Variance, from one pass of parallel moments in float64 (as numpy's ``var``)."""
+        stats = self._stats(_Want(moments=True), progress)
+        if stats.count - ddof <= 0:
+            return np.float64("nan")
+        return np.float64(stats.m2 / (stats.count - ddof))
+
+    def std(self, *, ddof: int = 0, progress: bool = False) -> Any:
+        """Standard deviation, from one pass of parallel moments in float64."""
+        return np.sqrt(self.var(ddof=ddof, progress=progress))
+
+    def _extremes(self, progress: bool) -> Stats:
+        if self.dtype.kind == "c":
+            raise InvalidArgumentError(
+                f"min and max of complex values ({self.dtype}) are not defined; reduce "
+                "abs(), .real or .imag through .dask instead"
+            )
+        if self.size == 0:
+            raise InvalidArgumentError(
+                f"the selection {self!r} is empty, so it has no minimum or maximum"
+            )
+        return self._stats(_Want(extremes=True), progress)
+
+    def min(self, *, progress: bool = False) -> Any:
+        """Smallest value (NaN if there is one, as numpy)."""
+        return self.dtype.type(self._extremes(progress).low)
+
+    def max(self, *, progress: bool = False) -> Any:
+        """Largest value (NaN if there is one, as numpy)."""
+        return self.dtype.type(self._extremes(progress).high)
+
+    def histogram(
+        self,
+        bins: int | Sequence[float] = 10,
+        range: tuple[float, float] | None = None,
+        *,
+        progress: bool = False,
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[Any]]:
+        """Counts of values in bins, as :func:`numpy.histogram` returns them.
+
+        Parameters
+        ----------
+        bins : int or sequence of float
+            The number of equal bins, or their edges (increasing).
+        range : (float, float), optional
+            The span of equal bins. Without it, the selection's min and max, which takes
+            one more pass over the data: give it when known.
+        progress : bool
+            Show a progress bar.
+
+        Returns
+        -------
+        (counts, edges)
+            ``counts`` of each bin (int64) and the ``len(counts) + 1`` bin edges.
+        """
+        if self.dtype.kind == "c":
+            raise InvalidArgumentError(f"cannot bin complex values ({self.dtype})")
+        if isinstance(bins, bool) or not isinstance(bins, int | np.integer):
+            try:
+                edges = np.asarray(bins, dtype=np.float64)
+            except (TypeError, ValueError) as exc:
+                raise InvalidArgumentError(
+                    f"bins must be a positive int or a sequence of edges, not {bins!r}"
+                ) from exc
+            if edges.ndim != 1 or edges.size < 2 or not np.all(np.diff(edges) >= 0):
+                raise InvalidArgumentError(
+                    "bins given as edges must be a 1-d increasing sequence of at least 2 values"
+                )
+            want = _Want(bins=tuple(edges.tolist()))
+            return self._stats(want, progress).hist_or(edges.size - 1), edges
+        if bins < 1:
+            raise InvalidArgumentError(f"bins must be at least 1, not {bins}")
+        if range is None:
+            if self.size == 0:
+                low, high = 0.0, 1.0
+            else:
+                extremes = self._extremes(progress)
+                # As numpy scalars of the array's dtype, as numpy.histogram itself takes them.
+                low, high = extremes.low, extremes.high
+                if not (np.isfinite(low) and np.isfinite(high)):
+                    raise InvalidArgumentError(
+                        f"the values span [{low}, {high}], which cannot be cut into bins; "
+                        "pass range=(low, high) to bin the finite values"
+                    )
+        else:
+            try:
+                low, high = (float(v) for v in range)
+            except (TypeError, ValueError) as exc:
+                raise InvalidArgumentError(
+                    f"range must be a pair of numbers (low, high), not {range!r}"
+                ) from exc
+            if not (np.isfinite(low) and np.isfinite(high)) or low > high:
+                raise InvalidArgumentError(f"range {range!r} must be finite, with low <= high")
+        want = _Want(bins=int(bins), range=(low, high))
+        counts = self._stats(want, progress).hist_or(int(bins))
+        edges = np.histogram(np.empty(0, dtype=self.dtype), bins=int(bins), range=(low, high))[1]
+        return counts, edges
+
+
+def _scalar(total: Any, dtype: np.dtype[Any]) -> Any:
+    if dtype.kind in "biu":
+        info = np.iinfo(np.uint64 if dtype.kind == "u" else np.int64)
+        return (
+            (np.uint64 if dtype.kind == "u" else np.int64)(total)
+            if info.min <= total <= info.max
+            else total
+        )
+    if dtype.kind == "c":
+        return np.complex128(total)
+    return np.float64(total)
+
+
+def _compute(obj: Any, progress: bool) -> Any:
+    """Compute a dask collection on the current scheduler, with a progress bar if asked."""
+    if not progress:
+        return obj.compute()
+    client = _distributed_client()
+    if client is not None:
+        from distributed import progress as show
+
+        future = client.compute(obj)
+        show(future)  # type: ignore[no-untyped-call]
+        return future.result()
+    import sys
+
+    from dask.diagnostics import ProgressBar  # type: ignore[attr-defined]
+
+    with ProgressBar(out=sys.stderr):  # type: ignore[no-untyped-call]
+        return obj.compute()
+
+
+def _distributed_client() -> Any:
+    """The active dask.distributed client, if there is one (and it is dask's scheduler)."""
+    try:
+        from distributed import default_client
+    except ImportError:
+        return None
+    try:
+        return default_client()  # type: ignore[no-untyped-call]
+    except ValueError:
+        return None
+
+
+# -- writing -------------------------------------------------------------------------------
+
+
+def _encode(layout: Layout, chunk: npt.NDArray[Any]) -> bytes:
+    """Encode a whole chunk as zarr (format 2) stores it."""
+    data: Any = np.asarray(chunk, dtype=layout.dtype, order=layout.order)  # type: ignore[call-overload]
+    data = data.reshape(-1, order=layout.order)
+    for codec in layout.filters:
+        data = codec.encode(data)
+    if layout.compressor is not None:
+        data = layout.compressor.encode(data)
+    return bytes(numcodecs.compat.ensure_contiguous_ndarray(data).view(np.uint8).reshape(-1))
+
+
+def _is_fill(chunk: npt.NDArray[Any], fill: Any) -> bool:
+    if chunk.dtype.kind in "fc":
+        return bool(np.array_equal(chunk, np.broadcast_to(fill, chunk.shape), equal_nan=True))
+    return bool(np.all(chunk == fill))
+
+
+@dataclass(eq=False)
+class _Writer:
+    """Writes blocks of values into one array at a branch (a graph key of the write)."""
+
+    array: HubArray
+    layout: Layout
+    #: The array was just created: a chunk of fill values need not be stored.
+    new: bool = False
+
+
+def write_block(writer: _Writer, block: npt.NDArray[Any], origin: tuple[int, ...]) -> int:
+    """Write ``block``, whose first element is at ``origin`` in the array (a dask task).
+
+    Chunks the block covers whole are encoded here and stored concurrently, each with the
+    fenced write single assignments use; chunks it covers in part (the edges of an unaligned
+    region) are merged under compare-and-swap, as ``array[region] = values`` does. Returns
+    the number of chunks written.
+    """
+    layout = writer.layout
+    block = np.asarray(block)
+    ends = tuple(o + n for o, n in zip(origin, block.shape, strict=True))
+    ranges = [
+        range(o // c, -(-e // c)) for o, e, c in zip(origin, ends, layout.chunks, strict=True)
+    ]
+    whole: list[tuple[str, bytes]] = []
+    partial: list[tuple[tuple[slice, ...], npt.NDArray[Any]]] = []
+    for coords in product(*ranges):
+        lows = tuple(j * c for j, c in zip(coords, layout.chunks, strict=True))
+        highs = tuple(
+            min(lo + c, n) for lo, c, n in zip(lows, layout.chunks, layout.shape, strict=True)
+        )
+        inside = tuple(
+            slice(max(lo, o) - o, min(hi, e) - o)
+            for lo, hi, o, e in zip(lows, highs, origin, ends, strict=True)
+        )
+        values = block[inside]
+        if all(lo >= o and hi <= e for lo, hi, o, e in zip(lows, highs, origin, ends, strict=True)):
+            if writer.new and _is_fill(values, layout.fill_value):
+                continue
+            if values.shape != layout.chunks:  # at the array's edge: stored whole, as zarr does
+                padded = np.full(layout.chunks, layout.fill_value, dtype=layout.dtype)
+                padded[tuple(slice(0, n) for n in values.shape)] = values
+                values = padded
+            whole.append((layout.key(coords), _encode(layout, values)))
+        else:
+            region = tuple(
+                slice(max(lo, o), min(hi, e))
+                for lo, hi, o, e in zip(lows, highs, origin, ends, strict=True)
+            )
+            partial.append((region, values))
+    store = writer.array.store
+
+    async def store_all() -> None:
+        await asyncio.gather(*(store.write_payload(key, payload) for key, payload in whole))
+
+    sync(store_all())
+    for region, values in partial:
+        writer.array[region] = values
+    return len(whole) + len(partial)
+
+
+def _aligned_chunks(
+    region: Sequence[slice], layout: Layout, itemsize: int, target: int
+) -> tuple[tuple[int, ...], ...]:
+    """Dask chunks for a region whose block edges fall on the array's chunk edges.
+
+    The first block of each axis runs to the first chunk edge inside the region; the others
+    hold whole chunks, merged (trailing axes first) up to about ``target`` bytes.
+    """
+    per_axis: list[list[int]] = []
+    for s, c in zip(region, layout.chunks, strict=True):
+        edges = [s.start, *range((s.start // c + 1) * c, s.stop, c), s.stop]
+        per_axis.append([b - a for a, b in pairwise(edges) if b > a])
+    out: list[tuple[int, ...]] = [()] * len(per_axis)
+    inner = itemsize
+    full = True
+    for a in reversed(range(len(per_axis))):
+        lengths = per_axis[a]
+        total = sum(lengths)
+        if full and inner * total <= target:
+            out[a] = (total,) if total else ()
+            inner *= max(total, 1)
+            continue
+        if not full:
+            out[a] = tuple(lengths)
+            continue
+        per_block = max(1, target // max(inner * layout.chunks[a], 1))
+        out[a] = tuple(sum(lengths[i : i + per_block]) for i in range(0, len(lengths), per_block))
+        full = False
+    return tuple(out)
+
+
+def assign(array: HubArray, key: Any, value: Any, *, new: bool = False) -> None:
+    """``array[key] = value`` for a dask array ``value``: written block by block, in parallel
+    on dask's current scheduler (threads, or a dask.distributed cluster).
+
+    Raises
+    ------
+    InvalidIndexError
+        If ``key`` is not a region of step-1 slices and integers.
+    InvalidArgumentError
+        If the shapes do not broadcast, or the dtype does not cast safely.
+    ReadOnlyError
+        At a tag or sealed version, or opened read-only.
+    """
+    import dask.array as da
+    from dask.base import compute
+    from dask.delayed import delayed
+
+    from hubzarr.array import _normalize_index
+    from hubzarr.errors import InvalidIndexError, UnsafeCastError
+
+    array.store.check_writable()
+    selection, out_shape, flips = _normalize_index(key, array.shape)
+    region: list[slice] = []
+    for item in selection:
+        if isinstance(item, int):
+            region.append(slice(item, item + 1))
+        elif item.step not in (None, 1) or flips:
+            raise InvalidIndexError(
+                f"a dask array can only be assigned to a region of step-1 slices, not {key!r}; "
+                "compute it first or write it with step 1"
+            )
+        else:
+            region.append(item)
+    dtype = array.dtype
+    if not np.can_cast(value.dtype, dtype, "safe"):
+        raise UnsafeCastError(
+            f"refusing to store a dask array of {value.dtype} in an array of {dtype}: the "
+            f"values may not fit; cast it explicitly with .astype({str(dtype)!r}) if that is "
+            "intended"
+        )
+    try:
+        value = da.broadcast_to(value, out_shape)  # type: ignore[no-untyped-call]
+    except ValueError:
+        raise InvalidArgumentError(
+            f"cannot assign a dask array of shape {value.shape} to a selection of shape "
+            f"{out_shape}; the shapes must broadcast"
+        ) from None
+    shape = tuple(s.stop - s.start for s in region)
+    value = value.astype(dtype).reshape(shape)
+    if math.prod(shape) == 0:
+        return
+    layout = Layout.of(array)
+    value = value.rechunk(_aligned_chunks(region, layout, dtype.itemsize, BLOCK_BYTES))
+    writer = _Writer(array, layout, new)  # in every task: tasks go where their block is
+    starts = [np.cumsum((0, *c[:-1])) for c in value.chunks]
+    tasks = []
+    for index, block in zip(
+        product(*(range(len(c)) for c in value.chunks)), value.to_delayed().ravel(), strict=True
+    ):
+        origin = tuple(
+            int(r.start + starts[a][i]) for a, (r, i) in enumerate(zip(region, index, strict=True))
+        )
+        tasks.append(delayed(write_block, pure=False)(writer, block, origin))
+    compute(*tasks)  # type: ignore[no-untyped-call]

@@ -12,7 +12,8 @@ in a hubzarr repository (read at its branch head) and in a plain ``zarr.storage.
 - ``raw``: the limit of reading and decoding: a pool of as many threads as dask uses reads
   each of hubzarr's chunk files and decodes it with numcodecs into a buffer, nothing else (no
   checksum, no reduction, no dask);
-- ``raw + sum``: the same, also summing each decoded chunk in float64, as a mean must;
+- ``raw + sum``: the same, also summing each decoded chunk in float64 (as hubzarr does, with
+  ``einsum``), as a mean must;
 - ``hub std``: ``arr.std()`` (one pass of parallel moments in float64);
 - ``dask std``: ``da.from_zarr(zarr_array).std().compute()``, dask's std over the same data,
   and ``dask std (hub graph)``, dask's std over ``arr.dask``.
@@ -104,7 +105,7 @@ def raw(files: list[Path], threads: int, summing: bool) -> float:
                 payload = memoryview(f.read())[8:]  # hubzarr's 8-byte header
             CODEC.decode(payload, out=out)
             if summing:
-                total += float(out.sum(dtype=np.float64))
+                total += float(np.einsum("i->", out, dtype=np.float64))  # hubzarr's sum
         return total
 
     groups = [files[i : i + 16] for i in range(0, len(files), 16)]

@@ -274,7 +274,7 @@ class Storage(ABC):
         """
 
 
-def _local_read(path: Path) -> bytes | None:
+def _local_read(path: str | Path) -> bytes | None:
     try:
         with open(path, "rb") as f:
             return f.read()
@@ -285,7 +285,7 @@ def _local_read(path: Path) -> bytes | None:
 _buffers = threading.local()
 
 
-def _local_read_reusing(path: Path) -> memoryview | None:
+def _local_read_reusing(path: str | Path) -> memoryview | None:
     """Read a file into a buffer this thread reuses: valid until the thread's next such read.
 
     For the caller-driven bulk reads: a fresh bytes object per chunk costs the kernel a page
@@ -395,7 +395,14 @@ class LocalStorage(Storage):
 
     def __init__(self, root: Path) -> None:
         self.root = root.expanduser().absolute()
+        self._root_str = str(self.root)
         self.url = self.root.as_uri()
+
+    def _full_str(self, path: str) -> str:
+        """:meth:`_full` as a string, without pathlib's parsing (for reads of chunks)."""
+        return (
+            os.path.join(self._root_str, *check_path(path).split("/")) if path else self._root_str
+        )
 
     def _full(self, path: str) -> Path:
         return self.root.joinpath(*check_path(path).split("/")) if path else self.root
@@ -409,11 +416,9 @@ class LocalStorage(Storage):
     async def read_first(
         self, paths: Sequence[str], then: Callable[[bytes], T], *, parallel: int = 1
     ) -> tuple[int, T] | None:
-        full = [self._full(p) for p in paths]
-
-        def work(read: Callable[[Path], bytes | memoryview | None]) -> tuple[int, T] | None:
-            for i, path in enumerate(full):
-                raw = read(path)
+        def work(read: Callable[[str], bytes | memoryview | None]) -> tuple[int, T] | None:
+            for i, path in enumerate(paths):
+                raw = read(self._full_str(path))  # only as far as needed
                 if raw is not None:
                     return i, then(raw)  # type: ignore[arg-type]
             return None

@@ -355,13 +355,8 @@ class HubArray:
     @property
     def version(self) -> str:
         """The version id read (and, at a branch, written): the head for a branch."""
-        self._refresh()
+        self._store.follow_head()
         return sync(self._store.resolved()).version
-
-    def _refresh(self) -> None:
-        state = self._store.pinned_state()
-        if state is not None and not state.sealed:
-            sync(self._store.refresh())
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -414,7 +409,7 @@ class HubArray:
     # -- reading and writing -------------------------------------------------------------
 
     def __getitem__(self, key: Any) -> npt.NDArray[Any]:
-        self._refresh()
+        self._store.follow_head()
         return self._read(key)
 
     def _read(self, key: Any) -> npt.NDArray[Any]:
@@ -452,7 +447,7 @@ class HubArray:
                     target[selection] = data
             except ConflictError:
                 time.sleep(random.uniform(0, min(_BACKOFF_CAP_S, 0.002 * 2**attempt)))
-                self._refresh()
+                self._store.follow_head()
                 continue
             return
         raise ConflictError(

@@ -677,7 +677,7 @@ class LazyArray:
 
     def _reader(self) -> tuple[_Reader, str]:
         array = self._array
-        array._refresh()
+        array.store.follow_head()
         layout = Layout.of(array)
         store = array.store
         resolved = store.pinned_state()

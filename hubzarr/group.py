@@ -118,13 +118,6 @@ async def _kind(store: HubStore, path: str) -> Kind | None:
     return "group" if zgroup is not None else None
 
 
-def _refresh(store: HubStore) -> None:
-    # As HubArray does: at a branch, follow the head that took over if this one was sealed.
-    state = store.pinned_state()
-    if state is not None and not state.sealed:
-        sync(store.refresh())
-
-
 def _encode_attrs(attrs: dict[str, Any]) -> bytes:
     try:
         return json.dumps(attrs, indent=2, sort_keys=True).encode()
@@ -173,7 +166,7 @@ class HubGroup:
     @property
     def version(self) -> str:
         """The version id read (and, at a branch, written): the head for a branch."""
-        _refresh(self._store)
+        self._store.follow_head()
         return sync(self._store.resolved()).version
 
     @property
@@ -203,7 +196,7 @@ class HubGroup:
         return dict(sorted(found.items()))
 
     def _members(self) -> dict[str, Kind]:
-        _refresh(self._store)
+        self._store.follow_head()
         members: dict[str, Kind] = sync(self._children(self._path))
         return members
 
@@ -259,7 +252,7 @@ class HubGroup:
             key = check_key(key)
         except InvalidArgumentError:
             return False
-        _refresh(self._store)
+        self._store.follow_head()
         return sync(_kind(self._store, node_key(self._path, key))) is not None
 
     def _open(self, key: str) -> HubArray | HubGroup:
@@ -299,7 +292,7 @@ class HubGroup:
             If the member's metadata is malformed.
         """
         key = check_key(key)
-        _refresh(self._store)
+        self._store.follow_head()
         return self._open(key)
 
     # -- creating and deleting members ----------------------------------------------------
@@ -456,7 +449,7 @@ class HubGroup:
         """
         key = check_key(key)
         self._writable()
-        _refresh(self._store)
+        self._store.follow_head()
         path = node_key(self._path, key)
         if sync(_kind(self._store, path)) is None:
             raise NotFoundError(self._missing(key))
@@ -471,7 +464,7 @@ class HubGroup:
         ``group.attrs["title"] = "mnist"`` and ``group.attrs.update(...)`` write at once (at a
         branch); ``group.attrs = {...}`` replaces them all.
         """
-        _refresh(self._store)
+        self._store.follow_head()
         return Attributes(self, sync(self._read_attrs()))
 
     @attrs.setter

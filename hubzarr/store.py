@@ -62,7 +62,7 @@ from hubzarr.storage import (
 )
 from hubzarr.versions import Repository, Resolved, split_generation
 
-__all__ = ["HubStore", "conditional_writes"]
+__all__ = ["HubStore", "KeySetListing", "conditional_writes"]
 
 _READ_ONLY = "store was opened in read-only mode and does not support writing"
 #: zarr format 2's consolidated metadata key, served virtually (see the module docstring).
@@ -130,7 +130,36 @@ def _slice(payload: memoryview, byte_range: ByteRequest | None) -> memoryview:
     raise TypeError(f"Unexpected byte_range, got {byte_range}.")
 
 
-class HubStore(Store):
+class KeySetListing:
+    """zarr's three listings (``list``, ``list_prefix``, ``list_dir``), derived from one set
+    of keys that a store returns from ``_listed``. Put it before ``Store`` in the bases."""
+
+    async def _listed(self) -> builtins.set[str]:
+        raise NotImplementedError
+
+    async def list(self) -> AsyncIterator[str]:
+        """Yield every key."""
+        for key in sorted(await self._listed()):
+            yield key
+
+    async def list_prefix(self, prefix: str) -> AsyncIterator[str]:
+        """Yield every key starting with ``prefix``."""
+        for key in sorted(await self._listed()):
+            if key.startswith(prefix):
+                yield key
+
+    async def list_dir(self, prefix: str) -> AsyncIterator[str]:
+        """Yield the immediate children of the folder ``prefix``."""
+        base = prefix.rstrip("/")
+        base = base + "/" if base else ""
+        children = {
+            k[len(base) :].split("/", 1)[0] for k in await self._listed() if k.startswith(base)
+        }
+        for child in sorted(children):
+            yield child
+
+
+class HubStore(KeySetListing, Store):
     """A zarr ``Store`` over one hubzarr repository at one branch, tag or version.
 
     Parameters
@@ -261,6 +290,16 @@ class HubStore(Store):
         """
         if not (await self._load()).resolved.sealed:
             await self._checked_state()
+
+    def follow_head(self) -> None:
+        """:meth:`refresh`, from synchronous code, for a store already opened at a branch.
+
+        Arrays and groups call it before each operation; a store not opened yet opens at the
+        current head anyway, and one at a sealed version never moves, so neither costs I/O.
+        """
+        state = self.pinned_state()
+        if state is not None and not state.sealed:
+            sync(self.refresh())
 
     @property
     def read_only(self) -> bool:
@@ -770,27 +809,6 @@ class HubStore(Store):
         if state.resolved.sealed:
             self._zmetadata[cached] = document
         return document
-
-    async def list(self) -> AsyncIterator[str]:
-        """Yield every key at this store's version."""
-        for key in sorted(await self._listed()):
-            yield key
-
-    async def list_prefix(self, prefix: str) -> AsyncIterator[str]:
-        """Yield every key starting with ``prefix``."""
-        for key in sorted(await self._listed()):
-            if key.startswith(prefix):
-                yield key
-
-    async def list_dir(self, prefix: str) -> AsyncIterator[str]:
-        """Yield the immediate children of the folder ``prefix``."""
-        base = prefix.rstrip("/")
-        base = base + "/" if base else ""
-        children = {
-            k[len(base) :].split("/", 1)[0] for k in await self._listed() if k.startswith(base)
-        }
-        for child in sorted(children):
-            yield child
 
     # -- synchronous variants (zarr's SupportsSyncStore protocol) -------------------------
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import builtins
 import math
 import os
-from collections.abc import AsyncIterator, Hashable, Iterable, Mapping
+from collections.abc import Hashable, Iterable, Mapping
 from typing import Any, Literal
 
 import numpy as np
@@ -48,7 +48,7 @@ from hubzarr.metadata import (
     open_zarr_group,
 )
 from hubzarr.names import parse_name
-from hubzarr.store import HubStore, _slice
+from hubzarr.store import HubStore, KeySetListing, _slice
 from hubzarr.versions import Repository
 
 __all__ = ["HubBackendEntrypoint", "open_dataset", "to_hub"]
@@ -270,7 +270,7 @@ def open_dataset(
 # -- writing ---------------------------------------------------------------------------------
 
 
-class _Rehearsal(Store):
+class _Rehearsal(KeySetListing, Store):
     """A writable overlay of a store, in memory, for rehearsing a write.
 
     Reads fall through to ``base`` (read-only) unless the rehearsal wrote or deleted the key;
@@ -329,29 +329,11 @@ class _Rehearsal(Store):
         self._chunks.discard(key)
         self._deleted.add(key)
 
-    async def _keys(self) -> builtins.set[str]:
+    async def _listed(self) -> builtins.set[str]:
         base: builtins.set[str] = set()
         if self._base is not None:
             base = {key async for key in self._base.list()}
         return (base - self._deleted) | set(self._metadata) | self._chunks
-
-    async def list(self) -> AsyncIterator[str]:
-        for key in sorted(await self._keys()):
-            yield key
-
-    async def list_prefix(self, prefix: str) -> AsyncIterator[str]:
-        for key in sorted(await self._keys()):
-            if key.startswith(prefix):
-                yield key
-
-    async def list_dir(self, prefix: str) -> AsyncIterator[str]:
-        base = prefix.rstrip("/")
-        base = base + "/" if base else ""
-        children = {
-            k[len(base) :].split("/", 1)[0] for k in await self._keys() if k.startswith(base)
-        }
-        for child in sorted(children):
-            yield child
 
 
 def _check_codecs(encoding: Mapping[Hashable, Any]) -> None:

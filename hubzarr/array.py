@@ -292,7 +292,40 @@ def _normalize_index(
     return tuple(selection), tuple(out_shape), tuple(flips)
 
 
-class HubArray:
+class Shaped:
+    """``ndim``, ``size``, ``nbytes`` and ``len()``, from the ``shape`` and ``dtype`` of an
+    array-like (:class:`HubArray`, :class:`hubzarr.bulk.LazyArray`)."""
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        raise NotImplementedError
+
+    @property
+    def dtype(self) -> np.dtype[Any]:
+        raise NotImplementedError
+
+    @property
+    def ndim(self) -> int:
+        """The number of dimensions."""
+        return len(self.shape)
+
+    @property
+    def size(self) -> int:
+        """The number of elements."""
+        return math.prod(self.shape)
+
+    @property
+    def nbytes(self) -> int:
+        """The size in bytes, uncompressed."""
+        return self.size * self.dtype.itemsize
+
+    def __len__(self) -> int:
+        if not self.shape:
+            raise TypeError("len() of a 0-d array")
+        return self.shape[0]
+
+
+class HubArray(Shaped):
     """A numpy-like array stored in a hubzarr repository.
 
     Create one with :func:`hubzarr.array` or open one with :func:`hubzarr.load`. Reads return
@@ -374,29 +407,9 @@ class HubArray:
         return tuple(self.zarr.chunks)
 
     @property
-    def ndim(self) -> int:
-        """The number of dimensions."""
-        return len(self.shape)
-
-    @property
-    def size(self) -> int:
-        """The number of elements."""
-        return math.prod(self.shape)
-
-    @property
-    def nbytes(self) -> int:
-        """The uncompressed size in bytes."""
-        return self.size * self.dtype.itemsize
-
-    @property
     def read_only(self) -> bool:
         """Whether writes are refused (a tag, a sealed version, or mode='r')."""
         return self._store.read_only
-
-    def __len__(self) -> int:
-        if not self.shape:
-            raise TypeError("len() of a 0-d array")
-        return self.shape[0]
 
     def __repr__(self) -> str:
         mode = " read-only" if self.read_only else ""

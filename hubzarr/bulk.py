@@ -22,7 +22,7 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from itertools import pairwise, product
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numcodecs
 import numpy as np
@@ -31,6 +31,7 @@ from numcodecs.abc import Codec
 from zarr.core.metadata.v2 import ArrayV2Metadata
 from zarr.core.sync import _get_loop, sync
 
+from hubzarr.array import Shaped
 from hubzarr.errors import CorruptChunkError, InvalidArgumentError
 from hubzarr.store import HubStore
 
@@ -38,6 +39,8 @@ if TYPE_CHECKING:
     from hubzarr.array import HubArray
 
 __all__ = ["Layout", "LazyArray", "Stats"]
+
+T = TypeVar("T")
 
 #: A dask block of :attr:`LazyArray.dask` holds about this many bytes (whole chunks merged).
 BLOCK_BYTES = 64 * 2**20
@@ -268,8 +271,6 @@ class _Reader:
         store = self.store
         if store.storage.caller_reads:
             # Local files: reading is a copy from the page cache, cheapest in this thread.
-            if store.pinned_state() is None or store._state is None:
-                sync(store.resolved())
             for c in coords:
                 yield store.read_payload_here(self.layout.key(c))
             return
@@ -528,39 +529,44 @@ def _task_groups(pieces: Sequence[Piece], chunk_nbytes: int) -> list[list[Piece]
     return [list(pieces[i : i + per_task]) for i in range(0, len(pieces), per_task)]
 
 
-def _groups_per_axis(
-    per_axis: Sequence[Sequence[tuple[int, slice | int, slice | None, bool]]],
-    axes: Sequence[Axis],
-    itemsize: int,
-    target: int,
-) -> list[list[list[tuple[int, slice | int, slice | None, bool]]]]:
-    """Merge consecutive chunk pieces into dask blocks of about ``target`` bytes.
+def _block_counts(
+    lengths: Sequence[Sequence[int] | None], itemsize: int, target: int
+) -> list[list[int]]:
+    """Merge consecutive pieces of each axis into blocks of about ``target`` bytes; return,
+    per axis, how many pieces each block takes.
 
-    Trailing axes are merged whole first (a block's rows stay contiguous, so whole chunks
-    decode in place), then as many pieces of the next axis as fit; leading axes take one piece
-    per block.
+    ``lengths`` gives each axis's piece lengths (chunks, or parts of chunks at a selection's
+    edges), or ``None`` for an axis indexed by an integer (one piece, no extent). Trailing axes
+    are merged whole first (a block's rows stay contiguous, so whole chunks decode in place),
+    then as many pieces of the next axis as fit; leading axes take one piece per block.
     """
-    groups: list[list[list[tuple[int, slice | int, slice | None, bool]]]] = [[] for _ in per_axis]
+    counts: list[list[int]] = [[1] * len(axis or (0,)) for axis in lengths]
     inner = itemsize
-    full = True
-    for a in reversed(range(len(per_axis))):
-        pieces = per_axis[a]
-        if isinstance(axes[a], int) or not full:
-            groups[a] = [[p] for p in pieces]
+    for a in reversed(range(len(lengths))):
+        axis = lengths[a]
+        if axis is None:
             continue
-        length = len(axes[a])  # type: ignore[arg-type]
-        if inner * length <= target:
-            groups[a] = [list(pieces)]
-            inner *= length
+        total = sum(axis)
+        if inner * total <= target:
+            counts[a] = [len(axis)]
+            inner *= total
             continue
-        typical = max((p[2].stop - p[2].start) for p in pieces if p[2] is not None)
-        per_block = max(1, target // max(inner * typical, 1))
-        groups[a] = [list(pieces[i : i + per_block]) for i in range(0, len(pieces), per_block)]
-        full = False
-    return groups
+        per_block = max(1, target // max(inner * max(axis), 1))
+        counts[a] = [min(per_block, len(axis) - i) for i in range(0, len(axis), per_block)]
+        break  # the axes before this one take one piece per block
+    return counts
 
 
-class LazyArray:
+def _split(items: Sequence[T], counts: Sequence[int]) -> list[list[T]]:
+    """``items`` cut into consecutive runs of the given lengths."""
+    out, start = [], 0
+    for n in counts:
+        out.append(list(items[start : start + n]))
+        start += n
+    return out
+
+
+class LazyArray(Shaped):
     """A lazy selection of a stored array: nothing is read until it is computed or reduced.
 
     Get one with ``array.lazy[...]`` (any basic index: integers, slices with steps,
@@ -604,21 +610,6 @@ class LazyArray:
         """The array's dtype."""
         return self._array.dtype
 
-    @property
-    def ndim(self) -> int:
-        """The number of dimensions."""
-        return len(self.shape)
-
-    @property
-    def size(self) -> int:
-        """The number of elements."""
-        return math.prod(self.shape)
-
-    @property
-    def nbytes(self) -> int:
-        """The selection's size in bytes, uncompressed."""
-        return self.size * self.dtype.itemsize
-
     def index(self) -> tuple[slice | int, ...]:
         """The selection as an index into the stored array (``array[lazy.index()]``)."""
         out: list[slice | int] = []
@@ -636,11 +627,6 @@ class LazyArray:
         )
         return f"<LazyArray {self._array.name}[{index}] shape={self.shape} dtype={self.dtype}>"
 
-    def __len__(self) -> int:
-        if not self.shape:
-            raise TypeError("len() of a 0-d array")
-        return self.shape[0]
-
     # -- selecting and reading -----------------------------------------------------------
 
     def __getitem__(self, key: Any) -> LazyArray:
@@ -648,23 +634,20 @@ class LazyArray:
         from hubzarr.array import _normalize_index
 
         selection, _, flips = _normalize_index(key, self.shape)
-        picked = iter(zip(selection, range(len(selection)), strict=True))
+        picked = iter(selection)  # one item per axis of this selection (its ranges)
         axes: list[Axis] = []
         out_axis = 0
         for axis in self._axes:
             if isinstance(axis, int):
                 axes.append(axis)
                 continue
-            item, position = next(picked)
+            item = next(picked)
             if isinstance(item, int):
                 axes.append(axis[item])
                 continue
             taken = axis[item]
-            if out_axis in flips:
-                taken = taken[::-1]
-            axes.append(taken)
+            axes.append(taken[::-1] if out_axis in flips else taken)
             out_axis += 1
-            del position
         return LazyArray(self._array, tuple(axes))
 
     def compute(self) -> npt.NDArray[Any]:
@@ -709,15 +692,20 @@ class LazyArray:
         reader, token = self._reader()
         layout = reader.layout
         per_axis, flips = _pieces(self._axes, layout)
-        groups = _groups_per_axis(per_axis, self._axes, layout.dtype.itemsize, BLOCK_BYTES)
+        extents: list[list[int] | None] = [
+            None
+            if isinstance(axis, int)
+            else [p[2].stop - p[2].start for p in pieces if p[2] is not None]
+            for axis, pieces in zip(self._axes, per_axis, strict=True)
+        ]
+        counts = _block_counts(extents, layout.dtype.itemsize, BLOCK_BYTES)
+        groups = [_split(p, c) for p, c in zip(per_axis, counts, strict=True)]
         token = tokenize(token, self._axes)
         name = f"hubzarr-read-{token}"
         out_axes = [a for a, axis in enumerate(self._axes) if isinstance(axis, range)]
         chunks: list[tuple[int, ...]] = []
         for out, a in enumerate(out_axes):
-            lengths = tuple(
-                sum(p[2].stop - p[2].start for p in g if p[2] is not None) for g in groups[a]
-            )
+            lengths = tuple(sum(run) for run in _split(extents[a] or [], counts[a]))
             chunks.append(lengths[::-1] if out in flips else lengths)
         layer: dict[Any, Any] = {}
         for block in product(*(range(len(g)) for g in groups)):
@@ -1023,23 +1011,11 @@ def _aligned_chunks(
     for s, c in zip(region, layout.chunks, strict=True):
         edges = [s.start, *range((s.start // c + 1) * c, s.stop, c), s.stop]
         per_axis.append([b - a for a, b in pairwise(edges) if b > a])
-    out: list[tuple[int, ...]] = [()] * len(per_axis)
-    inner = itemsize
-    full = True
-    for a in reversed(range(len(per_axis))):
-        lengths = per_axis[a]
-        total = sum(lengths)
-        if full and inner * total <= target:
-            out[a] = (total,) if total else ()
-            inner *= max(total, 1)
-            continue
-        if not full:
-            out[a] = tuple(lengths)
-            continue
-        per_block = max(1, target // max(inner * layout.chunks[a], 1))
-        out[a] = tuple(sum(lengths[i : i + per_block]) for i in range(0, len(lengths), per_block))
-        full = False
-    return tuple(out)
+    counts = _block_counts(per_axis, itemsize, target)
+    return tuple(
+        tuple(sum(run) for run in _split(lengths, n))
+        for lengths, n in zip(per_axis, counts, strict=True)
+    )
 
 
 def assign(array: HubArray, key: Any, value: Any, *, new: bool = False) -> None:

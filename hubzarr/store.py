@@ -615,22 +615,17 @@ class HubStore(KeySetListing, Store):
     async def set(self, key: str, value: Buffer) -> None:
         """Store ``value`` at ``key`` in the branch's head (a ``.zmetadata`` is dropped: the
         store builds it from the metadata files on every read)."""
-        self._check_key(key)
         if _consolidated_group(key) is not None:
+            self._check_key(key)
             await self._ensure_writable()
             return
-        payload = value.as_numpy_array().data
-
-        def framed() -> tuple[bytes, memoryview]:
-            return frame.encode_header(payload), payload
-
-        await self._fenced_write(key, framed)
+        await self.write_payload(key, value.as_numpy_array().data)
 
     async def write_payload(self, key: str, payload: bytes | memoryview) -> None:
         """Store ``payload`` (encoded chunk bytes) at ``key`` in the branch's head.
 
-        The same fenced write as :meth:`set`, for hubzarr's bulk writers, which encode chunks
-        themselves.
+        What :meth:`set` does with zarr's buffer; hubzarr's bulk writers call it with the chunks
+        they encode themselves.
         """
         self._check_key(key)
         header = frame.encode_header(payload)

@@ -6,6 +6,7 @@ argument, ``HUBZARR_ROOT``, the config file, or the embedded default folder.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Coroutine
 from typing import Any, Literal, TypeVar
@@ -14,7 +15,7 @@ import zarr
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 
-from hubzarr.array import DEFAULT_COMPRESSOR, HubArray
+from hubzarr.array import DEFAULT_COMPRESSOR, HubArray, check_flag
 from hubzarr.collect import DEFAULT_GRACE_S, GCReport, collect
 from hubzarr.config import resolve_namespace, resolve_root, resolve_storage_options
 from hubzarr.errors import AlreadyExistsError, InvalidArgumentError, NotFoundError, ReadOnlyError
@@ -31,7 +32,7 @@ from hubzarr.metadata import (
 from hubzarr.names import Name, parse_name
 from hubzarr.storage import Storage, check_root, open_storage, public_options
 from hubzarr.store import HubStore
-from hubzarr.versions import LogEntry, Repository, list_repositories
+from hubzarr.versions import LogEntry, Repository, check_message, list_repositories
 
 __all__ = [
     "Hub",
@@ -156,6 +157,7 @@ class Hub:
         ReadOnlyError
             If ``overwrite`` names a tag or a sealed version.
         """
+        check_flag(overwrite, "overwrite")
         parsed = self._parse(name)
         codec = DEFAULT_COMPRESSOR if compressor is _DEFAULT else compressor
         spec = array_spec(shape, dtype, chunks, fill_value, codec)
@@ -381,6 +383,8 @@ class Hub:
     def tag(self, name: str, tag: str, message: str | None = None) -> str:
         """Create an immutable tag of ``name``'s current state; no chunk is copied.
 
+        Every argument is checked before anything is read or written.
+
         Returns
         -------
         str
@@ -390,13 +394,15 @@ class Hub:
         ------
         InvalidNameError
             If ``name`` or ``tag`` is malformed.
+        InvalidArgumentError
+            If ``message`` is neither a string nor ``None``.
         NotFoundError
             If the repository or ref does not exist.
         AlreadyExistsError
             If a tag or branch named ``tag`` exists.
         """
         repo, parsed = self._repo(name)
-        return _run(repo.tag(parsed.ref, tag, message))
+        return _run(repo.tag(parsed.ref, tag, check_message(message)))
 
     def branch(self, name: str, new_branch: str) -> str:
         """Create a writable branch starting at ``name``'s current state.
@@ -480,12 +486,20 @@ class Hub:
         NotFoundError
             If the repository does not exist.
         InvalidArgumentError
-            If ``grace`` is negative or not a number.
+            If ``grace`` is not a finite number >= 0, or ``dry_run`` not a bool (nothing is
+            read or deleted).
         """
+        if (
+            isinstance(grace, bool)
+            or not isinstance(grace, int | float)
+            or not 0 <= grace < math.inf
+        ):
+            raise InvalidArgumentError(
+                f"grace must be a finite number of seconds >= 0, not {grace!r}"
+            )
+        check_flag(dry_run, "dry_run")
         repo, _ = self._repo_only(name, "gc")
-        if isinstance(grace, bool) or not isinstance(grace, int | float) or not grace >= 0:
-            raise InvalidArgumentError(f"grace must be a number of seconds >= 0, not {grace!r}")
-        return _run(collect(repo, grace=float(grace), dry_run=dry_run))
+        return _run(collect(repo, grace=float(grace), dry_run=bool(dry_run)))
 
     def verify(self, name: str, progress: Callable[[int, int], None] | None = None) -> VerifyReport:
         """Read and check every stored object of a version.
@@ -509,7 +523,13 @@ class Hub:
         ------
         NotFoundError
             If the repository or ref does not exist.
+        InvalidArgumentError
+            If ``progress`` is neither callable nor ``None``.
         """
+        if progress is not None and not callable(progress):
+            raise InvalidArgumentError(
+                f"progress must be a function progress(done, total) or None, not {progress!r}"
+            )
         store = self._store(self._parse(name), read_only=True)
         return _run(verify_store(store, progress))
 
@@ -533,7 +553,15 @@ class Hub:
         return _run(repo.log(parsed.ref))
 
     def ls(self, prefix: str = "") -> list[str]:
-        """Return the names (``user/name``) of the repositories whose name starts with prefix."""
+        """Return the names (``user/name``) of the repositories whose name starts with prefix.
+
+        Raises
+        ------
+        InvalidArgumentError
+            If ``prefix`` is not a string.
+        """
+        if not isinstance(prefix, str):
+            raise InvalidArgumentError(f"prefix must be a string, not {prefix!r}")
         return _run(list_repositories(self.storage, prefix))
 
     def delete(self, name: str) -> None:

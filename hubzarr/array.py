@@ -20,9 +20,16 @@ import numpy as np
 import numpy.typing as npt
 import zarr
 from numcodecs.abc import Codec
+from zarr.core.dtype import get_data_type_from_native_dtype
 from zarr.core.sync import sync
 
-from hubzarr.errors import ConflictError, InvalidArgumentError, InvalidIndexError, UnsafeCastError
+from hubzarr.errors import (
+    ConflictError,
+    HubError,
+    InvalidArgumentError,
+    InvalidIndexError,
+    UnsafeCastError,
+)
 from hubzarr.store import HubStore, conditional_writes
 
 if TYPE_CHECKING:
@@ -35,7 +42,9 @@ __all__ = [
     "cast_value",
     "check_chunks",
     "check_compressor",
+    "check_ddof",
     "check_dtype",
+    "check_flag",
     "check_shape",
     "default_chunks",
 ]
@@ -98,17 +107,59 @@ def check_dtype(dtype: Any) -> np.dtype[Any]:
     Raises
     ------
     InvalidArgumentError
-        If numpy does not understand ``dtype``, or it is not numeric.
+        If numpy does not understand ``dtype``, it is not numeric, or zarr format 2 cannot
+        store it (``float128``, ``complex256``: numpy's extended precision, whose bytes differ
+        between machines).
     """
     try:
         out: np.dtype[Any] = np.dtype(dtype)
-    except TypeError as exc:
+    except (TypeError, ValueError) as exc:
         raise InvalidArgumentError(f"dtype {dtype!r} is not a numpy dtype: {exc}") from exc
     if out.kind not in _DTYPE_KINDS or out.fields is not None:
         raise InvalidArgumentError(
             f"dtype {out} is not supported; use a bool, integer, float or complex dtype"
         )
+    try:
+        get_data_type_from_native_dtype(out)
+    except ValueError:
+        # zarr's own list of the dtypes it stores, rather than ours: they cannot drift apart.
+        raise InvalidArgumentError(
+            f"dtype {out} cannot be stored in a zarr (format 2) array; use float64 or "
+            "complex128 for the widest floats"
+        ) from None
     return out
+
+
+def check_flag(value: Any, what: str) -> bool:
+    """Return ``value`` if it is a bool (``numpy.bool_`` too).
+
+    A flag is not taken by truth value: ``dry_run="no"`` would mean yes.
+
+    Raises
+    ------
+    InvalidArgumentError
+        For anything else.
+    """
+    if not isinstance(value, bool | np.bool_):
+        raise InvalidArgumentError(
+            f"{what} must be True or False, not {value!r} ({type(value).__name__})"
+        )
+    return bool(value)
+
+
+def check_ddof(ddof: Any) -> int:
+    """Return ``ddof`` (delta degrees of freedom) if it is a non-negative integer.
+
+    Raises
+    ------
+    InvalidArgumentError
+        For a bool, a float, a negative integer or anything else.
+    """
+    if isinstance(ddof, bool | np.bool_) or not isinstance(ddof, int | np.integer) or ddof < 0:
+        raise InvalidArgumentError(
+            f"ddof must be a non-negative integer, not {ddof!r} ({type(ddof).__name__})"
+        )
+    return int(ddof)
 
 
 def check_chunks(chunks: Any, shape: tuple[int, ...], dtype: np.dtype[Any]) -> tuple[int, ...]:
@@ -427,8 +478,28 @@ class HubArray(Shaped):
 
     def _read(self, key: Any) -> npt.NDArray[Any]:
         selection, _, flips = _normalize_index(key, self.shape)
-        out = np.asarray(self.zarr[selection])
+        target = self.zarr
+        try:
+            out = np.asarray(target[selection])
+        except HubError:
+            raise
+        except Exception as exc:
+            self._name_the_broken_chunk(selection, exc)
+            raise
         return np.flip(out, axis=flips) if flips else out
+
+    def _name_the_broken_chunk(self, selection: tuple[int | slice, ...], exc: Exception) -> None:
+        """Raise :class:`CorruptChunkError` naming the chunk of ``selection`` that does not
+        decode, if one does not: zarr runs the codecs itself and lets their errors through
+        as they are (a RuntimeError from Blosc, a ValueError from a reshape), naming no key.
+
+        Only on that failure path: each chunk the selection touches is read again and decoded
+        as the bulk readers decode (with the same checks), so the cost of the read is paid
+        twice, once.
+        """
+        from hubzarr.bulk import check_chunks_decode
+
+        check_chunks_decode(self, selection, exc)
 
     def __setitem__(self, key: Any, value: Any) -> None:
         target = self.zarr
@@ -462,6 +533,12 @@ class HubArray(Shaped):
                 time.sleep(random.uniform(0, min(_BACKOFF_CAP_S, 0.002 * 2**attempt)))
                 self._store.follow_head()
                 continue
+            except HubError:
+                raise
+            except Exception as exc:
+                # A chunk written in part is read and decoded first, by zarr's codecs.
+                self._name_the_broken_chunk(selection, exc)
+                raise
             return
         raise ConflictError(
             f"{self.name}: other writers kept changing the chunks of {key!r} during "
@@ -498,27 +575,86 @@ class HubArray(Shaped):
         """Sum of all values, in one parallel pass: exact for integers, float64 for floats.
 
         ``progress=True`` shows a progress bar (on stderr, or dask.distributed's).
+
+        Raises
+        ------
+        InvalidArgumentError
+            If ``progress`` is not a bool (checked before anything is read).
+        CorruptChunkError
+            If a chunk is corrupt or does not decode.
         """
+        check_flag(progress, "progress")
         return self._whole().sum(progress=progress)
 
     def mean(self, *, progress: bool = False) -> Any:
-        """Mean of all values, in one parallel pass, accumulated in float64."""
+        """Mean of all values, in one parallel pass, accumulated in float64.
+
+        Raises
+        ------
+        InvalidArgumentError
+            If ``progress`` is not a bool (checked before anything is read).
+        CorruptChunkError
+            If a chunk is corrupt or does not decode.
+        """
+        check_flag(progress, "progress")
         return self._whole().mean(progress=progress)
 
     def var(self, *, ddof: int = 0, progress: bool = False) -> Any:
-        """Variance of all values, in one parallel pass (parallel moments, float64)."""
+        """Variance of all values, in one parallel pass (parallel moments, float64).
+
+        Raises
+        ------
+        InvalidArgumentError
+            If ``ddof`` is not a non-negative integer or ``progress`` not a bool (checked
+            before anything is read).
+        CorruptChunkError
+            If a chunk is corrupt or does not decode.
+        """
+        check_ddof(ddof)
+        check_flag(progress, "progress")
         return self._whole().var(ddof=ddof, progress=progress)
 
     def std(self, *, ddof: int = 0, progress: bool = False) -> Any:
-        """Standard deviation of all values, in one parallel pass (parallel moments, float64)."""
+        """Standard deviation of all values, in one parallel pass (parallel moments, float64).
+
+        Raises
+        ------
+        InvalidArgumentError
+            If ``ddof`` is not a non-negative integer or ``progress`` not a bool (checked
+            before anything is read).
+        CorruptChunkError
+            If a chunk is corrupt or does not decode.
+        """
+        check_ddof(ddof)
+        check_flag(progress, "progress")
         return self._whole().std(ddof=ddof, progress=progress)
 
     def min(self, *, progress: bool = False) -> Any:
-        """Smallest value, in one parallel pass."""
+        """Smallest value, in one parallel pass.
+
+        Raises
+        ------
+        InvalidArgumentError
+            If ``progress`` is not a bool (checked before anything is read), or the array
+            is complex.
+        CorruptChunkError
+            If a chunk is corrupt or does not decode.
+        """
+        check_flag(progress, "progress")
         return self._whole().min(progress=progress)
 
     def max(self, *, progress: bool = False) -> Any:
-        """Largest value, in one parallel pass."""
+        """Largest value, in one parallel pass.
+
+        Raises
+        ------
+        InvalidArgumentError
+            If ``progress`` is not a bool (checked before anything is read), or the array
+            is complex.
+        CorruptChunkError
+            If a chunk is corrupt or does not decode.
+        """
+        check_flag(progress, "progress")
         return self._whole().max(progress=progress)
 
     def histogram(
@@ -529,7 +665,19 @@ class HubArray(Shaped):
         progress: bool = False,
     ) -> tuple[npt.NDArray[np.int64], npt.NDArray[Any]]:
         """Histogram of all values, as :func:`numpy.histogram` (see
-        :meth:`hubzarr.bulk.LazyArray.histogram`)."""
+        :meth:`hubzarr.bulk.LazyArray.histogram`).
+
+        Raises
+        ------
+        InvalidArgumentError
+            If ``bins``, ``range`` or ``progress`` are unusable (checked before anything is
+            read), or the array is complex.
+        CorruptChunkError
+            If a chunk is corrupt or does not decode.
+        """
+        from hubzarr.bulk import check_histogram
+
+        check_histogram(bins, range, progress)
         return self._whole().histogram(bins, range, progress=progress)
 
 

@@ -31,14 +31,14 @@ from numcodecs.abc import Codec
 from zarr.core.metadata.v2 import ArrayV2Metadata
 from zarr.core.sync import _get_loop, sync
 
-from hubzarr.array import Shaped
+from hubzarr.array import Shaped, check_ddof, check_flag
 from hubzarr.errors import CorruptChunkError, InvalidArgumentError
 from hubzarr.store import HubStore
 
 if TYPE_CHECKING:
     from hubzarr.array import HubArray
 
-__all__ = ["Layout", "LazyArray", "Stats"]
+__all__ = ["Layout", "LazyArray", "Stats", "check_chunks_decode", "check_histogram"]
 
 T = TypeVar("T")
 
@@ -111,18 +111,28 @@ class Layout:
             f"{self.dtype} ({why}); run `hub verify` on the repository and rewrite that region"
         )
 
-    def decode_into(self, payload: memoryview, out: npt.NDArray[Any]) -> bool:
+    def decode_into(
+        self, payload: memoryview, out: npt.NDArray[Any], coords: tuple[int, ...]
+    ) -> bool:
         """Decode a whole chunk straight into ``out`` if the codecs allow; return whether done.
 
         ``out`` must be C-contiguous with the chunk's shape and this layout's dtype. Only a
         Blosc compressor without filters, in C order, decodes in place (its header states the
         decoded size, which is checked first).
+
+        Raises
+        ------
+        CorruptChunkError
+            If Blosc cannot decode the chunk at ``coords`` (its header is right, the rest not).
         """
         if self.filters or self.order != "C" or not isinstance(self.compressor, numcodecs.Blosc):
             return False
         if _blosc_nbytes(payload) != out.nbytes:
             return False  # decode() says what is wrong
-        self.compressor.decode(payload, out=out)
+        try:
+            self.compressor.decode(payload, out=out)
+        except Exception as exc:  # the codec's own error: the bytes are not what they should be
+            raise self._broken(coords, f"{type(exc).__name__}: {exc}") from exc
         return True
 
     def decode(
@@ -327,12 +337,56 @@ def read_block(
         target = out[(*piece.outer, Ellipsis)]  # type: ignore[arg-type]  # a view, even 0-d
         if payload is None:
             target[...] = layout.fill_value
-        elif piece.whole and target.flags.c_contiguous and layout.decode_into(payload, target):
+        elif (
+            piece.whole
+            and target.flags.c_contiguous
+            and layout.decode_into(payload, target, piece.coords)
+        ):
             continue
         else:
             scratch = _scratch_buffer(layout.chunk_nbytes)
             target[...] = layout.decode(payload, piece.coords, scratch)[piece.inner]
     return np.flip(out, axis=flips) if flips else out
+
+
+def check_chunks_decode(
+    array: HubArray, selection: Sequence[int | slice], cause: BaseException
+) -> None:
+    """Raise :class:`CorruptChunkError` for the first chunk of ``selection`` that does not
+    decode to a chunk of ``array``; return if every one does.
+
+    For naming the chunk behind an error that zarr's codec pipeline raised (``cause``), which
+    names none: each chunk the selection touches is read again and decoded as the bulk readers
+    decode.
+
+    Parameters
+    ----------
+    array : HubArray
+        The array read.
+    selection : sequence of int or slice
+        One index or slice (non-negative bounds, positive step) per dimension.
+    cause : BaseException
+        The error being explained; the raised one is chained to it.
+
+    Raises
+    ------
+    CorruptChunkError
+        Naming the chunk's key, if one does not decode.
+    """
+    layout = Layout.of(array)
+    axes: list[Axis] = [
+        item if isinstance(item, int) else range(*item.indices(n))
+        for item, n in zip(selection, layout.shape, strict=True)
+    ]
+    per_axis, _ = _pieces(axes, layout)
+    coords = list(dict.fromkeys(tuple(p[0] for p in parts) for parts in product(*per_axis)))
+    scratch = _scratch_buffer(layout.chunk_nbytes)
+    for c, payload in zip(coords, _Reader(array.store, layout).fetch(coords), strict=True):
+        if payload is not None:
+            try:
+                layout.decode(payload, c, scratch)
+            except CorruptChunkError as error:
+                raise error from cause
 
 
 # -- one-pass statistics -------------------------------------------------------------------
@@ -734,6 +788,7 @@ class LazyArray(Shaped):
     # -- reductions ----------------------------------------------------------------------
 
     def _stats(self, want: _Want, progress: bool) -> Stats:
+        check_flag(progress, "progress")  # every reduction comes here before reading
         from dask.base import tokenize
         from dask.delayed import Delayed
         from dask.highlevelgraph import HighLevelGraph
@@ -763,12 +818,28 @@ class LazyArray(Shaped):
         return _compute(Delayed(keys[0], graph, layer=name), progress)  # type: ignore[no-untyped-call,no-any-return]
 
     def sum(self, *, progress: bool = False) -> Any:
-        """Sum of the selection's values: exact for integers, float64 for floats."""
+        """Sum of the selection's values: exact for integers, float64 for floats.
+
+        Raises
+        ------
+        InvalidArgumentError
+            If ``progress`` is not a bool (checked before anything is read).
+        CorruptChunkError
+            If a chunk is corrupt or does not decode.
+        """
         total = self._stats(_Want(sum=True), progress).total
         return _scalar(total, self.dtype)
 
     def mean(self, *, progress: bool = False) -> Any:
-        """Mean of the selection's values, accumulated in float64 (NaN if it is empty)."""
+        """Mean of the selection's values, accumulated in float64 (NaN if it is empty).
+
+        Raises
+        ------
+        InvalidArgumentError
+            If ``progress`` is not a bool (checked before anything is read).
+        CorruptChunkError
+            If a chunk is corrupt or does not decode.
+        """
         stats = self._stats(_Want(sum=True), progress)
         if stats.count == 0:
             return np.float64("nan")
@@ -776,14 +847,33 @@ class LazyArray(Shaped):
         return np.complex128(mean) if self.dtype.kind == "c" else np.float64(mean)
 
     def var(self, *, ddof: int = 0, progress: bool = False) -> Any:
-        """Variance, from one pass of parallel moments in float64 (as numpy's ``var``)."""
+        """Variance, from one pass of parallel moments in float64 (as numpy's ``var``).
+
+        Raises
+        ------
+        InvalidArgumentError
+            If ``ddof`` is not a non-negative integer or ``progress`` not a bool (checked
+            before anything is read).
+        CorruptChunkError
+            If a chunk is corrupt or does not decode.
+        """
+        ddof = check_ddof(ddof)
         stats = self._stats(_Want(moments=True), progress)
         if stats.count - ddof <= 0:
             return np.float64("nan")
         return np.float64(stats.m2 / (stats.count - ddof))
 
     def std(self, *, ddof: int = 0, progress: bool = False) -> Any:
-        """Standard deviation, from one pass of parallel moments in float64."""
+        """Standard deviation, from one pass of parallel moments in float64.
+
+        Raises
+        ------
+        InvalidArgumentError
+            If ``ddof`` is not a non-negative integer or ``progress`` not a bool (checked
+            before anything is read).
+        CorruptChunkError
+            If a chunk is corrupt or does not decode.
+        """
         return np.sqrt(self.var(ddof=ddof, progress=progress))
 
     def _extremes(self, progress: bool) -> Stats:
@@ -799,11 +889,27 @@ class LazyArray(Shaped):
         return self._stats(_Want(extremes=True), progress)
 
     def min(self, *, progress: bool = False) -> Any:
-        """Smallest value (NaN if there is one, as numpy)."""
+        """Smallest value (NaN if there is one, as numpy).
+
+        Raises
+        ------
+        InvalidArgumentError
+            If ``progress`` is not a bool, the values are complex, or the selection is empty.
+        CorruptChunkError
+            If a chunk is corrupt or does not decode.
+        """
         return self.dtype.type(self._extremes(progress).low)
 
     def max(self, *, progress: bool = False) -> Any:
-        """Largest value (NaN if there is one, as numpy)."""
+        """Largest value (NaN if there is one, as numpy).
+
+        Raises
+        ------
+        InvalidArgumentError
+            If ``progress`` is not a bool, the values are complex, or the selection is empty.
+        CorruptChunkError
+            If a chunk is corrupt or does not decode.
+        """
         return self.dtype.type(self._extremes(progress).high)
 
     def histogram(
@@ -829,25 +935,22 @@ class LazyArray(Shaped):
         -------
         (counts, edges)
             ``counts`` of each bin (int64) and the ``len(counts) + 1`` bin edges.
+
+        Raises
+        ------
+        InvalidArgumentError
+            If ``bins``, ``range`` or ``progress`` are unusable (checked before anything is
+            read), the values are complex, or, without ``range``, not all finite.
+        CorruptChunkError
+            If a chunk is corrupt or does not decode.
         """
+        count, edges, span = check_histogram(bins, range, progress)
         if self.dtype.kind == "c":
             raise InvalidArgumentError(f"cannot bin complex values ({self.dtype})")
-        if isinstance(bins, bool) or not isinstance(bins, int | np.integer):
-            try:
-                edges = np.asarray(bins, dtype=np.float64)
-            except (TypeError, ValueError) as exc:
-                raise InvalidArgumentError(
-                    f"bins must be a positive int or a sequence of edges, not {bins!r}"
-                ) from exc
-            if edges.ndim != 1 or edges.size < 2 or not np.all(np.diff(edges) >= 0):
-                raise InvalidArgumentError(
-                    "bins given as edges must be a 1-d increasing sequence of at least 2 values"
-                )
+        if edges is not None:
             want = _Want(bins=tuple(edges.tolist()))
             return self._stats(want, progress).hist_or(edges.size - 1), edges
-        if bins < 1:
-            raise InvalidArgumentError(f"bins must be at least 1, not {bins}")
-        if range is None:
+        if span is None:
             if self.size == 0:
                 low, high = 0.0, 1.0
             else:
@@ -860,18 +963,70 @@ class LazyArray(Shaped):
                         "pass range=(low, high) to bin the finite values"
                     )
         else:
-            try:
-                low, high = (float(v) for v in range)
-            except (TypeError, ValueError) as exc:
-                raise InvalidArgumentError(
-                    f"range must be a pair of numbers (low, high), not {range!r}"
-                ) from exc
-            if not (np.isfinite(low) and np.isfinite(high)) or low > high:
-                raise InvalidArgumentError(f"range {range!r} must be finite, with low <= high")
-        want = _Want(bins=int(bins), range=(low, high))
-        counts = self._stats(want, progress).hist_or(int(bins))
-        edges = np.histogram(np.empty(0, dtype=self.dtype), bins=int(bins), range=(low, high))[1]
-        return counts, edges
+            low, high = span
+        want = _Want(bins=count, range=(low, high))
+        counts = self._stats(want, progress).hist_or(count)
+        cuts = np.histogram(np.empty(0, dtype=self.dtype), bins=count, range=(low, high))[1]
+        return counts, cuts
+
+
+def _number(value: Any) -> float | None:
+    """``value`` as a float if it is a real number (not a bool, not a string)."""
+    if isinstance(value, bool | np.bool_) or not isinstance(
+        value, int | float | np.integer | np.floating
+    ):
+        return None
+    return float(value)
+
+
+def check_histogram(
+    bins: Any, range: Any, progress: Any
+) -> tuple[int, npt.NDArray[np.float64] | None, tuple[float, float] | None]:
+    """Check the arguments of :meth:`LazyArray.histogram` and return them parsed.
+
+    Returns
+    -------
+    (count, edges, range)
+        The number of bins; the edges if ``bins`` gave them (else ``None``); ``range`` as two
+        floats (``None`` if not given).
+
+    Raises
+    ------
+    InvalidArgumentError
+        If ``bins`` is neither a positive integer nor an increasing 1-d sequence of at least two
+        numbers, ``range`` is neither ``None`` nor a pair of finite numbers with low <= high, or
+        ``progress`` is not a bool.
+    """
+    check_flag(progress, "progress")
+    span: tuple[float, float] | None = None
+    if range is not None:
+        pair = tuple(range) if isinstance(range, tuple | list | np.ndarray) else ()
+        numbers = [_number(v) for v in pair]
+        if len(numbers) != 2 or None in numbers:
+            raise InvalidArgumentError(
+                f"range must be a pair of numbers (low, high), not {range!r}"
+            )
+        low, high = numbers
+        assert low is not None and high is not None
+        if not (math.isfinite(low) and math.isfinite(high)) or low > high:
+            raise InvalidArgumentError(f"range {range!r} must be finite, with low <= high")
+        span = (low, high)
+    if isinstance(bins, int | np.integer) and not isinstance(bins, bool | np.bool_):
+        if bins < 1:
+            raise InvalidArgumentError(f"bins must be at least 1, not {bins}")
+        return int(bins), None, span
+    if not isinstance(bins, Sequence | np.ndarray) or isinstance(bins, str | bytes):
+        raise InvalidArgumentError(
+            f"bins must be a positive int or a sequence of edges, not {bins!r}"
+        )
+    if any(_number(v) is None for v in np.asarray(bins, dtype=object).reshape(-1)):
+        raise InvalidArgumentError(f"bins given as edges must be numbers, not {bins!r}")
+    edges = np.asarray(bins, dtype=np.float64)
+    if edges.ndim != 1 or edges.size < 2 or not np.all(np.diff(edges) >= 0):
+        raise InvalidArgumentError(
+            "bins given as edges must be a 1-d increasing sequence of at least 2 values"
+        )
+    return edges.size - 1, edges, span
 
 
 def _scalar(total: Any, dtype: np.dtype[Any]) -> Any:

@@ -307,13 +307,14 @@ def verify(name: NameArgument, root: RootOption = None) -> None:
     """
     from hubzarr.api import Hub
 
+    hub = Hub(root)  # a refused root is reported before the progress bar starts
     with typer.progressbar(length=0, label="verifying", file=sys.stderr) as bar:
 
         def progress(done: int, total: int) -> None:
             bar.length = total
             bar.update(1)
 
-        report = Hub(root).verify(name, progress)
+        report = hub.verify(name, progress)
     for problem in report.problems:
         typer.echo(f"error: {problem.message}", err=True)
     status = "OK" if report.ok else f"{len(report.problems)} problems"
@@ -684,6 +685,7 @@ def configure(
     Missing keys are asked for when run in a terminal. An empty value clears a setting.
     """
     from hubzarr.config import resolve_root
+    from hubzarr.storage import check_root
 
     secrets = [s for s in (secret_access_key,) if s]
     changing = any(
@@ -709,6 +711,10 @@ def configure(
         raise typer.Exit(2)
     interactive = not no_input and _stdin_is_tty()
     try:
+        env_root = os.environ.get("HUBZARR_ROOT")
+        if env_root:
+            # Refused before anything is written, and never echoed in the note on it below.
+            check_root(env_root, where=" in $HUBZARR_ROOT")
         if changing:
             _change_settings(
                 root=root,

@@ -25,18 +25,26 @@ head that was open when marking began is kept even if the head is sealed meanwhi
 temporary files are kept at least :data:`RECORD_GRACE_S`, whatever the grace: a seal or a branch
 in flight creates its new version's record before publishing it. The grace period must exceed
 the clock skew between this machine and the storage's servers.
+
+Only objects whose names the repository layout gives hubzarr's own objects are ever deleted
+(:data:`_RECORD`, :data:`_INCARNATION_OBJECT`, ``data/<version id>/...``): a repository's folder
+may also hold a second hub root nested in it, a user's notes or a planted link, and those are
+left alone. Listings never follow a link (see :class:`hubzarr.storage.LocalStorage`), so a
+link in a repository's folder is neither deleted nor entered.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from hubzarr.errors import NotFoundError
+from hubzarr.names import REF
 from hubzarr.storage import TMP_SUFFIX
-from hubzarr.versions import Repository, split_generation
+from hubzarr.versions import INCARNATION_ID, VERSION_ID, Repository, split_generation
 
 __all__ = ["DEFAULT_GRACE_S", "GCReport", "collect"]
 
@@ -46,6 +54,28 @@ DEFAULT_GRACE_S = 3600.0
 #: operation in flight (a seal, a branch, a local write) may be about to use them.
 RECORD_GRACE_S = 600.0
 _BATCH = 64
+
+# -- the names gc may delete -----------------------------------------------------------------
+#
+# The grammar of the names hubzarr writes inside a repository's folder, in one place: version
+# and incarnation ids and ref names come from the modules that make them (versions.py,
+# names.py), so a change of either shows here.
+
+_VERSION = VERSION_ID.pattern
+#: The temporary file a killed local writer leaves beside ``name``:
+#: ``name.<32 hex digits>.hubzarr-tmp`` (see :func:`hubzarr.storage._write_in`).
+_TEMPORARY = rf"(?:\.[0-9a-f]{{32}}{re.escape(TMP_SUFFIX)})?"
+#: A version's record, seal or manifest, relative to ``versions/``, ``seals/`` or
+#: ``manifests/``; group 1 is the version id.
+_RECORD = re.compile(rf"({_VERSION})\.json{_TEMPORARY}", re.ASCII)
+#: An object inside an incarnation folder, relative to it.
+_INCARNATION_OBJECT = re.compile(
+    rf"(?:(?:versions|seals|manifests)/{_VERSION}\.json"
+    rf"|refs/(?:branches|tags|names)/{REF.pattern}\.json"
+    rf"){_TEMPORARY}"
+    rf"|data/{_VERSION}/.+",
+    re.ASCII,
+)
 
 
 def _now() -> float:
@@ -196,6 +226,8 @@ async def collect(repo: Repository, *, grace: float, dry_run: bool) -> GCReport:
     data = await storage.list_detailed(repo.path("data"), temporaries=True)
     for name, (size, mtime) in data.items():
         version, _, rest = name.partition("/")
+        if not rest or not VERSION_ID.fullmatch(version):
+            continue  # not an object hubzarr wrote: never ours to delete
         limit = record_cutoff if rest.endswith(TMP_SUFFIX) else cutoff
         old = mtime < limit and not _young(version, limit)
         # An open head keeps everything but a killed writer's temporary files; a sealed
@@ -210,19 +242,25 @@ async def collect(repo: Repository, *, grace: float, dry_run: bool) -> GCReport:
     for folder in ("versions", "seals", "manifests"):
         listed = await storage.list_detailed(repo.path(folder), temporaries=True)
         for name, (size, mtime) in listed.items():
-            version = name.removesuffix(".json").split(".", 1)[0]
+            record = _RECORD.fullmatch(name)
+            if record is None:
+                continue  # not a record hubzarr wrote
+            version = record[1]
             if version in live or mtime >= record_cutoff or _young(version, record_cutoff):
                 continue
             doomed[repo.path(folder, name)] = size
             versions.add(version)
 
     # Folders of deleted incarnations: a deletion removes repo.json first, then the folder.
+    # Only folders named like an incarnation, and in them only hubzarr's objects: anything
+    # else in the repository's folder (a nested hub root, a user's files) is not ours.
     for entry in await storage.list_dir(repo.base):
-        if entry in ("repo.json", repo.incarnation):
+        if entry == repo.incarnation or not INCARNATION_ID.fullmatch(entry):
             continue
         listed = await storage.list_detailed(f"{repo.base}/{entry}", temporaries=True)
-        if listed and all(mtime < record_cutoff for _, mtime in listed.values()):
-            doomed.update((f"{repo.base}/{entry}/{n}", size) for n, (size, _) in listed.items())
+        own = {n: found for n, found in listed.items() if _INCARNATION_OBJECT.fullmatch(n)}
+        if own and all(mtime < record_cutoff for _, mtime in own.values()):
+            doomed.update((f"{repo.base}/{entry}/{n}", size) for n, (size, _) in own.items())
 
     if not dry_run:
         paths = sorted(doomed)

@@ -7,6 +7,12 @@ A setting is taken from, in order: the explicit argument, the environment
 ``~/.hubzarr`` and the namespace ``library`` (as Docker Hub names its official images, so
 ``hub.load("imagenet")`` means ``library/imagenet``).
 
+An environment variable set to the empty string counts as unset (``HUBZARR_ROOT= hub ls``
+is how a shell unsets it for one command). A root given explicitly, in the environment or in
+the config file is checked where it is used (:func:`resolve_root`): an empty or blank one is
+refused instead of meaning the current folder, and one that could hold credentials is refused
+without being echoed.
+
 The config file also holds the non-secret connection settings of an object-store root
 (``endpoint_url``, ``region``, ``profile``, ``anon``); :func:`resolve_storage_options` turns
 them into the fsspec filesystem's options. Secrets never go into it: S3 keys are written to the
@@ -205,18 +211,37 @@ def save_settings(settings: Settings) -> Path:
 def resolve_root(root: str | os.PathLike[str] | None = None) -> str:
     """Return the hub root to use: ``root``, ``HUBZARR_ROOT``, the config file, or the default.
 
+    Whichever is used is checked with :func:`hubzarr.storage.check_root`: an empty or blank
+    root is refused (it would silently mean the current folder), and so is one that could hold
+    credentials, without echoing it. ``HUBZARR_ROOT`` set to the empty string counts as unset,
+    as a shell's ``HUBZARR_ROOT= hub ls`` means; set to blanks, it is refused.
+
     Raises
     ------
     InvalidArgumentError
-        If ``root`` is neither a string nor a path.
+        If ``root`` is neither a string nor a path, or the root in use is refused by
+        :func:`~hubzarr.storage.check_root` (the message says where it came from).
+    FormatError
+        If the config file is needed and malformed.
     """
+    from hubzarr.storage import check_root
+
     if root is not None:
         if not isinstance(root, str | os.PathLike):
             raise InvalidArgumentError(
                 f"root must be a URL or a folder path, not {type(root).__name__}"
             )
-        return os.fspath(root)
-    return os.environ.get("HUBZARR_ROOT") or load_settings().root or default_root()
+        path = os.fspath(root)
+        if not isinstance(path, str):
+            raise InvalidArgumentError(f"root must be a URL or a folder path, not {path!r}")
+        return check_root(path)
+    env = os.environ.get("HUBZARR_ROOT")
+    if env:
+        return check_root(env, where=" in $HUBZARR_ROOT")
+    configured = load_settings().root
+    if configured is not None:
+        return check_root(configured, where=f" in the config file {config_path()}")
+    return default_root()
 
 
 def resolve_namespace() -> str:

@@ -15,7 +15,6 @@ concurrent creators of one key exactly one wins and the other gets ``AlreadyExis
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 from collections.abc import Callable, Iterator, MutableMapping
 from typing import Any, Literal
@@ -37,6 +36,7 @@ from hubzarr.metadata import (
     _get,
     _open_node,
     array_spec,
+    encode_attributes,
     group_documents,
     metadata_documents,
     node_key,
@@ -97,8 +97,8 @@ def check_key(key: Any) -> str:
     else:
         try:
             check_path(key)
-        except InvalidArgumentError:
-            problem = "it holds a backslash or ends like a temporary file"
+        except InvalidArgumentError as exc:
+            problem = f"the storage refuses it ({exc})"
     if problem is not None:
         raise InvalidArgumentError(
             f"invalid group key {key!r}: {problem}; use '/'-separated names such as 'images' "
@@ -116,16 +116,6 @@ async def _kind(store: HubStore, path: str) -> Kind | None:
     if zarray is not None:
         return "array"
     return "group" if zgroup is not None else None
-
-
-def _encode_attrs(attrs: dict[str, Any]) -> bytes:
-    try:
-        return json.dumps(attrs, indent=2, sort_keys=True).encode()
-    except (TypeError, ValueError) as exc:
-        raise InvalidArgumentError(
-            f"attributes must be JSON: strings, numbers, booleans, None, and lists and dicts of "
-            f"them ({exc}); convert numpy values with .item() or .tolist()"
-        ) from exc
 
 
 class HubGroup:
@@ -489,7 +479,7 @@ class HubGroup:
                 with conditional_writes():
                     attrs = await self._read_attrs()
                     change(attrs)
-                    payload = default_buffer_prototype().buffer.from_bytes(_encode_attrs(attrs))
+                    payload = default_buffer_prototype().buffer.from_bytes(encode_attributes(attrs))
                     await self._store.set(key, payload)
                 return attrs
             except ConflictError:
@@ -529,7 +519,7 @@ class Attributes(MutableMapping[str, Any]):
     def _apply(self, change: Callable[[dict[str, Any]], None]) -> None:
         check: dict[str, Any] = dict(self._values)
         change(check)
-        _encode_attrs(check)  # refuse what is not JSON before anything is written
+        encode_attributes(check)  # refuse what is not JSON before anything is written
         self._values = self._group._update_attrs(change)
 
     def __setitem__(self, key: str, value: Any) -> None:

@@ -18,11 +18,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import numcodecs
-import numpy as np
+from numcodecs.compat import ensure_contiguous_ndarray
 
 from hubzarr.errors import HubError
-from hubzarr.metadata import _check_attrs, _check_dtype, _check_zarray, _check_zgroup, _decode
+from hubzarr.metadata import (
+    _check_attrs,
+    _check_dtype,
+    _check_zarray,
+    _check_zgroup,
+    _decode,
+    array_codecs,
+)
 from hubzarr.store import HubStore
 
 __all__ = ["Problem", "VerifyReport", "verify_store"]
@@ -84,13 +90,15 @@ class _Layout:
     codecs: tuple[Any, ...]
     compressor: Any
     nbytes: int
+    #: Strings stored as Python objects (xarray's): they decode to objects, of no fixed size.
+    strings: bool
 
 
 def _layout(doc: dict[str, Any], where: str) -> _Layout:
     dtype = _check_dtype(doc["dtype"], where, strings=True)
-    filters = tuple(numcodecs.get_codec(dict(f)) for f in doc.get("filters") or ())
-    compressor = numcodecs.get_codec(dict(doc["compressor"])) if doc.get("compressor") else None
-    return _Layout(filters, compressor, math.prod(doc["chunks"]) * dtype.itemsize)
+    compressor, filters = array_codecs(doc, where)
+    nbytes = math.prod(doc["chunks"]) * dtype.itemsize
+    return _Layout(filters, compressor, nbytes, dtype.hasobject)
 
 
 def _array_of(key: str, layouts: dict[str, _Layout]) -> _Layout | None:
@@ -124,9 +132,13 @@ def _check_chunk(layout: _Layout, payload: memoryview) -> str | None:
         data: Any = payload
         if layout.compressor is not None:
             data = layout.compressor.decode(data)
-        if layout.codecs:
-            return None  # filters change the length; decompressing was the check
-        size = np.frombuffer(data, dtype="u1").nbytes
+        # The filters too, last first, as a reader decodes: a filter's own error (an astype
+        # that cannot convert, say) is as fatal to a read as the compressor's.
+        for codec in reversed(layout.codecs):
+            data = codec.decode(data)
+        if layout.strings:
+            return None  # Python strings: decoding them was the check
+        size = ensure_contiguous_ndarray(data).nbytes
     except Exception as exc:
         return f"does not decompress ({type(exc).__name__}: {exc})"
     if size != layout.nbytes:

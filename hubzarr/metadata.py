@@ -25,11 +25,13 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
+import numcodecs
 import numpy as np
 import zarr
 from numcodecs.abc import Codec
 from numcodecs.registry import codec_registry, entries
 from zarr.core.buffer import default_buffer_prototype
+from zarr.core.dtype import get_data_type_from_native_dtype
 from zarr.core.group import GroupMetadata
 from zarr.core.sync import sync
 from zarr.storage import StorePath
@@ -49,8 +51,11 @@ from hubzarr.errors import FormatError, HubError, InvalidArgumentError, NotFound
 from hubzarr.store import HubStore
 
 __all__ = [
+    "MAX_ATTRIBUTE_DEPTH",
     "GroupInfo",
+    "array_codecs",
     "array_spec",
+    "encode_attributes",
     "group_documents",
     "metadata_documents",
     "node_key",
@@ -80,6 +85,10 @@ _GROUP_ADVICE = (
     "the file was edited or damaged outside hubzarr: restore it from a copy, or recreate the group"
 )
 _JSON_TYPES = {list: "array", str: "string", int: "number", float: "number", bool: "boolean"}
+#: How deep lists and dicts may nest in attributes hubzarr writes. JSON's decoder gives up near
+#: Python's recursion limit (lower in a deep call stack), so a deeper value, once stored, could
+#: not be read back.
+MAX_ATTRIBUTE_DEPTH = 100
 # Values quoted in messages come from the file: keep a megabyte-long list out of the message.
 _shortened = reprlib.Repr()
 _shortened.maxlist = _shortened.maxdict = 8
@@ -166,7 +175,25 @@ def _check_dtype(spec: Any, where: str, *, strings: bool = False) -> np.dtype[An
             f"{where} has dtype {_show(spec)}, which holds Python objects that hubzarr never "
             f"decodes; {_ADVICE}"
         )
+    if not dtype.hasobject:
+        try:
+            get_data_type_from_native_dtype(dtype)
+        except (TypeError, ValueError) as exc:
+            raise FormatError(
+                f"{where} has dtype {_show(spec)}, which zarr format 2 cannot store "
+                f"({_why(exc)}); {_ADVICE}"
+            ) from exc
     return dtype
+
+
+def _names_object_dtype(value: Any) -> bool:
+    """Whether a codec's argument is a dtype (``"|O"``, ``[["a", "O"]]``) holding objects."""
+    if not isinstance(value, str | list):
+        return False
+    try:
+        return bool(np.dtype(_dtype_spec(value)).hasobject)
+    except (TypeError, ValueError, RecursionError):
+        return False  # not a dtype at all: the codec's constructor judges it
 
 
 def _check_codec(config: Any, what: str, where: str, allowed: frozenset[str] = frozenset()) -> str:
@@ -186,7 +213,64 @@ def _check_codec(config: Any, what: str, where: str, allowed: frozenset[str] = f
             f"{where} names the codec {_show(codec_id)} as {what}, which no installed numcodecs "
             "codec provides; install the package that provides it, or restore the file"
         )
+    # An astype or delta to "|O" turns numbers into Python objects, whatever the codec's id.
+    for name, value in config.items():
+        if name != "id" and _names_object_dtype(value):
+            raise FormatError(
+                f"{where} gives the {what} {codec_id!r} the dtype {_show(value)} as {name!r}, "
+                f"which holds Python objects that hubzarr never decodes; {_ADVICE}"
+            )
     return codec_id
+
+
+def _codec(config: Any, what: str, where: str, allowed: frozenset[str] = frozenset()) -> Codec:
+    """Instantiate a codec from stored metadata, once :func:`_check_codec` found it safe."""
+    _check_codec(config, what, where, allowed)
+    return _build(config, what, where)
+
+
+def _build(config: dict[str, Any], what: str, where: str) -> Codec:
+    """Instantiate a codec whose configuration :func:`_check_codec` accepted."""
+    try:
+        codec: Codec = numcodecs.get_codec(dict(config))
+    except Exception as exc:
+        # A codec's constructor raises what it likes (TypeError for an unknown argument,
+        # ValueError for a bad level): all of it is damage to the file.
+        raise FormatError(
+            f"{where} has {what} {_show(config)}, which numcodecs cannot build "
+            f"({type(exc).__name__}: {_why(exc)}); {_ADVICE}"
+        ) from exc
+    return codec
+
+
+def array_codecs(doc: dict[str, Any], where: str) -> tuple[Codec | None, tuple[Codec, ...]]:
+    """Build the compressor and filters of a ``.zarray`` document that :func:`_check_zarray`
+    accepted: the one place where codecs named by stored metadata are instantiated.
+
+    Parameters
+    ----------
+    doc : dict
+        The checked document.
+    where : str
+        How to name the file in an error.
+
+    Returns
+    -------
+    (compressor, filters)
+        The compressor (``None`` if there is none) and the filters, in the document's order.
+
+    Raises
+    ------
+    FormatError
+        If a codec is refused, not installed, or cannot be built from its arguments.
+    """
+    allowed = _STRING_CODECS if np.dtype(_dtype_spec(doc["dtype"])).hasobject else frozenset()
+    compressor = doc.get("compressor")
+    filters = doc.get("filters") or ()
+    return (
+        None if compressor is None else _codec(compressor, "compressor", where),
+        tuple(_codec(f, f"filter {i}", where, allowed) for i, f in enumerate(filters)),
+    )
 
 
 def _fits_float(value: Any, dtype: np.dtype[Any]) -> bool:
@@ -278,21 +362,25 @@ def _check_zarray(doc: Any, where: str, *, strings: bool = False) -> dict[str, A
         raise FormatError(
             f"{where} has dimension_separator {_show(separator)}, not '.' or '/'; {_ADVICE}"
         )
+    # Each codec is built here, as zarr will build it, so that arguments its constructor
+    # refuses are found now (numcodecs imports and runs only codecs whose id passed).
+    # String codecs (allowed only for xarray's string variables) are built by what decodes
+    # strings, not to open an array of numbers, which refuses them.
     compressor = doc.get("compressor")
     if compressor is not None:
-        _check_codec(compressor, "compressor", where)
+        _codec(compressor, "compressor", where)
     filters = doc.get("filters")
+    ids: list[str] = []
     if filters is not None:
         if not isinstance(filters, list):
             raise FormatError(
                 f"{where} has filters {_show(filters)}, not a list or null; {_ADVICE}"
             )
         allowed = _STRING_CODECS if dtype.hasobject else frozenset()
-        ids = [
-            _check_codec(config, f"filter {i}", where, allowed) for i, config in enumerate(filters)
-        ]
-    else:
-        ids = []
+        for i, config in enumerate(filters):
+            ids.append(_check_codec(config, f"filter {i}", where, allowed))
+            if ids[-1] not in _STRING_CODECS:
+                _build(config, f"filter {i}", where)
     if dtype.hasobject and (len(ids) != 1 or ids[0] not in _STRING_CODECS):
         raise FormatError(
             f"{where} has an object dtype with filters {_show(filters)}; hubzarr decodes Python "
@@ -358,6 +446,57 @@ def _check_attrs(raw: bytes | None, where: str) -> dict[str, Any]:
     if not isinstance(attrs, dict):
         raise FormatError(f"{where} is a JSON {_json_type(attrs)}, not an object; {_ADVICE}")
     return attrs
+
+
+def _nests_deeper(value: Any, limit: int) -> bool:
+    """Whether lists and dicts nest more than ``limit`` deep in ``value``.
+
+    Depth first and without recursion, so a value nested a million deep (or one that contains
+    itself) is judged after ``limit`` steps down, whatever the stack depth.
+    """
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, list | tuple | dict):
+            if depth >= limit:
+                return True
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+    return False
+
+
+def encode_attributes(attrs: dict[str, Any]) -> bytes:
+    """Encode the attributes of a group or array as hubzarr stores them (``.zattrs``).
+
+    Parameters
+    ----------
+    attrs : dict
+        JSON values by name: strings, numbers, booleans, ``None``, and lists and dicts of
+        them, nested at most :data:`MAX_ATTRIBUTE_DEPTH` deep.
+
+    Returns
+    -------
+    bytes
+        Indented JSON with sorted keys.
+
+    Raises
+    ------
+    InvalidArgumentError
+        If a value is not JSON, or nests deeper than :data:`MAX_ATTRIBUTE_DEPTH` (it could not
+        be read back).
+    """
+    if _nests_deeper(attrs, MAX_ATTRIBUTE_DEPTH):
+        raise InvalidArgumentError(
+            f"attributes nest lists or dicts more than {MAX_ATTRIBUTE_DEPTH} deep (or contain "
+            "themselves); flatten them, or store such data in an array"
+        )
+    try:
+        return json.dumps(attrs, indent=2, sort_keys=True).encode()
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise InvalidArgumentError(
+            f"attributes must be JSON: strings, numbers, booleans, None, and lists and dicts of "
+            f"them ({exc}); convert numpy values with .item() or .tolist()"
+        ) from exc
 
 
 def _is_strings(doc: dict[str, Any]) -> bool:

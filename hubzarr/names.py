@@ -15,13 +15,14 @@ from dataclasses import dataclass
 
 from hubzarr.errors import InvalidNameError
 
-__all__ = ["MAX_COMPONENT_LENGTH", "MAX_REF_LENGTH", "Name", "check_ref", "parse_name"]
+__all__ = ["MAX_COMPONENT_LENGTH", "MAX_REF_LENGTH", "REF", "Name", "check_ref", "parse_name"]
 
 MAX_COMPONENT_LENGTH = 64
 MAX_REF_LENGTH = 128
 
 _COMPONENT = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*", re.ASCII)
-_REF = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*", re.ASCII)
+#: The grammar of a ref (a branch or tag name), for a fullmatch.
+REF = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*", re.ASCII)
 
 _COMPONENT_RULE = (
     "lowercase ASCII letters and digits, separated by single '.', '_', '__' or '-' "
@@ -106,7 +107,7 @@ def check_ref(ref: str, *, what: str = "ref") -> str:
         raise InvalidNameError(f"the {what} must be a string, not {type(ref).__name__}")
     if not ref:
         raise InvalidNameError(f"the {what} is empty; it must be {_REF_RULE}")
-    if len(ref) > MAX_REF_LENGTH or not _REF.fullmatch(ref):
+    if len(ref) > MAX_REF_LENGTH or not REF.fullmatch(ref):
         raise InvalidNameError(f"invalid {what} {_describe(ref)}: it must be {_REF_RULE}")
     return ref
 

@@ -11,9 +11,14 @@ Two implementations:
   object and a crash never leaves a truncated one. Put-if-absent writes the temporary file,
   fsyncs it and hard-links it to the final name (``os.link`` fails if the name exists), then
   fsyncs the folder. fsspec's local ``pipe_file(mode="create")`` checks-then-writes and is not
-  used.
-- :class:`FsspecStorage` serves every other fsspec filesystem (memory today; S3, GCS and HTTP
-  build on it).
+  used. No symbolic link inside the root is ever followed (every path is resolved relative to
+  folder descriptors, with openat2's ``RESOLVE_NO_SYMLINKS`` where Linux has it): it needs a
+  POSIX system (``dir_fd``, ``O_NOFOLLOW``).
+- :class:`FsspecStorage` serves every other fsspec filesystem (memory, S3, GCS; HTTP read-only,
+  with each key segment quoted so the server sees literally the key).
+
+Keys are checked on what a backend will resolve (:func:`check_path`), and roots before any
+I/O (:func:`check_root`): a root that could hold credentials is refused without being echoed.
 """
 
 from __future__ import annotations
@@ -21,19 +26,26 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
+import ctypes
+import errno
 import math
 import os
+import platform
 import random
+import re
 import shutil
+import stat
+import sys
 import threading
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from contextvars import ContextVar
 from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import quote, unquote, urlsplit
 from urllib.request import url2pathname
 
 import fsspec
@@ -78,8 +90,38 @@ Parts = (
 T = TypeVar("T")
 
 
+def _decodings(segment: str) -> Iterator[str]:
+    """``segment``, then what percent-decoding it again and again gives, until nothing changes.
+
+    A web server (or a proxy before it) decodes a request's path once, some decode twice;
+    every stage is what some backend may resolve.
+    """
+    yield segment
+    while "%" in segment:
+        decoded = unquote(segment, errors="surrogateescape")
+        if decoded == segment:
+            return
+        segment = decoded
+        yield segment
+
+
+def _bad_segment(segment: str) -> bool:
+    if segment in ("", ".", ".."):
+        return True
+    if "%" not in segment:  # the common case, on every chunk read: no decoding to do
+        return False
+    return any(
+        s in ("", ".", "..") or "/" in s or "\\" in s or "\x00" in s for s in _decodings(segment)
+    )
+
+
 def check_path(path: str, *, temporary: bool = False) -> str:
-    """Refuse a relative storage path that could leave its folder.
+    """Refuse a relative storage path that could leave its folder, on any backend.
+
+    Every backend gets the path's segments literally (HTTP roots quote each one), but a
+    segment is also refused if percent-decoding it, once or repeatedly, gives something a
+    server would resolve: ``%2e%2e`` is ``..`` to a web server, ``%252e%252e`` to one behind a
+    decoding proxy, ``..%2f`` holds a separator.
 
     Parameters
     ----------
@@ -96,19 +138,20 @@ def check_path(path: str, *, temporary: bool = False) -> str:
     Raises
     ------
     InvalidArgumentError
-        If a segment is empty, ``.`` or ``..``, or the path holds a backslash, a NUL or the
-        temporary-file suffix.
+        If a segment is empty, ``.`` or ``..``, or decodes (``%XX``, repeatedly) to one of
+        those or to something holding ``/``, a backslash or a NUL; or if the path holds a
+        backslash, a NUL or ends with the temporary-file suffix.
     """
-    segments = path.split("/")
     if (
-        any(s in ("", ".", "..") for s in segments)
+        any(_bad_segment(s) for s in path.split("/"))
         or "\\" in path
         or "\x00" in path
         or (path.endswith(TMP_SUFFIX) and not temporary)
     ):
         raise InvalidArgumentError(
             f"refusing storage key {path!r}: keys are '/'-separated, relative, with no empty, "
-            "'.' or '..' segments"
+            "'.' or '..' segments, none of which percent-decodes ('%2e%2e', '%2f', ...) to "
+            "such a segment, a '/' or a backslash; rename the key"
         )
     return path
 
@@ -131,6 +174,13 @@ def _translating(url: str, path: str) -> Iterator[None]:
         yield
     except (StorageError, AlreadyExistsError, InvalidArgumentError, ReadOnlyError, NotFoundError):
         raise
+    except _RefusedEntryError as exc:
+        raise StorageError(
+            f"refusing {path!r} under {url}: {exc.path!r} is {exc.what}; hubzarr never follows "
+            "a link inside a local hub root, nor reads anything there but regular files and "
+            "folders, so that nothing outside the root is read, written or deleted; put the "
+            "file or folder itself in its place, or remove it"
+        ) from exc
     except PermissionError as exc:
         raise StorageError(
             f"permission denied for {path!r} under {url}: check that this account may "
@@ -191,9 +241,10 @@ class Storage(ABC):
         """Return the object's bytes, or ``None`` if it does not exist."""
 
     async def read_first(
-        self, paths: Sequence[str], then: Callable[[bytes], T], *, parallel: int = 1
+        self, paths: Sequence[str], then: Callable[[int, bytes], T], *, parallel: int = 1
     ) -> tuple[int, T] | None:
-        """Read the first of ``paths`` that exists; return its position and ``then(its bytes)``.
+        """Read the first of ``paths`` that exists; return its position ``i`` and
+        ``then(i, its bytes)``.
 
         Returns ``None`` if none exists. Object stores read the first ``parallel`` paths
         concurrently (one round trip instead of several, at the price of requests that may turn
@@ -204,11 +255,11 @@ class Storage(ABC):
         found = await asyncio.gather(*(self.read(p) for p in head))
         for i, raw in enumerate(found):
             if raw is not None:
-                return i, then(raw)
+                return i, then(i, raw)
         for i in range(len(head), len(paths)):
             raw = await self.read(paths[i])
             if raw is not None:
-                return i, then(raw)
+                return i, then(i, raw)
         return None
 
     @abstractmethod
@@ -274,68 +325,342 @@ class Storage(ABC):
         """
 
 
-def _local_read(path: str | Path) -> bytes | None:
+# -- local storage -------------------------------------------------------------------------
+#
+# Inside a local root no symbolic link is followed (the root itself, and its parents, may be
+# links): a link planted in a repository could otherwise make a read return another root's
+# data, or a write or a deletion land outside the root. Every operation opens the root once,
+# then each folder below it with O_NOFOLLOW relative to its parent's descriptor, and the final
+# file with O_NOFOLLOW too, so a link swapped in at any moment is refused, never followed.
+# Temporary files, links, renames, folders and deletions are all made relative to the folder's
+# descriptor. Only regular files are read: a FIFO planted in the root would block a reader.
+
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_ROOT_FLAGS = os.O_RDONLY | os.O_DIRECTORY | _CLOEXEC
+_FOLDER_FLAGS = _ROOT_FLAGS | os.O_NOFOLLOW
+# O_NONBLOCK: opening a FIFO returns at once (it is then refused); regular files ignore it.
+_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | _CLOEXEC
+_TEMPORARY_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | _CLOEXEC
+# What opening a link with O_NOFOLLOW answers: ENOTDIR with O_DIRECTORY (Linux), ELOOP
+# (Linux, macOS) or EMLINK (FreeBSD) otherwise.
+_LINK_ERRNOS = frozenset({errno.ENOTDIR, errno.ELOOP, errno.EMLINK})
+
+
+class _RefusedEntryError(Exception):
+    """An entry inside a local root that hubzarr neither follows nor reads (see above)."""
+
+    def __init__(self, path: str, what: str) -> None:
+        super().__init__(path, what)
+        #: Its path relative to the root.
+        self.path = path
+        #: What it is, as a sentence ends: "a symbolic link", "not a regular file".
+        self.what = what
+
+
+_LINK = "a symbolic link"
+_SPECIAL = "not a regular file (a FIFO, socket or device)"
+
+
+def _is_link(folder: int, name: str) -> bool:
     try:
-        with open(path, "rb") as f:
-            return f.read()
-    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        return stat.S_ISLNK(os.stat(name, dir_fd=folder, follow_symlinks=False).st_mode)
+    except OSError:
+        return False
+
+
+def _open_root(root: str, create: bool) -> int | None:
+    """Open the root folder (following links: the root may be one); ``None`` if absent."""
+    try:
+        return os.open(root, _ROOT_FLAGS)
+    except (FileNotFoundError, NotADirectoryError):
+        if not create:
+            return None
+    os.makedirs(root, exist_ok=True)
+    return os.open(root, _ROOT_FLAGS)
+
+
+# openat2 (Linux 5.6+) resolves a whole relative path in one call and fails with ELOOP at any
+# link on the way (RESOLVE_NO_SYMLINKS): the common case costs two calls fewer per folder than
+# the walk below, which remains for other systems, to name the link found, and to make folders.
+_NR_OPENAT2 = 437  # the same on every architecture with the common syscall table
+_OPENAT2_MACHINES = frozenset({"x86_64", "aarch64", "arm64", "riscv64", "ppc64le", "s390x"})
+_RESOLVE_NO_SYMLINKS = 0x04
+_RESOLVE_BENEATH = 0x08
+_AT_FDCWD = -100
+
+
+class _OpenHow(ctypes.Structure):
+    _fields_ = (
+        ("flags", ctypes.c_uint64),
+        ("mode", ctypes.c_uint64),
+        ("resolve", ctypes.c_uint64),
+    )
+
+
+def _how(flags: int) -> Any:
+    return ctypes.pointer(_OpenHow(flags, 0, _RESOLVE_NO_SYMLINKS | _RESOLVE_BENEATH))
+
+
+# Without O_NOFOLLOW: with O_DIRECTORY a final link would answer ENOTDIR, as a file does;
+# RESOLVE_NO_SYMLINKS answers ELOOP for a link anywhere, the last component included.
+_READ_HOW = _how(_READ_FLAGS & ~os.O_NOFOLLOW)
+_FOLDER_HOW = _how(_ROOT_FLAGS)
+_HOW_SIZE = ctypes.sizeof(_OpenHow)
+
+
+def _openat2_syscall() -> Any:
+    """libc's ``syscall`` if openat2 works here (not too old a kernel, not filtered by a
+    seccomp profile), else ``None``."""
+    if sys.platform != "linux" or platform.machine() not in _OPENAT2_MACHINES:
         return None
+    try:
+        call = ctypes.CDLL(None, use_errno=True).syscall
+    except (OSError, AttributeError):
+        return None
+    call.restype = ctypes.c_long
+    call.argtypes = (
+        ctypes.c_long,
+        ctypes.c_int,
+        ctypes.c_char_p,
+        ctypes.POINTER(_OpenHow),
+        ctypes.c_size_t,
+    )
+    fd = call(_NR_OPENAT2, _AT_FDCWD, b".", _FOLDER_HOW, _HOW_SIZE)
+    if fd < 0:
+        return None
+    os.close(fd)
+    return call
+
+
+_openat2 = _openat2_syscall()
+
+
+def _beneath(top: int, rel: str, how: Any) -> int:
+    """Open ``rel`` inside the open folder ``top`` with openat2, through no link."""
+    fd = int(_openat2(_NR_OPENAT2, top, os.fsencode(rel), how, _HOW_SIZE))
+    if fd < 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code), rel)
+    return fd
+
+
+def _open_child(folder: int, segments: Sequence[str], i: int, create: bool) -> int | None:
+    """Open folder ``segments[i]`` inside the open ``folder`` without following a link.
+
+    ``None`` if it is absent or a file (and not ``create``); with ``create`` a missing folder is
+    made and a file in the way raises ``NotADirectoryError``.
+    """
+    name = segments[i]
+    try:
+        try:
+            return os.open(name, _FOLDER_FLAGS, dir_fd=folder)
+        except FileNotFoundError:
+            if not create:
+                return None
+            with contextlib.suppress(FileExistsError):  # another writer made it meanwhile
+                os.mkdir(name, dir_fd=folder)
+            return os.open(name, _FOLDER_FLAGS, dir_fd=folder)
+    except OSError as exc:
+        if exc.errno not in _LINK_ERRNOS:
+            raise
+        if _is_link(folder, name):
+            raise _RefusedEntryError("/".join(segments[: i + 1]), _LINK) from None
+        if create:
+            raise
+        return None
+
+
+def _walk_folders(top: int, segments: Sequence[str], create: bool) -> int | None:
+    """Open ``segments`` (at least one) inside the open folder ``top`` one by one, without
+    following a link; ``top`` stays open. ``None`` if a folder is absent or a file."""
+    fd = top
+    try:
+        for i in range(len(segments)):
+            child = _open_child(fd, segments, i, create)
+            if fd != top:
+                os.close(fd)
+            fd = top
+            if child is None:
+                return None
+            fd = child
+        opened, fd = fd, top
+        return opened
+    finally:
+        if fd != top:
+            os.close(fd)
+
+
+def _open_folder(root: str, segments: Sequence[str], *, create: bool = False) -> int | None:
+    """Open ``root/segments...`` without following a link below the root.
+
+    Returns its descriptor (the caller closes it), or ``None`` if a folder on the way is absent
+    or a file; with ``create``, missing folders are made.
+
+    Raises
+    ------
+    _RefusedEntryError
+        If a folder on the way is a link.
+    """
+    top = _open_root(root, create)
+    if top is None or not segments:
+        return top
+    try:
+        if _openat2 is not None:
+            try:
+                return _beneath(top, "/".join(segments), _FOLDER_HOW)
+            except OSError as exc:
+                if exc.errno in (errno.ENOENT, errno.ENOTDIR) and not create:
+                    return None
+                if exc.errno not in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
+                    raise
+                # A link on the way (the walk names it), or folders to make.
+        return _walk_folders(top, segments, create)
+    finally:
+        os.close(top)
+
+
+def _split(rel: str) -> tuple[list[str], str]:
+    *folders, name = rel.split("/")
+    return folders, name
+
+
+def _open_in(top: int, rel: str) -> int | None:
+    """Open ``rel`` for reading inside the open folder ``top``, through no link."""
+    if _openat2 is not None:
+        try:
+            return _beneath(top, rel, _READ_HOW)
+        except OSError as exc:
+            if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+                return None
+            if exc.errno != errno.ELOOP:
+                raise
+            # A link on the way: the walk names it.
+    folders, name = _split(rel)
+    folder = _walk_folders(top, folders, False) if folders else top
+    if folder is None:
+        return None
+    try:
+        return os.open(name, _READ_FLAGS, dir_fd=folder)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        if _is_link(folder, name):
+            raise _RefusedEntryError(rel, _LINK) from None
+        if exc.errno in (errno.ENOTDIR, errno.EISDIR):
+            return None
+        raise
+    finally:
+        if folder != top:
+            os.close(folder)
+
+
+def _open_file(root: str, rel: str) -> tuple[int, int] | None:
+    """Open the regular file ``root/rel`` for reading; return (descriptor, size) or ``None``."""
+    top = _open_root(root, False)
+    if top is None:
+        return None
+    try:
+        fd = _open_in(top, rel)
+    finally:
+        os.close(top)
+    if fd is None:
+        return None
+    try:
+        st = os.fstat(fd)
+    except BaseException:
+        os.close(fd)
+        raise
+    if stat.S_ISREG(st.st_mode):
+        return fd, st.st_size
+    os.close(fd)
+    if stat.S_ISDIR(st.st_mode):
+        return None  # a folder is no object
+    raise _RefusedEntryError(rel, _SPECIAL)
+
+
+def _local_read(root: str, rel: str) -> bytes | None:
+    opened = _open_file(root, rel)
+    if opened is None:
+        return None
+    with open(opened[0], "rb", buffering=0) as f:
+        return f.read()
 
 
 _buffers = threading.local()
 
 
-def _local_read_reusing(path: str | Path) -> memoryview | None:
+def _local_read_reusing(root: str, rel: str) -> memoryview | None:
     """Read a file into a buffer this thread reuses: valid until the thread's next such read.
 
     For the caller-driven bulk reads: a fresh bytes object per chunk costs the kernel a page
     fault per 4 KiB when it is first written, about as much as the copy itself.
     """
-    try:
-        with open(path, "rb", buffering=0) as f:
-            size = os.fstat(f.fileno()).st_size
-            buf: bytearray | None = getattr(_buffers, "buf", None)
-            if buf is None or len(buf) < size + 1:
-                buf = bytearray(max(size + 1, 2 * len(buf) if buf else 0))
-                _buffers.buf = buf
-            view = memoryview(buf)
-            filled = 0
-            while n := f.readinto(view[filled:]):
-                filled += n
-                if filled == len(view):  # the file grew since the fstat
-                    rest = _local_read(path)
-                    return None if rest is None else memoryview(rest)
-            return view[:filled]
-    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+    opened = _open_file(root, rel)
+    if opened is None:
         return None
+    fd, size = opened
+    with open(fd, "rb", buffering=0) as f:
+        buf: bytearray | None = getattr(_buffers, "buf", None)
+        if buf is None or len(buf) < size + 1:
+            buf = bytearray(max(size + 1, 2 * len(buf) if buf else 0))
+            _buffers.buf = buf
+        view = memoryview(buf)
+        filled = 0
+        while n := f.readinto(view[filled:]):
+            filled += n
+            if filled == len(view):  # the file grew since the fstat
+                rest = _local_read(root, rel)
+                return None if rest is None else memoryview(rest)
+        return view[:filled]
 
 
-def _local_size(path: Path) -> int | None:
+def _local_size(root: str, rel: str) -> int | None:
+    folders, name = _split(rel)
+    folder = _open_folder(root, folders)
+    if folder is None:
+        return None
     try:
-        st = path.stat()
+        st = os.stat(name, dir_fd=folder, follow_symlinks=False)
     except (FileNotFoundError, NotADirectoryError):
         return None
-    return None if path.is_dir() else st.st_size
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
     finally:
-        os.close(fd)
+        os.close(folder)
+    if stat.S_ISLNK(st.st_mode):
+        raise _RefusedEntryError(rel, _LINK)
+    if stat.S_ISDIR(st.st_mode):
+        return None
+    if not stat.S_ISREG(st.st_mode):
+        raise _RefusedEntryError(rel, _SPECIAL)
+    return st.st_size
 
 
-def _local_write(path: Path, data: Parts, durable: bool, create: bool) -> None:
+def _local_write(root: str, rel: str, data: Parts, durable: bool, create: bool) -> None:
     parts = _as_parts(data)
-    tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex}{TMP_SUFFIX}")
+    folders, name = _split(rel)
+    folder = _open_folder(root, folders, create=True)
+    assert folder is not None
     try:
-        f = open(tmp, "xb")  # noqa: SIM115 - closed below, after the directory is made
-    except FileNotFoundError:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        f = open(tmp, "xb")  # noqa: SIM115
+        _write_in(folder, rel, name, parts, durable, create)
+    finally:
+        os.close(folder)
+
+
+def _write_in(
+    folder: int,
+    rel: str,
+    name: str,
+    parts: Sequence[bytes | memoryview],
+    durable: bool,
+    create: bool,
+) -> None:
+    # A rename replaces a link rather than writing through it, harmless but a silent change
+    # of what the link meant: refuse it as reads do.
+    if not create and _is_link(folder, name):
+        raise _RefusedEntryError(rel, _LINK)
+    tmp = f"{name}.{uuid.uuid4().hex}{TMP_SUFFIX}"
+    fd = os.open(tmp, _TEMPORARY_FLAGS, 0o666, dir_fd=folder)
     try:
-        with f:
+        with open(fd, "wb") as f:
             for part in parts:
                 f.write(part)
             if durable:
@@ -343,45 +668,113 @@ def _local_write(path: Path, data: Parts, durable: bool, create: bool) -> None:
                 os.fsync(f.fileno())
         if create:
             try:
-                os.link(tmp, path)
+                os.link(tmp, name, src_dir_fd=folder, dst_dir_fd=folder)
+            except FileExistsError:
+                if _is_link(folder, name):
+                    raise _RefusedEntryError(rel, _LINK) from None
+                raise
             finally:
-                tmp.unlink()
+                os.unlink(tmp, dir_fd=folder)
         else:
-            os.replace(tmp, path)
+            os.replace(tmp, name, src_dir_fd=folder, dst_dir_fd=folder)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp, dir_fd=folder)
         raise
     if durable:
-        _fsync_dir(path.parent)
+        os.fsync(folder)
 
 
-def _local_list(base: Path, temporaries: bool = False) -> dict[str, os.stat_result]:
-    out: dict[str, os.stat_result] = {}
-    for folder, _dirs, files in os.walk(base):
-        rel = os.path.relpath(folder, base)
-        prefix = "" if rel == "." else rel.replace(os.sep, "/") + "/"
-        for name in files:
-            if name.endswith(TMP_SUFFIX) and not temporaries:
-                continue
-            with contextlib.suppress(FileNotFoundError):
-                out[prefix + name] = os.stat(os.path.join(folder, name))
+def _local_delete(root: str, rel: str) -> None:
+    folders, name = _split(rel)
+    folder = _open_folder(root, folders)
+    if folder is None:
+        return
+    try:
+        os.unlink(name, dir_fd=folder)  # a link itself is removed, never what it points at
+    except FileNotFoundError:
+        pass
+    finally:
+        os.close(folder)
+
+
+def _local_delete_prefix(root: str, rel: str) -> None:
+    folders, name = _split(rel)
+    folder = _open_folder(root, folders)
+    if folder is None:
+        return
+    try:
+        try:
+            st = os.stat(name, dir_fd=folder, follow_symlinks=False)
+        except FileNotFoundError:
+            return
+        if stat.S_ISLNK(st.st_mode):
+            os.unlink(name, dir_fd=folder)  # the link only: what it points at is not ours
+            return
+        # rmtree on a descriptor removes links inside as entries and never descends into
+        # them; it refuses a folder swapped for a link after the stat above.
+        with contextlib.suppress(FileNotFoundError):
+            shutil.rmtree(name, dir_fd=folder)
+    finally:
+        os.close(folder)
+
+
+def _walk(folder: int, prefix: str, temporaries: bool, out: dict[str, tuple[int, float]]) -> None:
+    """Add the regular files under the open ``folder`` (closed here) to ``out``."""
+    try:
+        subfolders: list[str] = []
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                # Links and special files are not ours: neither listed nor entered.
+                if entry.is_dir(follow_symlinks=False):
+                    subfolders.append(entry.name)
+                elif entry.is_file(follow_symlinks=False) and (
+                    temporaries or not entry.name.endswith(TMP_SUFFIX)
+                ):
+                    with contextlib.suppress(FileNotFoundError):
+                        st = entry.stat(follow_symlinks=False)
+                        out[prefix + entry.name] = (st.st_size, st.st_mtime)
+        for name in subfolders:
+            try:
+                child = os.open(name, _FOLDER_FLAGS, dir_fd=folder)
+            except OSError:
+                continue  # removed, or replaced by a link, since the listing
+            _walk(child, f"{prefix}{name}/", temporaries, out)
+    finally:
+        os.close(folder)
+
+
+def _local_list(root: str, rel: str, temporaries: bool = False) -> dict[str, tuple[int, float]]:
+    folder = _open_folder(root, rel.split("/") if rel else [])
+    out: dict[str, tuple[int, float]] = {}
+    if folder is not None:
+        _walk(folder, "", temporaries, out)
     return out
 
 
-def _local_list_dir(base: Path) -> builtins.list[str]:
-    try:
-        return sorted(n for n in os.listdir(base) if not n.endswith(TMP_SUFFIX))
-    except (FileNotFoundError, NotADirectoryError):
+def _local_list_dir(root: str, rel: str) -> builtins.list[str]:
+    folder = _open_folder(root, rel.split("/") if rel else [])
+    if folder is None:
         return []
-
-
-def _local_delete_prefix(base: Path) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        shutil.rmtree(base)
+    try:
+        with os.scandir(folder) as entries:
+            return sorted(
+                e.name
+                for e in entries
+                if not e.name.endswith(TMP_SUFFIX)
+                and (e.is_dir(follow_symlinks=False) or e.is_file(follow_symlinks=False))
+            )
+    finally:
+        os.close(folder)
 
 
 class LocalStorage(Storage):
     """Storage in a local folder, through the operating system.
+
+    No symbolic link inside the root is followed: reading, writing or deleting through one
+    raises :class:`~hubzarr.errors.StorageError` naming it, and listings skip links (and
+    anything else that is not a regular file or a folder). The root itself may be a link, and
+    so may its parents.
 
     Parameters
     ----------
@@ -398,29 +791,22 @@ class LocalStorage(Storage):
         self._root_str = str(self.root)
         self.url = self.root.as_uri()
 
-    def _full_str(self, path: str) -> str:
-        """:meth:`_full` as a string, without pathlib's parsing (for reads of chunks)."""
-        return (
-            os.path.join(self._root_str, *check_path(path).split("/")) if path else self._root_str
-        )
-
-    def _full(self, path: str) -> Path:
-        return self.root.joinpath(*check_path(path).split("/")) if path else self.root
-
     async def read(self, path: str) -> bytes | None:
         with _translating(self.url, path):
             if _in_caller.get():
-                return _local_read(self._full(path))
-            return await asyncio.to_thread(_local_read, self._full(path))
+                return _local_read(self._root_str, check_path(path))
+            return await asyncio.to_thread(_local_read, self._root_str, check_path(path))
 
     async def read_first(
-        self, paths: Sequence[str], then: Callable[[bytes], T], *, parallel: int = 1
+        self, paths: Sequence[str], then: Callable[[int, bytes], T], *, parallel: int = 1
     ) -> tuple[int, T] | None:
-        def work(read: Callable[[str], bytes | memoryview | None]) -> tuple[int, T] | None:
+        root = self._root_str
+
+        def work(read: Callable[[str, str], bytes | memoryview | None]) -> tuple[int, T] | None:
             for i, path in enumerate(paths):
-                raw = read(self._full_str(path))  # only as far as needed
+                raw = read(root, check_path(path))  # only as far as needed
                 if raw is not None:
-                    return i, then(raw)  # type: ignore[arg-type]
+                    return i, then(i, raw)  # type: ignore[arg-type]
             return None
 
         with _translating(self.url, paths[0] if paths else ""):
@@ -430,56 +816,79 @@ class LocalStorage(Storage):
             return await asyncio.to_thread(work, _local_read)
 
     async def size(self, path: str) -> int | None:
-        # One stat of local metadata takes microseconds, less than a hop to a worker thread;
+        # A few calls on local metadata take microseconds, less than a hop to a worker thread;
         # the write fence asks this once per burst of chunk writes.
         with _translating(self.url, path):
-            return _local_size(self._full(path))
+            return _local_size(self._root_str, check_path(path))
 
     async def exists(self, path: str) -> bool:
         return await self.size(path) is not None
 
     async def write(self, path: str, data: Parts, *, durable: bool = False) -> None:
         with _translating(self.url, path):
-            await asyncio.to_thread(_local_write, self._full(path), data, durable, False)
+            rel = check_path(path)
+            await asyncio.to_thread(_local_write, self._root_str, rel, data, durable, False)
 
     async def create(
         self, path: str, data: Parts, *, durable: bool = True, unique: bool = True
     ) -> None:
         with _translating(self.url, path):
+            rel = check_path(path)
             try:
-                await asyncio.to_thread(_local_write, self._full(path), data, durable, True)
+                await asyncio.to_thread(_local_write, self._root_str, rel, data, durable, True)
             except FileExistsError as exc:
                 raise AlreadyExistsError(f"{path!r} already exists under {self.url}") from exc
 
     async def delete(self, path: str) -> None:
-        full = self.root.joinpath(*check_path(path, temporary=True).split("/"))
+        rel = check_path(path, temporary=True)
         with _translating(self.url, path):
-            await asyncio.to_thread(full.unlink, True)
+            await asyncio.to_thread(_local_delete, self._root_str, rel)
 
     async def delete_prefix(self, prefix: str) -> None:
+        rel = check_path(prefix)
         with _translating(self.url, prefix):
-            await asyncio.to_thread(_local_delete_prefix, self._full(check_path(prefix)))
+            await asyncio.to_thread(_local_delete_prefix, self._root_str, rel)
+
+    def _folder(self, prefix: str) -> str:
+        return check_path(prefix) if prefix else ""
 
     async def list(self, prefix: str) -> dict[str, int]:
+        rel = self._folder(prefix)
         with _translating(self.url, prefix):
-            found = await asyncio.to_thread(_local_list, self._full(prefix))
-        return {p: st.st_size for p, st in found.items()}
+            found = await asyncio.to_thread(_local_list, self._root_str, rel)
+        return {p: size for p, (size, _) in found.items()}
 
     async def list_detailed(
         self, prefix: str, *, temporaries: bool = False
     ) -> dict[str, tuple[int, float]]:
+        rel = self._folder(prefix)
         with _translating(self.url, prefix):
-            found = await asyncio.to_thread(_local_list, self._full(prefix), temporaries)
-        return {p: (st.st_size, st.st_mtime) for p, st in found.items()}
+            return await asyncio.to_thread(_local_list, self._root_str, rel, temporaries)
 
     async def list_dir(self, prefix: str) -> builtins.list[str]:
-        base = self._full(prefix)
+        rel = self._folder(prefix)
         with _translating(self.url, prefix):
-            return await asyncio.to_thread(_local_list_dir, base)
+            return await asyncio.to_thread(_local_list_dir, self._root_str, rel)
 
 
 #: Protocols whose servers answer byte-range GETs (HTTP servers need not).
 _RANGED = frozenset({"s3", "s3a", "gs", "gcs", "memory"})
+#: Protocols of read-only web servers, whose request URLs hubzarr builds itself.
+_WEB = frozenset({"http", "https"})
+#: How many listed entries are sized at once where a listing gives no sizes (HTTP).
+_SIZING_CONCURRENCY = 16
+
+
+def _requote(url: str) -> str:
+    """``url`` with its path percent-encoded where needed (spaces, non-ASCII), keeping the
+    escapes it holds: HTTP request URLs are sent exactly as built."""
+    scheme, sep, rest = url.partition("://")
+    host, slash, path = rest.partition("/")
+    return scheme + sep + host + slash + quote(path, safe=_PATH_SAFE)
+
+
+#: What a URL path may hold unescaped (RFC 3986 pchar and '/'), and '%' of escapes it holds.
+_PATH_SAFE = "/%!$&'()*+,;=:@~"
 
 #: How often an operation is tried when the backend fails transiently, and the first backoff.
 _ATTEMPTS = 4
@@ -564,6 +973,12 @@ def _mtime(info: dict[str, Any]) -> float:
             with contextlib.suppress(ValueError):
                 parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
                 return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
+    # A web server's Last-Modified header (RFC 9110 date), from the HEAD that sized the entry.
+    value = info.get("Last-Modified")
+    if isinstance(value, str):
+        with contextlib.suppress(TypeError, ValueError):
+            parsed = parsedate_to_datetime(value)
+            return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
     return math.inf
 
 
@@ -616,11 +1031,18 @@ class FsspecStorage(Storage):
         self.protocol = protocol
         self.url = url
         self.read_only = read_only
+        self._web = protocol in _WEB
+        if self._web:
+            # The client sends request URLs as built here: yarl would otherwise decode
+            # '%2e%2e' and collapse dot segments (and treat '#' or '?' in a key as the end of
+            # the path).
+            options = {**options, "encoded": True}
         self._options = options
         self._cls = fsspec.get_filesystem_class(protocol)
         self._async = bool(getattr(self._cls, "async_impl", False))
         self._fs: Any = None
-        self._base = str(self._cls._strip_protocol(url)).rstrip("/")
+        base = str(self._cls._strip_protocol(url)).rstrip("/")
+        self._base = _requote(base) if self._web else base
 
     def __repr__(self) -> str:
         return f"FsspecStorage({self.url!r})"
@@ -644,7 +1066,28 @@ class FsspecStorage(Storage):
         return self._fs
 
     def _full(self, path: str) -> str:
-        return f"{self._base}/{check_path(path)}" if path else self._base
+        if not path:
+            return self._base
+        check_path(path)
+        if self._web:
+            # Each segment quoted whole ('/', '%', '?', '#' included): the server sees
+            # literally the key, and nothing in it is decoded or collapsed on the way.
+            path = "/".join(quote(s, safe="") for s in path.split("/"))
+        return f"{self._base}/{path}"
+
+    def _relative(self, name: str) -> str | None:
+        """A listed name (relative to a listed folder) as a storage path, or ``None`` if it
+        cannot be one: a web server's listing links are percent-encoded, and a hostile or
+        odd listing may name anything."""
+        if self._web:
+            segments = [unquote(s, errors="surrogateescape") for s in name.split("/")]
+            if any("/" in s for s in segments):
+                return None
+            name = "/".join(segments)
+        try:
+            return check_path(name, temporary=True)
+        except InvalidArgumentError:
+            return None
 
     def _bucket(self) -> str:
         return self._base.split("/", 1)[0]
@@ -729,6 +1172,9 @@ class FsspecStorage(Storage):
             info = await self._call("info", self._full(path), missing=None)
             if info is None or info.get("type") == "directory":
                 return None
+            if info.get("size") is None:  # a web server that sent no Content-Length
+                data = await self._call("cat_file", self._full(path), missing=None)
+                return None if data is None else len(data)
             return int(info["size"])
 
     async def write(self, path: str, data: Parts, *, durable: bool = False) -> None:
@@ -782,13 +1228,43 @@ class FsspecStorage(Storage):
         with self._translating(prefix):
             found = await self._call("find", base, detail=True, missing={})
         start = len(base) + 1
-        return {
-            p[start:]: info
-            for p, info in found.items()
-            if p.startswith(base + "/")
-            and not p.endswith(TMP_SUFFIX)
-            and info.get("type") != "directory"
-        }
+        listed: dict[str, dict[str, Any]] = {}
+        for p, info in found.items():
+            if not p.startswith(base + "/") or info.get("type") == "directory":
+                continue
+            rel = self._relative(p[start:])
+            if rel is not None and not rel.endswith(TMP_SUFFIX):
+                listed[rel] = info
+        unsized = [p for p, info in listed.items() if info.get("size") is None]
+        if unsized:
+            with self._translating(prefix):
+                await self._size_entries(prefix, listed, unsized)
+        return listed
+
+    async def _size_entries(
+        self, prefix: str, listed: dict[str, dict[str, Any]], paths: list[str]
+    ) -> None:
+        """Complete the entries of the listing of ``prefix`` that have no size (a web server's
+        folder index has none): a HEAD each, a few at a time; an entry gone meanwhile is
+        dropped.
+
+        Sizes matter: tombstones are told apart from data by their size.
+        """
+        limit = asyncio.Semaphore(_SIZING_CONCURRENCY)
+
+        async def one(path: str) -> None:
+            async with limit:
+                full = self._full(f"{prefix}/{path}" if prefix else path)
+                info = await self._call("info", full, missing=None)
+                if info is not None and info.get("size") is None:  # no Content-Length either
+                    data = await self._call("cat_file", full, missing=None)
+                    info = None if data is None else {**info, "size": len(data)}
+            if info is None or info.get("type") == "directory":
+                del listed[path]
+            else:
+                listed[path] = {**listed[path], **info}
+
+        await asyncio.gather(*(one(p) for p in paths))
 
     async def list(self, prefix: str) -> dict[str, int]:
         return {p: int(info["size"]) for p, info in (await self._find(prefix)).items()}
@@ -808,8 +1284,8 @@ class FsspecStorage(Storage):
                 entries = await self._call("ls", base, detail=False, missing=[])
             except NotADirectoryError:
                 return []
-        names = {str(e).rstrip("/").rsplit("/", 1)[-1] for e in entries}
-        return sorted(n for n in names if n and not n.endswith(TMP_SUFFIX))
+        names = {self._relative(str(e).rstrip("/").rsplit("/", 1)[-1]) for e in entries}
+        return sorted(n for n in names if n is not None and not n.endswith(TMP_SUFFIX))
 
 
 #: storage_options that may travel in a pickle: none of them is a credential (a profile is a
@@ -841,22 +1317,127 @@ def public_options(options: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def check_root(root: str) -> str:
-    """Refuse a hub root URL that embeds credentials; return it unchanged otherwise.
+#: A URL scheme (RFC 3986). A root whose part before '://' is not one is refused.
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*", re.ASCII)
+#: Schemes whose roots are URLs: one of them followed by ':' but not '//' is a mistyped URL
+#: (that would otherwise be taken for a local folder named like it, in the current folder).
+_URL_SCHEMES = frozenset({"s3", "s3a", "gs", "gcs", "http", "https", "memory", "file"})
+#: S3 bucket names: 3-63 lowercase letters, digits, '.' and '-', a letter or digit at each end.
+_S3_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", re.ASCII)
+#: GCS bucket names: 3-222 lowercase letters, digits, '-', '_' and '.', a letter or digit at
+#: each end; 3-63 without dots, each dot-separated component at most 63.
+_GCS_BUCKET = re.compile(r"[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]", re.ASCII)
+_IPV4 = re.compile(r"[0-9]{1,3}(?:\.[0-9]{1,3}){3}", re.ASCII)
+#: A web server: a host name or IPv4 address, or an IPv6 address in brackets; a port.
+_WEB_HOST = re.compile(
+    r"(?:[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?|\[[0-9A-Fa-f:.]+\])"
+    r"(?::[0-9]{1,5})?",
+    re.ASCII,
+)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]", re.ASCII)
+
+_NO_SECRETS = (
+    "put credentials in the backend's own configuration (environment variables, a profile, "
+    "or 'hub configure'), and give the root as s3://bucket/prefix, gs://bucket/prefix or "
+    "https://host/path"
+)
+
+
+def _valid_bucket(scheme: str, bucket: str) -> str | None:
+    """Say what is wrong with the bucket (or host) of a root URL; ``None`` if nothing."""
+    if scheme in ("s3", "s3a"):
+        if not _S3_BUCKET.fullmatch(bucket) or ".." in bucket or _IPV4.fullmatch(bucket):
+            return (
+                "does not name a valid S3 bucket (3 to 63 lowercase letters, digits, '.' and "
+                "'-', starting and ending with a letter or digit, not an IP address)"
+            )
+    elif scheme in ("gs", "gcs"):
+        parts = bucket.split(".")
+        if (
+            not _GCS_BUCKET.fullmatch(bucket)
+            or (len(parts) == 1 and len(bucket) > 63)
+            or any(not 1 <= len(p) <= 63 for p in parts)
+            or _IPV4.fullmatch(bucket)
+        ):
+            return (
+                "does not name a valid GCS bucket (3 to 63 lowercase letters, digits, '-', '_' "
+                "and '.', up to 222 with dots and 63 between them, starting and ending with a "
+                "letter or digit)"
+            )
+    elif scheme in _WEB and not _WEB_HOST.fullmatch(bucket):
+        return "does not name a valid web server (host[:port])"
+    return None
+
+
+def check_root(root: str, *, where: str = "") -> str:
+    """Refuse a hub root that is empty, or that could hold credentials; return it otherwise.
+
+    A root that could hold a secret is refused however it is spelled, and the message shows
+    no part of it after the scheme: a secret may hold ``/`` (as AWS secret keys often do),
+    which ends a URL's host part early, so any ``@`` is refused, not only a well-formed
+    ``user:password@``.
+
+    Parameters
+    ----------
+    root : str
+        A folder path or a root URL.
+    where : str
+        Where the root came from, for messages (``" in $HUBZARR_ROOT"``).
+
+    Returns
+    -------
+    str
+        ``root``, unchanged.
 
     Raises
     ------
     InvalidArgumentError
-        If ``root`` holds ``user:password@``.
+        If ``root`` is empty or blank (it would mean the current folder); if a URL holds
+        ``@``, a query or a fragment anywhere (``user:secret@``, a signed URL's token), a
+        control character or a space; if its bucket is not a valid S3 or GCS bucket name or
+        its host is not a host name; if a ``file://`` URL names a host; if the part before
+        ``://`` is not a URL scheme; or if it starts like a URL (``s3:``) without ``//``.
     """
-    if "://" in root:
-        parts = urlsplit(root)
-        if parts.username is not None or parts.password is not None:
+    what = f"the hub root{where}"
+    if not root.strip():
+        raise InvalidArgumentError(
+            f"{what} is empty; give a folder path or a URL such as 's3://bucket/prefix' "
+            "(an empty root would silently mean the current folder)"
+        )
+    scheme, sep, rest = root.partition("://")
+    if not sep:
+        typed, colon, _ = root.partition(":")
+        if colon and typed.lower() in _URL_SCHEMES:
             raise InvalidArgumentError(
-                "a hub root URL must not hold credentials (user:password@); put them in the "
-                "backend's own configuration (environment variables, a profile, or "
-                "'hub configure')"
+                f"{what} starts with '{typed.lower()}:' but not '{typed.lower()}://'; write the "
+                f"URL as {typed.lower()}://..., or give a folder path"
             )
+        return root
+    if not _SCHEME.fullmatch(scheme):
+        raise InvalidArgumentError(
+            f"{what} is neither a folder path nor a URL (the part before '://' is no URL "
+            "scheme); give a folder path or a URL such as 's3://bucket/prefix'"
+        )
+    scheme = scheme.lower()
+    shown = f"{what} ({scheme}://...)"
+    if scheme == "file":
+        host = rest.split("/", 1)[0]
+        if host not in ("", "localhost") or "?" in rest or "#" in rest:
+            raise InvalidArgumentError(
+                f"{shown} must be file:///path/to/folder, with no host, user, query or "
+                "fragment; give the folder path itself"
+            )
+        return root
+    if "@" in rest or "?" in rest or "#" in rest:
+        raise InvalidArgumentError(
+            f"{shown} must not hold credentials, a query or a fragment ('@', '?' or '#', as in "
+            f"user:password@bucket, or a signed URL's token); {_NO_SECRETS}"
+        )
+    if _CONTROL.search(rest):
+        raise InvalidArgumentError(f"{shown} holds a control character; remove it")
+    problem = _valid_bucket(scheme, rest.split("/", 1)[0])
+    if problem is not None:
+        raise InvalidArgumentError(f"{shown} {problem}; check the URL")
     return root
 
 

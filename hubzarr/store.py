@@ -24,7 +24,15 @@ import asyncio
 import builtins
 import contextlib
 import json
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Iterator
+import threading
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Callable,
+    Iterable,
+    Iterator,
+    Sequence,
+)
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,6 +55,7 @@ from hubzarr.errors import (
     CorruptChunkError,
     FormatError,
     InvalidArgumentError,
+    NotFoundError,
     ReadOnlyError,
 )
 from hubzarr.names import Name, parse_name
@@ -60,17 +69,40 @@ from hubzarr.storage import (
     public_options,
     reads_in_caller,
 )
-from hubzarr.versions import Repository, Resolved, split_generation
+from hubzarr.versions import Repository, Resolved, split_generation, split_location
 
-__all__ = ["HubStore", "KeySetListing", "conditional_writes"]
+__all__ = ["HeadSnapshot", "HubStore", "KeySetListing", "check_key", "conditional_writes"]
 
 _READ_ONLY = "store was opened in read-only mode and does not support writing"
+#: More rewrites of one key in one head than any writer makes: probing beyond is damage.
+_MAX_GENERATION = 2**40
 #: zarr format 2's consolidated metadata key, served virtually (see the module docstring).
 _ZMETADATA = ".zmetadata"
 _METADATA_FILES = frozenset({".zgroup", ".zarray", ".zattrs"})
 #: Deletions in flight at once in :meth:`HubStore.delete_dir`, and metadata reads in flight
 #: while a ``.zmetadata`` is built.
 _DELETE_CONCURRENCY = _METADATA_CONCURRENCY = 32
+
+
+def check_key(key: str) -> str:
+    """Refuse a key no :class:`HubStore` stores; return it unchanged otherwise.
+
+    Every check a store makes of a key before any I/O, in one place, so that anything that
+    rehearses a write (:mod:`hubzarr.xarray`) refuses exactly what the store would.
+
+    Raises
+    ------
+    InvalidArgumentError
+        If the key could leave its folder (:func:`hubzarr.storage.check_path`), or ends with
+        ``~`` and a number (hubzarr's names for rewrites of a key).
+    """
+    check_path(key)
+    if split_generation(key)[1]:
+        raise InvalidArgumentError(
+            f"refusing key {key!r}: hubzarr stores rewrites of a key as '<key>~<n>', so "
+            "a key may not itself end with '~' and a number"
+        )
+    return key
 
 
 def _consolidated_group(key: str) -> str | None:
@@ -93,6 +125,79 @@ class _State:
     @property
     def version(self) -> str:
         return self.resolved.version
+
+
+@dataclass(frozen=True, slots=True)
+class _Payload:
+    """What a write stores at a key, checksummed once however many generations it tries."""
+
+    data: bytes | memoryview
+    #: :func:`hubzarr.frame.checksum` of ``data``.
+    checksum: int
+
+    def framed(self, version: str, key: str, generation: int) -> Parts:
+        """The object to store as ``generation`` of ``key`` in ``version``."""
+        return (frame.header(self.checksum, frame.binding(version, key, generation)), self.data)
+
+
+@dataclass(frozen=True, slots=True)
+class HeadSnapshot:
+    """A branch head's state at one moment (:meth:`HubStore.snapshot`).
+
+    Attributes
+    ----------
+    version : str
+        The head then.
+    written : dict
+        ``{key: newest generation}`` of the keys the head held a value for.
+    deleted : frozenset of str
+        The keys whose newest generation in the head was a tombstone.
+    index : dict
+        The head's starting index (what it inherited).
+    """
+
+    version: str
+    written: dict[str, int]
+    deleted: frozenset[str]
+    index: dict[str, str]
+
+
+#: Set in :meth:`HubStore.restore`: its writes pass a gate closed by ``stop_writes``.
+_restoring: ContextVar[bool] = ContextVar("hubzarr_restoring", default=False)
+
+
+class _WriteGate:
+    """Counts the writes in flight through one store object; once closed, refuses new ones
+    (but those of :meth:`HubStore.restore`) and lets the closer wait for the rest to return."""
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._in_flight = 0
+        self._closed = False
+
+    @contextlib.contextmanager
+    def passing(self, name: Name) -> Iterator[None]:
+        with self._changed:
+            if self._closed and not _restoring.get():
+                raise ReadOnlyError(
+                    f"{_READ_ONLY}: writes to {name} through this handle were stopped, because "
+                    "the operation they belonged to failed"
+                )
+            self._in_flight += 1
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._in_flight -= 1
+                self._changed.notify_all()
+
+    def close(self, timeout: float) -> None:
+        with self._changed:
+            self._closed = True
+            if not self._changed.wait_for(lambda: self._in_flight == 0, timeout):
+                raise ConflictError(
+                    f"writes still running {timeout:.0f} s after their operation failed"
+                )
 
 
 #: The objects read by the current conditional operation: ``{(store id, key): (head version,
@@ -213,6 +318,7 @@ class HubStore(KeySetListing, Store):
         self._checks_started = 0
         # Consolidated metadata built at sealed versions: {(version, group prefix): document}.
         self._zmetadata: dict[tuple[str, str], bytes | None] = {}
+        self._gate = _WriteGate()
 
     # -- identity, pickling --------------------------------------------------------------
 
@@ -276,6 +382,14 @@ class HubStore(KeySetListing, Store):
             repo = Repository(self.storage, self.name)
             await repo.open()
             resolved = self._pinned or await repo.resolve(self.name.ref)
+            if resolved.kind == "version" and not resolved.sealed:
+                raise InvalidArgumentError(
+                    f"version {resolved.version} of {repo.name} is the open head of a branch: "
+                    "it still takes writes, and a version id names an immutable state. Open "
+                    "the branch to read or write it (see hubzarr.log for its name), or tag it "
+                    "for a version that never changes: "
+                    f"hubzarr.tag({repo.name.repository!r} + ':<branch>', 'my-tag')"
+                )
             index = await repo.version_index(resolved.version, sealed=resolved.sealed)
             self._state = _State(repo, resolved, index)
         return self._state
@@ -350,9 +464,16 @@ class HubStore(KeySetListing, Store):
         self._check_writable()
 
     async def _advance(self) -> _State:
-        """Move to the head that took over if this store's head has been sealed."""
+        """Move to the head that took over if this store's head has been sealed.
+
+        Also checks, in the same round trip, that the repository was not deleted since the
+        store opened it (:meth:`Repository.check_live`): a handle opened before a deletion
+        must neither read nor write.
+        """
         state = await self._load()
-        path = await state.repo.successors(state.version)
+        path, _ = await asyncio.gather(
+            state.repo.successors(state.version), state.repo.check_live()
+        )
         if len(path) == 1:
             return state
         index = dict(state.index)
@@ -387,17 +508,33 @@ class HubStore(KeySetListing, Store):
     # -- reading -------------------------------------------------------------------------
 
     def _check_key(self, key: str) -> None:
-        check_path(key)
-        if split_generation(key)[1]:
-            raise InvalidArgumentError(
-                f"refusing key {key!r}: hubzarr stores rewrites of a key as '<key>~<n>', so "
-                "a key may not itself end with '~' and a number"
-            )
+        check_key(key)
 
-    def _decoder(self, state: _State, key: str) -> Callable[[bytes], tuple[memoryview | None]]:
-        def decode(raw: bytes) -> tuple[memoryview | None]:
+    def _decoder(
+        self, state: _State, key: str, places: Sequence[tuple[str, int, bool]]
+    ) -> Callable[[int, bytes], tuple[memoryview | None]]:
+        """What :meth:`Storage.read_first` checks the object found at ``places[i]`` with: each
+        place is (version, generation, whether a tombstone may lie there).
+
+        A tombstone may lie only in the open head: where an index (a manifest) records a write,
+        a tombstone is damage, as is an object bound to another place.
+        """
+        where = self._where(state, key)
+        unbound = state.repo.layout == 1
+
+        def decode(i: int, raw: bytes) -> tuple[memoryview | None]:
+            version, generation, tombstone_ok = places[i]
+            payload = frame.decode(
+                raw, where, frame.binding(version, key, generation), unbound=unbound
+            )
+            if payload is None and not tombstone_ok:
+                raise CorruptChunkError(
+                    f"{where} is corrupt: version {version} recorded a value there, but a "
+                    "deletion marker lies in its place; restore it from a copy or rewrite that "
+                    "region"
+                )
             # A 1-tuple, so that a tombstone (None inside) differs from "no object" (None).
-            return (frame.decode(raw, self._where(state, key)),)
+            return (payload,)
 
         return decode
 
@@ -412,6 +549,13 @@ class HubStore(KeySetListing, Store):
         while await self.storage.exists(repo.data_path(head, key, low + step)):
             low += step
             step *= 2
+            if step > _MAX_GENERATION:
+                # No writer makes 2**40 rewrites of a key: storage that answers "exists" for
+                # everything is damaged (or not a hubzarr root), and probing would never end.
+                raise FormatError(
+                    f"{self._where(state, key)}: storage claims more than {_MAX_GENERATION} "
+                    f"generations under {repo.data_path(head, key)}; the repository is damaged"
+                )
         high = low + step  # absent
         while high - low > 1:
             middle = (low + high) // 2
@@ -425,19 +569,22 @@ class HubStore(KeySetListing, Store):
         self._check_key(key)
         repo = state.repo
         owner = state.index.get(key)
-        decode = self._decoder(state, key)
         if state.resolved.sealed:
             if owner is None:
                 return None
+            version, generation = split_location(owner)
+            decode = self._decoder(state, key, [(version, generation, False)])
             found = await self.storage.read_first([repo.object_path(owner, key)], decode)
         else:
-            found, observed = await self._read_head(state, key, owner, decode)
+            found, observed = await self._read_head(state, key, owner)
             session = _observed.get()
             if session is not None:
                 session[(id(self), key)] = (state.version, observed)
         if found is not None:
             return found[1][0]
         if owner is not None:
+            # A handle opened before the repository was deleted finds its objects gone.
+            await repo.check_live()
             raise CorruptChunkError(
                 f"{self._where(state, key)} is missing from storage although version "
                 f"{owner.partition('~')[0]} recorded it; the repository is damaged"
@@ -445,23 +592,21 @@ class HubStore(KeySetListing, Store):
         return None
 
     async def _read_head(
-        self,
-        state: _State,
-        key: str,
-        owner: str | None,
-        decode: Callable[[bytes], tuple[memoryview | None]],
+        self, state: _State, key: str, owner: str | None
     ) -> tuple[tuple[int, tuple[memoryview | None]] | None, int]:
         """Read ``key`` at the open head: its newest generation there, else the ancestor the
         index names. Return what read_first found and the generation read (-1: none in the
         head)."""
         repo, version = state.repo, state.version
         known = state.generations.get(key)
+        inherited = [] if owner is None else [(*split_location(owner), False)]
         if known is None and owner is not None:
             # Inherited, and not seen in this head yet: most such keys were not rewritten here,
             # so ask for generation 0 and then the ancestor (generation 1 cannot exist without
             # generation 0).
+            places = [(version, 0, True), *inherited]
             paths = [repo.data_path(version, key, 0), repo.object_path(owner, key)]
-            found = await self.storage.read_first(paths, decode)
+            found = await self.storage.read_first(paths, self._decoder(state, key, places))
             if found is None or found[0] == 1:
                 return found, -1
             start, first = 0, found
@@ -469,9 +614,11 @@ class HubStore(KeySetListing, Store):
             # The newest generation known and the next, concurrently on object stores (one
             # round trip); then the ancestor.
             start = known or 0
+            places = [(version, start + 1, True), (version, start, True), *inherited]
             paths = [repo.data_path(version, key, start + 1), repo.data_path(version, key, start)]
             if owner is not None:
                 paths.append(repo.object_path(owner, key))
+            decode = self._decoder(state, key, places)
             found = await self.storage.read_first(paths, decode, parallel=2)
             if found is None or found[0] == 2:
                 return found, -1
@@ -483,6 +630,7 @@ class HubStore(KeySetListing, Store):
         state.generations[key] = newest
         if newest == start:
             return first, newest
+        decode = self._decoder(state, key, [(version, newest, True)])
         found = await self.storage.read_first([repo.data_path(version, key, newest)], decode)
         if found is None:
             raise CorruptChunkError(
@@ -628,11 +776,13 @@ class HubStore(KeySetListing, Store):
         they encode themselves.
         """
         self._check_key(key)
-        header = frame.encode_header(payload)
-        await self._fenced_write(key, (header, payload))
+        await self._fenced_write(key, _Payload(payload, frame.checksum(payload)))
 
-    async def _put(self, state: _State, key: str, data: Parts, expected: int | None) -> None:
-        """Create the next generation of ``key`` in the head.
+    async def _put(
+        self, state: _State, key: str, payload: _Payload | None, expected: int | None
+    ) -> None:
+        """Create the next generation of ``key`` in the head (``payload`` ``None``: a
+        tombstone).
 
         ``expected`` is the generation a read-modify-write started from (-1: none in the
         head); the write then fails with :class:`ConflictError` if another writer got there
@@ -647,6 +797,7 @@ class HubStore(KeySetListing, Store):
             generation = 0 if known is None else known + 1
         while True:
             path = repo.data_path(head, key, generation)
+            data = frame.TOMBSTONE if payload is None else payload.framed(head, key, generation)
             try:
                 await self.storage.create(path, data, durable=False, unique=False)
             except AlreadyExistsError:
@@ -674,12 +825,16 @@ class HubStore(KeySetListing, Store):
             return False
         return not await self.storage.exists(repo.data_path(head, key, generation + 1))
 
-    async def _fenced_write(self, key: str, data: Parts | None) -> None:
+    async def _fenced_write(self, key: str, data: _Payload | None) -> None:
         """Write ``data`` (``None``: a deletion) as the next generation of ``key`` in the head,
         between two seal checks; if the head was sealed meanwhile, repeat the write in the head
         that took over, so it is never lost (a conditional write raises ConflictError instead,
         and its caller starts over from a fresh read)."""
         await self._ensure_writable()
+        with self._gate.passing(self.name):
+            await self._fenced_write_through(key, data)
+
+    async def _fenced_write_through(self, key: str, data: _Payload | None) -> None:
         session = _observed.get()
         seen = session.get((id(self), key)) if session is not None else None
         state = await self._checked_state()
@@ -689,11 +844,15 @@ class HubStore(KeySetListing, Store):
                 if seen[0] != state.version:
                     raise ConflictError(self._where(state, key))
                 expected = seen[1]
-            if data is not None:
-                await self._put(state, key, data, expected)
-            elif not await self._remove(state, key, expected):
-                return
-            after = await self._checked_state()
+            try:
+                if data is not None:
+                    await self._put(state, key, data, expected)
+                elif not await self._remove(state, key, expected):
+                    return
+                after = await self._checked_state()
+            except NotFoundError:
+                await self._clean_up_if_deleted(state)
+                raise
             if after.version == state.version:
                 return
             if seen is not None:
@@ -711,8 +870,20 @@ class HubStore(KeySetListing, Store):
                 raw = await self.storage.read(state.repo.data_path(state.version, key, generation))
                 if raw == frame.TOMBSTONE:
                     return False
-        await self._put(state, key, frame.TOMBSTONE, expected)
+        await self._put(state, key, None, expected)
         return True
+
+    async def _clean_up_if_deleted(self, state: _State) -> None:
+        """After a write found the repository deleted, remove what it may have recreated.
+
+        A write that began before the deletion and landed after it recreated part of the
+        deleted incarnation's folder; nothing can ever read it, so it goes, and no folder of
+        a deleted repository comes back.
+        """
+        try:
+            await state.repo.check_live()
+        except NotFoundError:
+            await self.storage.delete_prefix(state.repo.path())
 
     async def set_if_not_exists(self, key: str, value: Buffer) -> None:
         """Store ``value`` at ``key`` unless ``key`` already has a value."""
@@ -749,6 +920,92 @@ class HubStore(KeySetListing, Store):
 
         for phase in sorted(phases):
             await asyncio.gather(*(delete(key) for key in phases[phase]))
+
+    # -- putting keys back ---------------------------------------------------------------
+
+    def stop_writes(self, timeout: float = 600.0) -> None:
+        """Refuse every further write through this store object, and wait (in this thread,
+        not on an event loop) for the writes in flight to return.
+
+        For an operation that failed: dask's threads may still be running tasks that write
+        after the failure was raised; once this returns, none of them can land any more, and
+        :meth:`restore` puts back what they changed. Copies of the store (pickled to a
+        dask.distributed worker) are not stopped.
+        """
+        self._gate.close(timeout)
+
+    async def snapshot(self) -> HeadSnapshot:
+        """Record the state of this store's branch head, to put keys back later
+        (:meth:`restore`). Costs one listing of the head.
+
+        Raises
+        ------
+        ReadOnlyError
+            If the store is not at a branch, or refuses writes.
+        """
+        await self._ensure_writable()
+        state = await self._checked_state()
+        written, deleted = await state.repo.list_written(state.version)
+        return HeadSnapshot(state.version, written, frozenset(deleted), state.index)
+
+    async def restore(self, snapshot: HeadSnapshot, prefixes: Iterable[str]) -> int:
+        """Put every key under ``prefixes`` back as it was when ``snapshot`` was taken.
+
+        For an operation that failed halfway (:func:`hubzarr.xarray.to_hub`): each key whose
+        object differs from the one it had then gets that object's payload again as its next
+        generation (or a tombstone, if it had none). Sealed versions are never touched, and
+        keys outside ``prefixes`` (other writers' work) are left alone. Objects are written
+        once, so every one the snapshot named is still there. Returns the keys put back.
+        """
+        state = await self._checked_state()
+        written, deleted = await state.repo.list_written(state.version)
+        scope = tuple(prefixes)
+        candidates = {
+            k
+            for keys in (snapshot.written, snapshot.deleted, snapshot.index, written, deleted)
+            for k in keys
+            if k.startswith(scope)
+        }
+        candidates |= {k for k in state.index if k.startswith(scope)}
+
+        def then(key: str) -> tuple[str, int] | None:
+            if key in snapshot.written:
+                return snapshot.version, snapshot.written[key]
+            owner = None if key in snapshot.deleted else snapshot.index.get(key)
+            return None if owner is None else split_location(owner)
+
+        def now(key: str) -> tuple[str, int] | None:
+            if key in written:
+                return state.version, written[key]
+            owner = None if key in deleted else state.index.get(key)
+            return None if owner is None else split_location(owner)
+
+        changed = sorted(k for k in candidates if then(k) != now(k))
+        limit = asyncio.Semaphore(_DELETE_CONCURRENCY)
+        _restoring.set(True)  # this task and its children pass a stopped store's gate
+
+        async def put_back(key: str) -> None:
+            async with limit:
+                place = then(key)
+                if place is None:
+                    await self.delete(key)
+                    return
+                version, generation = place
+                decode = self._decoder(state, key, [(version, generation, False)])
+                path = state.repo.data_path(version, key, generation)
+                found = await self.storage.read_first([path], decode)
+                if found is None or found[1][0] is None:
+                    raise CorruptChunkError(
+                        f"{self._where(state, key)}: cannot put it back, {path} is gone"
+                    )
+                await self.write_payload(key, bytes(found[1][0]))
+
+        # Chunks before metadata files, as delete_dir does: interrupted, every array is
+        # still described.
+        metadata = [k for k in changed if k.rpartition("/")[2] in _METADATA_FILES]
+        await asyncio.gather(*(put_back(k) for k in changed if k not in metadata))
+        await asyncio.gather(*(put_back(k) for k in metadata))
+        return len(changed)
 
     # -- listing -------------------------------------------------------------------------
 

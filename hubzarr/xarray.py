@@ -20,9 +20,10 @@ consolidated metadata. This module imports xarray; ``import hubzarr`` does not i
 from __future__ import annotations
 
 import builtins
+import functools
 import math
 import os
-from collections.abc import Hashable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from typing import Any, Literal
 
 import numpy as np
@@ -39,7 +40,8 @@ from zarr.core.sync import sync
 from hubzarr.array import DEFAULT_COMPRESSOR, HubArray, check_compressor, default_chunks
 from hubzarr.config import resolve_namespace
 from hubzarr.errors import AlreadyExistsError, InvalidArgumentError
-from hubzarr.group import HubGroup, check_key
+from hubzarr.group import HubGroup
+from hubzarr.group import check_key as check_group_key
 from hubzarr.metadata import (
     _REFUSED_CODECS,
     _STRING_CODECS,
@@ -47,8 +49,8 @@ from hubzarr.metadata import (
     node_key,
     open_zarr_group,
 )
-from hubzarr.names import parse_name
-from hubzarr.store import HubStore, KeySetListing, _slice
+from hubzarr.names import Name, parse_name
+from hubzarr.store import HubStore, KeySetListing, _slice, check_key
 from hubzarr.versions import Repository
 
 __all__ = ["HubBackendEntrypoint", "open_dataset", "to_hub"]
@@ -84,7 +86,7 @@ def _xarray_store(
     store: HubStore, group: str | None, use_zarr_fill_value_as_mask: bool | None
 ) -> tuple[ZarrStore, zarr.Group]:
     """xarray's view of a group whose metadata hubzarr has checked."""
-    path = "" if group is None else check_key(group.strip("/"))
+    path = "" if group is None else check_group_key(group.strip("/"))
     zgroup = open_zarr_group(store, path)
     for name, array in zgroup.arrays():
         dims = array.attrs.get(_DIMENSIONS)
@@ -275,7 +277,9 @@ class _Rehearsal(KeySetListing, Store):
 
     Reads fall through to ``base`` (read-only) unless the rehearsal wrote or deleted the key;
     metadata written is kept, chunk payloads are dropped (nothing reads them back: a write
-    touches each chunk once).
+    touches each chunk once). Every key is checked as :class:`HubStore` checks it
+    (:func:`hubzarr.store.check_key`), so a write the store would refuse fails here, before
+    anything is stored.
     """
 
     supports_writes = True
@@ -299,6 +303,7 @@ class _Rehearsal(KeySetListing, Store):
     async def get(
         self, key: str, prototype: BufferPrototype, byte_range: ByteRequest | None = None
     ) -> Buffer | None:
+        check_key(key)
         if key in self._metadata:
             return prototype.buffer.from_bytes(_slice(memoryview(self._metadata[key]), byte_range))
         if key in self._deleted or self._base is None:
@@ -311,6 +316,7 @@ class _Rehearsal(KeySetListing, Store):
         return [await self.get(key, prototype, r) for key, r in key_ranges]
 
     async def exists(self, key: str) -> bool:
+        check_key(key)
         if key in self._metadata or key in self._chunks:
             return True
         if key in self._deleted or self._base is None:
@@ -318,6 +324,7 @@ class _Rehearsal(KeySetListing, Store):
         return await self._base.exists(key)
 
     async def set(self, key: str, value: Buffer) -> None:
+        check_key(key)
         self._deleted.discard(key)
         if key.rpartition("/")[2].startswith(".z"):
             self._metadata[key] = value.to_bytes()
@@ -325,6 +332,7 @@ class _Rehearsal(KeySetListing, Store):
             self._chunks.add(key)
 
     async def delete(self, key: str) -> None:
+        check_key(key)
         self._metadata.pop(key, None)
         self._chunks.discard(key)
         self._deleted.add(key)
@@ -509,7 +517,7 @@ def to_hub(
         mode = "a" if append_dim is not None else "r+" if region is not None else "w-"
     if mode not in ("w-", "w", "a", "a-", "r+"):
         raise InvalidArgumentError(f"mode must be 'w-', 'w', 'a', 'a-' or 'r+', not {mode!r}")
-    path = check_key(group.strip("/")) if group and group.strip("/") else ""
+    path = check_group_key(group.strip("/")) if group and group.strip("/") else ""
     encoding = dict(encoding or {})
     _check_codecs(encoding)
     parsed = parse_name(name, default_user=resolve_namespace())
@@ -549,14 +557,55 @@ def to_hub(
         target, new, xmode = None, everything, "a"
     ds, encoding = _with_defaults(ds, encoding, new)
     _write(ds, _Rehearsal(target), xmode, encoding, kwargs, compute=False)
-    if not exists:
-        branch = parsed.ref or _DEFAULT_BRANCH
-        sync(Repository(store.storage, parsed).create(branch, initial=group_documents()))
-        store = HubStore(
-            None if root is None else os.fspath(root),
-            str(parsed.with_ref(branch)),
-            storage_options=storage_options,
-            read_only=False,
-        )
-    _write(ds, store, xmode, encoding, kwargs, compute=True)
+    write = functools.partial(_write, ds, mode=xmode, encoding=encoding, kwargs=kwargs)
+    if exists:
+        _write_or_restore(store, write, _scope(ds, path, mode))
+        return HubGroup(store, path)
+    branch = parsed.with_ref(parsed.ref or _DEFAULT_BRANCH)
+    store = HubStore(
+        None if root is None else os.fspath(root),
+        str(branch),
+        storage_options=storage_options,
+        read_only=False,
+    )
+    _create_and_write(store, branch, write)
     return HubGroup(store, path)
+
+
+def _create_and_write(store: HubStore, name: Name, write: Callable[..., None]) -> None:
+    """Create the repository (holding an empty group) at the branch ``name`` names, and
+    write; a failure deletes it again: nobody was meant to see it before the write finished."""
+    repo = Repository(store.storage, name)
+    sync(repo.create(str(name.ref), initial=group_documents()))
+    try:
+        write(store, compute=True)
+    except BaseException:
+        store.stop_writes()
+        sync(repo.delete())
+        raise
+
+
+def _scope(ds: xr.Dataset, path: str, mode: str) -> builtins.list[str]:
+    """The key prefixes a write of ``ds`` into the group at ``path`` may change: the group's
+    own metadata and its variables' keys; with mode ``"w"``, all of the group (xarray clears
+    it first)."""
+    if mode == "w":
+        return [f"{path}/" if path else ""]
+    return [node_key(path, n) for n in (".zgroup", ".zattrs")] + [
+        f"{node_key(path, str(v))}/" for v in ds.variables
+    ]
+
+
+def _write_or_restore(
+    store: HubStore, write: Callable[..., None], scope: builtins.list[str]
+) -> None:
+    """Write for real; on any failure after the rehearsal (a dask task that raises, the
+    storage failing), put back what the write changed, so the branch is as it was."""
+    snapshot = sync(store.snapshot())
+    try:
+        write(store, compute=True)
+    except BaseException:
+        # dask's threads may still be running tasks that write: stop them first.
+        store.stop_writes()
+        sync(store.restore(snapshot, scope))
+        raise

@@ -227,11 +227,20 @@ class _KillingOs:
     def __getattr__(self, name: str) -> Any:
         return getattr(os, name)
 
-    def replace(self, src: Any, dst: Any) -> None:
-        self._switch.around(f"replace {dst}", lambda: os.replace(src, dst))
+    def replace(self, src: Any, dst: Any, **kwargs: Any) -> None:
+        where = _full(dst, kwargs.get("dst_dir_fd"))
+        self._switch.around(f"replace {where}", lambda: os.replace(src, dst, **kwargs))
 
-    def link(self, src: Any, dst: Any) -> None:
-        self._switch.around(f"link {dst}", lambda: os.link(src, dst))
+    def link(self, src: Any, dst: Any, **kwargs: Any) -> None:
+        where = _full(dst, kwargs.get("dst_dir_fd"))
+        self._switch.around(f"link {where}", lambda: os.link(src, dst, **kwargs))
+
+
+def _full(name: Any, folder: int | None) -> str:
+    """The path of ``name`` in the folder open as ``folder`` (storage works on descriptors)."""
+    if folder is None:
+        return str(name)
+    return os.path.join(os.readlink(f"/proc/self/fd/{folder}"), str(name))
 
 
 def install(hook: str, switch: KillSwitch) -> None:

@@ -52,3 +52,24 @@ def race_create(root: str, worker: int, trials: int, barrier: Any, results: Any)
     for trial in range(trials):
         barrier.wait(timeout=120)
         results.put((trial, worker, asyncio.run(attempt(trial))))
+
+
+def write_after_delete(root: str, opened: Any, deleted: Any, results: Any) -> None:
+    """Open ``loss/data``, write, tell the parent, wait until it deleted the repository, then
+    write and read again; report what each of those two did."""
+    import hubzarr
+
+    arr = hubzarr.Hub(root).load("loss/data")
+    arr[0:2] = 5  # a write that succeeds, before the deletion
+    opened.set()
+    assert deleted.wait(timeout=120)
+    outcome = []
+    for attempt in (lambda: arr.__setitem__(slice(0, 4), 9), lambda: arr[:]):
+        try:
+            attempt()
+            outcome.append("ok")
+        except hubzarr.NotFoundError:
+            outcome.append("NotFoundError")
+        except Exception as exc:  # reported to, and failed by, the parent
+            outcome.append(repr(exc))
+    results.put(outcome)

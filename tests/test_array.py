@@ -65,6 +65,11 @@ BAD_SPECS: list[tuple[dict[str, Any], type[Exception]]] = [
     ({"dtype": [("a", "int32"), ("b", "float64")]}, hubzarr.InvalidArgumentError),
     ({"dtype": "nonsense"}, hubzarr.InvalidArgumentError),
     ({"dtype": "datetime64[s]"}, hubzarr.InvalidArgumentError),
+    # numpy's extended precision: no zarr (format 2) dtype, and its bytes differ by machine.
+    ({"dtype": "float128"}, hubzarr.InvalidArgumentError),
+    ({"dtype": "complex256"}, hubzarr.InvalidArgumentError),
+    ({"dtype": np.longdouble}, hubzarr.InvalidArgumentError),
+    ({"dtype": np.dtype(np.clongdouble)}, hubzarr.InvalidArgumentError),
     ({"fill_value": None}, hubzarr.InvalidArgumentError),
     ({"dtype": "int32", "fill_value": 1.5}, hubzarr.UnsafeCastError),
     ({"dtype": "uint8", "fill_value": -1}, hubzarr.UnsafeCastError),

@@ -257,6 +257,59 @@ def test_bad_reduction_arguments_are_refused(memory_root: str) -> None:
         cplx.max()
 
 
+BAD_REDUCTIONS: dict[str, Any] = {
+    "var ddof a string": lambda a: a.var(ddof="1"),
+    "std ddof a string": lambda a: a.std(ddof="1"),
+    "var ddof a bool": lambda a: a.var(ddof=True),
+    "std ddof negative": lambda a: a.std(ddof=-1),
+    "var ddof a float": lambda a: a.var(ddof=1.0),
+    "sum progress a string": lambda a: a.sum(progress="yes"),
+    "mean progress 1": lambda a: a.mean(progress=1),
+    "var progress None": lambda a: a.var(progress=None),
+    "min progress a string": lambda a: a.min(progress="no"),
+    "max progress 0": lambda a: a.max(progress=0),
+    "histogram progress a string": lambda a: a.histogram(3, range=(0, 1), progress="x"),
+    "histogram bins a float": lambda a: a.histogram(2.5),
+    "histogram bins a bool": lambda a: a.histogram(True),
+    "histogram bins strings": lambda a: a.histogram(["0", "1"]),
+    "histogram bins bools": lambda a: a.histogram([False, True]),
+    "histogram bins None": lambda a: a.histogram(None),
+    "histogram range strings": lambda a: a.histogram(3, range=("0", "1")),
+    "histogram range of three": lambda a: a.histogram(3, range=(0, 1, 2)),
+    "histogram range a number": lambda a: a.histogram(3, range=5),
+    "histogram range of bools": lambda a: a.histogram(3, range=(False, True)),
+    "histogram range infinite": lambda a: a.histogram(3, range=(0, float("inf"))),
+}
+
+
+@pytest.mark.parametrize("call", BAD_REDUCTIONS.values(), ids=BAD_REDUCTIONS.keys())
+@pytest.mark.parametrize("whole", [True, False], ids=["array", "selection"])
+def test_bad_reduction_arguments_are_refused_before_reading(
+    memory_root: str, monkeypatch: pytest.MonkeyPatch, call: Any, whole: bool
+) -> None:
+    hub = hubzarr.Hub(memory_root)
+    arr, _ = _filled(hub)
+    target = hub.load("bulk/a") if whole else arr.lazy[2:9, ::2]
+    keys = _recording(monkeypatch)
+    with pytest.raises(hubzarr.InvalidArgumentError):
+        call(target)
+    assert keys == []
+
+
+def test_good_reduction_arguments_of_numpy_types_are_accepted(memory_root: str) -> None:
+    arr, expected = _filled(hubzarr.Hub(memory_root))
+    assert arr.var(ddof=np.int64(1)) == pytest.approx(expected.var(ddof=1, dtype="float64"))
+    assert arr.std(ddof=2, progress=np.False_) == pytest.approx(
+        expected.std(ddof=2, dtype="float64")
+    )
+    edges = np.array([-2.0, 0.0, 10.0, 30.0], dtype="float32")
+    counts, _ = arr.histogram(edges, range=[np.float32(0), 1])
+    np.testing.assert_array_equal(counts, np.histogram(expected, bins=edges)[0])
+    counts, cuts = arr.histogram(np.int8(4), range=(np.float64(-2), 20))
+    np.testing.assert_array_equal(counts, np.histogram(expected, bins=4, range=(-2, 20))[0])
+    assert cuts[0] == -2 and cuts[-1] == 20
+
+
 def test_a_progress_bar_on_request(hub: hubzarr.Hub, capsys: pytest.CaptureFixture[str]) -> None:
     arr, expected = _filled(hub)
     assert arr.mean() == pytest.approx(expected.mean(dtype="float64"))

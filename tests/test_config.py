@@ -87,6 +87,28 @@ def test_empty_root_variable_is_unset(monkeypatch: pytest.MonkeyPatch) -> None:
     assert resolve_root() == "memory://from-config"
 
 
+def test_resolve_root_checks_the_root_wherever_it_comes_from(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for blank in ("", "   "):
+        with pytest.raises(InvalidArgumentError, match="the hub root is empty"):
+            resolve_root(blank)
+    monkeypatch.setenv("HUBZARR_ROOT", " ")
+    with pytest.raises(InvalidArgumentError, match=r"the hub root in \$HUBZARR_ROOT is empty"):
+        resolve_root()
+    monkeypatch.setenv("HUBZARR_ROOT", "s3://key:se/cret@bucket")
+    with pytest.raises(InvalidArgumentError, match=r"\$HUBZARR_ROOT \(s3://\.\.\.\)") as info:
+        resolve_root()
+    assert "cret" not in str(info.value)
+    monkeypatch.delenv("HUBZARR_ROOT")
+    for configured in ("", "gs://token:se/cret@bucket/hub"):
+        path = write_config(json.dumps({"root": configured}))
+        with pytest.raises(InvalidArgumentError, match="the hub root in the config file") as info:
+            resolve_root()
+        assert str(path) in str(info.value) and "cret" not in str(info.value)
+    assert resolve_root("/explicit") == "/explicit"  # the broken config is not needed
+
+
 def test_config_without_root_falls_back_to_default(isolated_env: Path) -> None:
     save_settings(Settings(namespace="alice"))
     assert resolve_root() == str(isolated_env / ".hubzarr")

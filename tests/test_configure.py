@@ -427,20 +427,20 @@ def test_changing_the_kind_of_store_drops_its_connection_settings(
     runner: CliRunner, tmp_path: Path
 ) -> None:
     args = ("--endpoint-url", "http://x:1", "--profile", "p", "--no-check")
-    invoke(runner, "configure", "--root", "s3://b/hub", *args)
+    invoke(runner, "configure", "--root", "s3://bkt/hub", *args)
     invoke(runner, "configure", "--root", "s3://other/hub", "--no-check")
     assert load_settings().endpoint_url == "http://x:1"  # same kind of store: kept
     # An AWS profile means nothing to GCS (where the profile is a key file), nor to a folder.
-    invoke(runner, "configure", "--root", "gs://b/hub", "--no-check")
-    assert load_settings() == Settings(root="gs://b/hub")
-    invoke(runner, "configure", "--root", "s3://b/hub", *args)
+    invoke(runner, "configure", "--root", "gs://bkt/hub", "--no-check")
+    assert load_settings() == Settings(root="gs://bkt/hub")
+    invoke(runner, "configure", "--root", "s3://bkt/hub", *args)
     invoke(runner, "configure", "--root", str(tmp_path / "hub"))
     assert load_settings() == Settings(root=str(tmp_path / "hub"))
     # Settings given before the first root are kept.
     config_path().unlink()
     invoke(runner, "configure", "--endpoint-url", "http://x:1", "--no-check")
-    invoke(runner, "configure", "--root", "s3://b/hub", "--no-check")
-    assert load_settings() == Settings(root="s3://b/hub", endpoint_url="http://x:1")
+    invoke(runner, "configure", "--root", "s3://bkt/hub", "--no-check")
+    assert load_settings() == Settings(root="s3://bkt/hub", endpoint_url="http://x:1")
 
 
 def test_gcs_token_path(runner: CliRunner, tmp_path: Path) -> None:
@@ -472,7 +472,7 @@ def test_gcs_token_path(runner: CliRunner, tmp_path: Path) -> None:
     assert load_settings().profile is None
     result = invoke(runner, "configure", "--token", str(tmp_path / "absent.json"), code=1)
     assert "cannot read the token file" in result.stderr
-    result = invoke(runner, "configure", "--root", "s3://b/hub", "--token", str(token), code=1)
+    result = invoke(runner, "configure", "--root", "s3://bkt/hub", "--token", str(token), code=1)
     assert "--token is for gs:// roots" in result.stderr
 
 

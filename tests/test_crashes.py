@@ -34,10 +34,10 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 from _crash import NAME, Model, Op
+from envelopes import unframe
 from zarr.core.sync import sync
 
 import hubzarr
-from hubzarr import frame
 from hubzarr.errors import NotFoundError
 from hubzarr.storage import TMP_SUFFIX
 
@@ -171,7 +171,7 @@ def _check_stored_objects(hub: hubzarr.Hub) -> tuple[set[str], list[str]]:
         if path.startswith("data/"):
             raw = sync(hub.storage.read(f"{NAME}/{home}/{path}"))
             assert raw is not None, f"{path} was listed but cannot be read"
-            frame.decode(raw, path)  # raises CorruptChunkError if truncated or torn
+            unframe(path, raw)  # raises CorruptChunkError if truncated or torn
         elif path.endswith(".json"):
             _read_json(hub, home, path)
     for path in listing:

@@ -192,6 +192,101 @@ def test_a_deleted_incarnation_left_behind_is_freed(hub: hubzarr.Hub, later: Non
     np.testing.assert_array_equal(hub.load(NAME)[:], fresh[:])
 
 
+# -- gc deletes only what it wrote -------------------------------------------------------------
+
+
+def _outside(tmp_path: Path) -> tuple[Path, dict[str, bytes]]:
+    """A folder outside the hub root with a few files, and what they hold."""
+    outside = tmp_path / "outside"
+    (outside / "sub").mkdir(parents=True)
+    for name in ("a.json", "0", "sub/0.0", "repo.json"):
+        (outside / name).write_bytes(f"precious {name}".encode())
+    return outside, _tree(outside)
+
+
+def _tree(folder: Path) -> dict[str, bytes]:
+    return {
+        p.relative_to(folder).as_posix(): p.read_bytes()
+        for p in folder.rglob("*")
+        if p.is_file() and not p.is_symlink()
+    }
+
+
+def test_gc_never_follows_a_planted_link(tmp_path: Path, later: None) -> None:
+    root = tmp_path / "hub"
+    hub = hubzarr.Hub(str(root))
+    arr = _make(hub)
+    hub.tag(NAME, "v1")
+    arr[0] = 7
+    repo = _repo(hub)
+    home = root / repo.path()
+    outside, before = _outside(tmp_path)
+    deleted_version = "0" * 12 + "deadbeef"
+    links = [
+        root / repo.base / "0123456789abcdef",  # named like a deleted incarnation
+        root / repo.base / "elsewhere",
+        home / "data" / deleted_version,  # named like an unreachable version's data
+        home / "refs" / "archive",
+    ]
+    for link in links:
+        link.symlink_to(outside, target_is_directory=True)
+    file_links = [
+        home / "versions" / f"{deleted_version}.json",
+        home / "manifests" / f"{deleted_version}.json",
+        home / "data" / repo.incarnation / "0.0",
+    ]
+    head = next(p for p in (home / "data").iterdir() if not p.is_symlink())
+    file_links.append(head / "9.0")
+    for link in file_links:
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(outside / "a.json")
+    expected = {"main": arr[:], "v1": hub.load(f"{NAME}:v1")[:]}
+
+    result = CliRunner().invoke(app, ["gc", NAME, "--yes", "--grace", "0s", "--root", str(root)])
+    assert result.exit_code == 0, result.output
+    hub.gc(NAME, grace=0, dry_run=False)
+    assert _tree(outside) == before
+    assert all(link.is_symlink() for link in links + file_links)
+    _every_ref_reads(hub, expected)
+
+
+def test_gc_leaves_a_nested_root_and_unknown_files_alone(tmp_path: Path, later: None) -> None:
+    root = tmp_path / "hub"
+    outer = hubzarr.Hub(str(root))
+    _make(outer)
+    repo = _repo(outer)
+    nested = {
+        name: hubzarr.Hub(str(root / repo.base / name)) for name in ("inner", "0123456789abcdef")
+    }
+    for inner in nested.values():
+        group = inner.group("bob/data")
+        group.create_array("images", (4,), dtype="int8", chunks=(2,))[:] = [1, 2, 3, 4]
+        inner.tag("bob/data", "v1")
+    home = root / repo.path()
+    unknown = [
+        root / repo.base / "notes.txt",
+        home / "README",
+        home / "data" / "README",
+        home / "data" / "notes" / "0.0",
+        home / "versions" / "notes.json",
+        home / "versions" / "sub" / f"{'0' * 20}.json",
+        home / "seals" / "draft.txt",
+        home / "manifests" / "x.json",
+    ]
+    for path in unknown:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"not hubzarr's")
+
+    report = outer.gc(NAME, grace=0, dry_run=False)
+    assert report.objects == 0
+    assert all(path.read_bytes() == b"not hubzarr's" for path in unknown)
+    for inner in nested.values():
+        images = inner.load("bob/data:v1")["images"]  # type: ignore[index]
+        assert images[:].tolist() == [1, 2, 3, 4]
+        assert inner.verify("bob/data:v1").ok
+    np.testing.assert_array_equal(outer.load(NAME)[:], np.arange(32).reshape(8, 4))
+
+
 def test_a_write_that_lands_after_a_seal_changes_nothing_sealed_and_is_freed(
     local_or_s3: Backend, later: None
 ) -> None:

@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 import zarr
 from conftest import Backend
+from envelopes import framed
 from typer.testing import CliRunner
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 
 import hubzarr
-from hubzarr import frame
 from hubzarr.cli import app
 from hubzarr.errors import (
     AlreadyExistsError,
@@ -488,7 +488,8 @@ def test_verify_checks_the_chunks_of_every_array_of_a_group(local_root: str) -> 
     assert hub.verify(NAME).ok
     junk = b"framed, with a valid checksum, but no chunk inside"
     for key in ("train/labels/1", "deep/er/slash/1/0"):
-        _stored(local_root, key).write_bytes(frame.encode_header(junk) + junk)
+        stored = _stored(local_root, key)
+        stored.write_bytes(framed(stored, junk))
     raw = bytearray(_stored(local_root, "images/0.0").read_bytes())
     raw[-2] ^= 0x01
     _stored(local_root, "images/0.0").write_bytes(bytes(raw))
@@ -508,7 +509,8 @@ def test_verify_reports_malformed_nested_array_metadata(local_root: str) -> None
     )
     doc["chunks"] = [0]
     payload = json.dumps(doc).encode()
-    _stored(local_root, "train/labels/.zarray").write_bytes(frame.encode_header(payload) + payload)
+    stored = _stored(local_root, "train/labels/.zarray")
+    stored.write_bytes(framed(stored, payload))
     report = hub.verify(NAME)
     assert [p.key for p in report.problems] == ["train/labels/.zarray"]
     assert "chunks" in report.problems[0].message

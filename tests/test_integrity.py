@@ -6,12 +6,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from envelopes import framed
 from typer.testing import CliRunner
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 
 import hubzarr
-from hubzarr import frame
 from hubzarr.cli import app
 from hubzarr.errors import AlreadyExistsError, InvalidArgumentError, NotFoundError
 
@@ -68,7 +68,7 @@ def test_a_chunk_with_a_right_checksum_but_no_chunk_inside_is_reported(local_roo
     _make(hub)
     path = _chunk_file(local_root, "1.0")
     junk = b"not blosc at all, but framed with a valid checksum"
-    path.write_bytes(frame.encode_header(junk) + junk)
+    path.write_bytes(framed(path, junk))
     report = hub.verify(NAME)
     assert [p.key for p in report.problems] == ["1.0"]
     assert "decompress" in report.problems[0].message
@@ -79,7 +79,7 @@ def test_damaged_metadata_is_reported(local_root: str) -> None:
     _make(hub)
     path = _chunk_file(local_root, ".zarray")
     payload = b'{"zarr_format": 2, "shape": [-8, 4]'
-    path.write_bytes(frame.encode_header(payload) + payload)
+    path.write_bytes(framed(path, payload))
     report = hub.verify(NAME)
     assert [p.key for p in report.problems] == [".zarray"]
     assert ".zarray" in report.problems[0].message

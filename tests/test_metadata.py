@@ -12,11 +12,11 @@ from typing import Any
 import numpy as np
 import pytest
 import zarr
+from envelopes import framed, unframe
 from numcodecs.registry import codec_registry
 from zarr.core.sync import sync
 
 import hubzarr
-from hubzarr import frame
 from hubzarr.array import MAX_CHUNK_BYTES
 from hubzarr.errors import CorruptChunkError, FormatError, NotFoundError
 from hubzarr.metadata import open_zarr_array
@@ -110,14 +110,14 @@ def _path(hub: hubzarr.Hub, key: str) -> str:
 def _payload(hub: hubzarr.Hub, path: str) -> bytes:
     raw = sync(hub.storage.read(path))
     assert raw is not None
-    payload = frame.decode(raw, path)
+    payload = unframe(path, raw)
     assert payload is not None
-    return bytes(payload)
+    return payload
 
 
 def _write(hub: hubzarr.Hub, path: str, payload: bytes) -> None:
     """Replace a stored object's payload as an outside editor would: with a valid checksum."""
-    sync(hub.storage.write(path, frame.encode_header(payload) + payload))
+    sync(hub.storage.write(path, framed(path, payload)))
 
 
 def _snapshot(hub: hubzarr.Hub) -> dict[str, bytes]:
@@ -177,7 +177,8 @@ def test_a_failed_checksum_is_a_corrupt_chunk_not_a_format_error(
     path = _path(hub, key)
     payload = _payload(hub, path)
     # The payload changed but the stored checksum is the old one: bit rot, not an edit.
-    sync(hub.storage.write(path, frame.encode_header(payload) + payload.replace(b"}", b"]")))
+    header = framed(path, payload)[: -len(payload)]
+    sync(hub.storage.write(path, header + payload.replace(b"}", b"]")))
     tagged = hub.tag(NAME, "t")
     for name in (NAME, f"{NAME}:t"):
         with pytest.raises(CorruptChunkError, match=rf"'\{key}'") as info:

@@ -302,10 +302,13 @@ def test_a_read_at_a_branch_head_checks_the_seal_once(s3_backend: Backend) -> No
     assert arr[:].sum() == 128
     methods = sorted(r.method for r in s3_backend.server.requests)
     seal_checks = [r for r in s3_backend.server.requests if "/seals/" in r.path]
-    # One seal check, then per chunk the newest generation known and the next one, read
-    # concurrently (another process may have rewritten the chunk).
-    assert methods == ["GET"] * 9, [(r.method, r.path) for r in s3_backend.server.requests]
+    liveness = [r for r in s3_backend.server.requests if r.path.endswith("/repo.json")]
+    # One seal check and, in the same round trip, one check that the repository was not
+    # deleted; then per chunk the newest generation known and the next one, read concurrently
+    # (another process may have rewritten the chunk).
+    assert methods == ["GET"] * 10, [(r.method, r.path) for r in s3_backend.server.requests]
     assert len(seal_checks) == 1
+    assert len(liveness) == 1
     probes = [r for r in s3_backend.server.requests if r.path.endswith("~1")]
     assert len(probes) == 4
 
@@ -323,8 +326,10 @@ def test_a_read_at_a_head_right_after_a_tag_costs_two_gets_per_chunk(
     assert reader[:].sum() == 128
     requests = s3_backend.server.requests
     # One seal check, then per inherited chunk: generation 0 in the head (404), the tag's.
-    assert sorted(r.method for r in requests) == ["GET"] * 9
+    # ... and the check that the repository still exists, beside the seal check.
+    assert sorted(r.method for r in requests) == ["GET"] * 10
     assert sum(r.status == 404 for r in requests) == 5  # four chunks' head, the seal check
+    assert sum(r.path.endswith("/repo.json") for r in requests) == 1
 
 
 def test_a_fresh_reader_finds_the_newest_rewrite_of_an_inherited_chunk(

@@ -51,6 +51,20 @@ BAD_PATHS = [
     "a\x00b",
     "x" + TMP_SUFFIX,
     "a/b" + TMP_SUFFIX,
+    # Segments a web server (or a decoding proxy before it) resolves as '..', '.' or a separator.
+    "%2e%2e",
+    "a/%2E%2E/b",
+    "%2e",
+    ".%2e/x",
+    "%2e./x",
+    "%252e%252e/x",
+    "%25252E%25252E/x",
+    "a%2fb",
+    "a%2F..%2F..%2Fb",
+    "a%5cb",
+    "a/%255c/b",
+    "a/%00",
+    "%2e%2e%2f%2e%2e%2fx",
 ]
 
 
@@ -517,6 +531,12 @@ def test_check_path_refuses(bad: str) -> None:
         "a/.zarray",
         "x.hubzarr-tmp.json",
         "a/" + TMP_SUFFIX + "/b",
+        "100%",
+        "%",
+        "a%zz/b",
+        "%41",  # decodes to 'A': a name, sent as it is
+        "a%20b",
+        "%2e%2e%2e",  # '...' is a name
     ],
 )
 def test_check_path_accepts(good: str) -> None:

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import zarr
 from conftest import Backend
+from envelopes import framed, unframe
 from zarr.core.buffer import cpu, default_buffer_prototype
 from zarr.core.sync import collect_aiterator, sync
 from zarr.testing.store import StoreTests
 
 import hubzarr
-from hubzarr import frame
 from hubzarr.store import HubStore
 from hubzarr.versions import Repository
 
@@ -41,13 +41,13 @@ class TestHubStore(StoreTests[HubStore, cpu.Buffer]):  # type: ignore[misc]
         # Bypass the store: put a framed object straight into the branch head's prefix.
         _, path = await _head_path(store, key)
         payload = value.as_numpy_array().data
-        await store.storage.write(path, (frame.encode_header(payload), payload))
+        await store.storage.write(path, framed(path, bytes(payload)))
 
     async def get(self, store: HubStore, key: str) -> cpu.Buffer:
         _, path = await _head_path(store, key)
         raw = await store.storage.read(path)
         assert raw is not None, f"{key} was not written to the head's prefix"
-        payload = frame.decode(raw, key)
+        payload = unframe(path, raw)
         assert payload is not None
         return self.buffer_cls.from_bytes(payload)
 

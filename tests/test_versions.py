@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import numpy as np
@@ -12,6 +13,7 @@ from zarr.core.sync import sync
 
 import hubzarr
 from hubzarr import versions
+from hubzarr.errors import InvalidArgumentError
 from hubzarr.versions import Repository
 
 
@@ -244,7 +246,8 @@ def test_a_repository_from_a_newer_layout_is_refused(local_root: str) -> None:
     hub = hubzarr.Hub(local_root)
     _make(hub)
     repo_json = hub.storage.root / "test" / "arr" / "repo.json"  # type: ignore[attr-defined]
-    repo_json.write_text(repo_json.read_text().replace('"layout":1', '"layout":99'))
+    info = json.loads(repo_json.read_text())
+    repo_json.write_text(json.dumps({**info, "layout": versions.LAYOUT + 1}))
     with pytest.raises(hubzarr.FormatError, match="upgrade hubzarr"):
         hub.load("test/arr")
 
@@ -298,3 +301,108 @@ def test_exactly_one_concurrent_creator_wins(local_root: str, action: str) -> No
         np.testing.assert_array_equal(hub.load("race/arr:v1")[:], hub.load("race/arr")[:])
     else:
         np.testing.assert_array_equal(hub.load("race/arr:b1")[:], hub.load("race/arr")[:])
+
+
+# -- bad arguments are refused before anything is read or written -------------------------
+
+
+def _snapshot(hub: hubzarr.Hub) -> dict[str, bytes]:
+    """Every object under the hub root, with its bytes."""
+    return {p: sync(hub.storage.read(p)) or b"" for p in sync(hub.storage.list(""))}
+
+
+def _with_garbage(hub: hubzarr.Hub) -> None:
+    """A repository where gc has something to free: what a deleted branch wrote."""
+    _make(hub)
+    hub.tag("test/arr", "v1")
+    hub.branch("test/arr:v1", "scratch")
+    scratch = hub.load("test/arr:scratch")
+    assert isinstance(scratch, hubzarr.HubArray)
+    scratch[:] = 5
+    hub.delete_branch("test/arr", "scratch")
+
+
+BAD_CALLS: dict[str, tuple[Any, type[Exception]]] = {
+    "tag message a number": (lambda h: h.tag("test/arr", "t", message=5), InvalidArgumentError),
+    "tag message an object": (
+        lambda h: h.tag("test/arr", "t", message=object()),
+        InvalidArgumentError,
+    ),
+    "tag message bytes": (lambda h: h.tag("test/arr", "t", message=b"x"), InvalidArgumentError),
+    "tag of a tag, message a list": (
+        lambda h: h.tag("test/arr:v1", "t", message=["x"]),
+        InvalidArgumentError,
+    ),
+    "module tag message": (
+        lambda h: hubzarr.tag("test/arr", "t", message=1.5, root=h.root),
+        InvalidArgumentError,
+    ),
+    "tag name a number": (lambda h: h.tag("test/arr", 5), hubzarr.InvalidNameError),
+    "tag name bad": (lambda h: h.tag("test/arr", "a b"), hubzarr.InvalidNameError),
+    "branch name None": (lambda h: h.branch("test/arr", None), hubzarr.InvalidNameError),
+    "delete_tag name a number": (lambda h: h.delete_tag("test/arr", 5), hubzarr.InvalidNameError),
+    "delete_branch name bad": (
+        lambda h: h.delete_branch("test/arr", "../x"),
+        hubzarr.InvalidNameError,
+    ),
+    "gc dry_run a string": (
+        lambda h: h.gc("test/arr", grace=0, dry_run="no"),
+        InvalidArgumentError,
+    ),
+    "gc dry_run 0": (lambda h: h.gc("test/arr", grace=0, dry_run=0), InvalidArgumentError),
+    "gc dry_run None": (lambda h: h.gc("test/arr", grace=0, dry_run=None), InvalidArgumentError),
+    "module gc dry_run 0": (
+        lambda h: hubzarr.gc("test/arr", grace=0, dry_run=0, root=h.root),
+        InvalidArgumentError,
+    ),
+    "gc grace a string": (
+        lambda h: h.gc("test/arr", grace="0", dry_run=False),
+        InvalidArgumentError,
+    ),
+    "gc grace infinite": (
+        lambda h: h.gc("test/arr", grace=float("inf"), dry_run=False),
+        InvalidArgumentError,
+    ),
+    "gc grace NaN": (lambda h: h.gc("test/arr", grace=float("nan")), InvalidArgumentError),
+    "verify progress a string": (
+        lambda h: h.verify("test/arr", progress="x"),
+        InvalidArgumentError,
+    ),
+    "ls prefix a number": (lambda h: h.ls(5), InvalidArgumentError),
+    "load mode a number": (lambda h: h.load("test/arr", mode=5), InvalidArgumentError),
+    "overwrite a string": (
+        lambda h: h.array((8, 4), name="test/arr", dtype="int32", overwrite="no"),
+        InvalidArgumentError,
+    ),
+    "overwrite 1": (
+        lambda h: h.array((8, 4), name="test/arr", dtype="int32", overwrite=1),
+        InvalidArgumentError,
+    ),
+    "overwrite of a new array": (
+        lambda h: h.array((8, 4), name="test/new", dtype="int32", overwrite="no"),
+        InvalidArgumentError,
+    ),
+}
+
+
+@pytest.mark.parametrize(("call", "error"), BAD_CALLS.values(), ids=BAD_CALLS.keys())
+def test_a_bad_argument_is_refused_and_changes_nothing(
+    hub: hubzarr.Hub, call: Any, error: type[Exception]
+) -> None:
+    _with_garbage(hub)
+    before = _snapshot(hub)
+    log = hub.log("test/arr")
+    with pytest.raises(error) as info:
+        call(hub)
+    assert isinstance(info.value, ValueError)
+    assert _snapshot(hub) == before
+    assert hub.log("test/arr") == log
+
+
+def test_valid_messages_and_flags_still_work(hub: hubzarr.Hub) -> None:
+    _with_garbage(hub)
+    hub.tag("test/arr", "t1", message=None)
+    hub.tag("test/arr", "t2", message="")
+    assert {e.message for e in hub.log("test/arr") if e.sealed} >= {None, ""}
+    assert hub.gc("test/arr", grace=0, dry_run=np.True_).dry_run is True
+    assert hub.gc("test/arr", grace=0, dry_run=False).dry_run is False

@@ -587,7 +587,7 @@ class HubStore(KeySetListing, Store):
             await repo.check_live()
             raise CorruptChunkError(
                 f"{self._where(state, key)} is missing from storage although version "
-                f"{owner.partition('~')[0]} recorded it; the repository is damaged"
+                f"{split_location(owner)[0]} recorded it; the repository is damaged"
             )
         return None
 

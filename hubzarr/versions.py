@@ -689,8 +689,8 @@ class Repository:
 
     def object_path(self, location: str, key: str) -> str:
         """Return the storage path of ``key`` at an index location (``version[~gen]``)."""
-        version, _, generation = location.partition("~")
-        return self.data_path(version, key, int(generation or 0))
+        version, generation = split_location(location)
+        return self.data_path(version, key, generation)
 
     # -- identity ------------------------------------------------------------------------
 

@@ -15,7 +15,8 @@ import zarr
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 
-from hubzarr.array import DEFAULT_COMPRESSOR, HubArray, check_flag
+from hubzarr.array import HubArray
+from hubzarr.bulk import assign
 from hubzarr.collect import DEFAULT_GRACE_S, GCReport, collect
 from hubzarr.config import resolve_namespace, resolve_root, resolve_storage_options
 from hubzarr.errors import AlreadyExistsError, InvalidArgumentError, NotFoundError, ReadOnlyError
@@ -30,9 +31,11 @@ from hubzarr.metadata import (
     open_zarr_array,
 )
 from hubzarr.names import Name, parse_name
+from hubzarr.records import check_message
+from hubzarr.spec import DEFAULT_COMPRESSOR, check_flag
 from hubzarr.storage import Storage, check_root, open_storage, public_options
 from hubzarr.store import HubStore
-from hubzarr.versions import LogEntry, Repository, check_message, list_repositories
+from hubzarr.versions import LogEntry, Repository, list_repositories
 
 __all__ = [
     "Hub",
@@ -71,29 +74,47 @@ class Hub:
     ----------
     root : str or os.PathLike, optional
         A folder, ``file://``, ``memory://``, ``s3://`` or ``gs://`` URL. Default:
-        ``HUBZARR_ROOT``, else the config file, else ``~/.hubzarr``.
+        ``HUBZARR_ROOT``, else the config file, else ``~/.hubzarr`` (or, when ``storage`` is
+        given, its URL).
     storage_options : dict, optional
         Options for the root's fsspec filesystem.
+    storage : Storage, optional
+        The storage primitives to use for the root instead of opening them: a wrapper around
+        :func:`hubzarr.storage.open_storage`'s (a cache, a fault injector, a request counter).
+        Every store, array and group this hub opens uses it.
 
     Raises
     ------
     InvalidArgumentError
-        If the root URL embeds credentials.
+        If the root URL embeds credentials, or ``storage`` is not a
+        :class:`hubzarr.storage.Storage`.
     """
 
     def __init__(
-        self, root: RootLike = None, storage_options: dict[str, Any] | None = None
+        self,
+        root: RootLike = None,
+        storage_options: dict[str, Any] | None = None,
+        *,
+        storage: Storage | None = None,
     ) -> None:
-        self.root = check_root(resolve_root(root))
+        if storage is not None and not isinstance(storage, Storage):
+            raise InvalidArgumentError(
+                f"storage must be a hubzarr.storage.Storage, not {type(storage).__name__}"
+            )
+        self.root = check_root(
+            resolve_root(root) if storage is None or root is not None else storage.url
+        )
         self.storage_options = resolve_storage_options(self.root, storage_options)
-        self._storage: Storage | None = None
+        self._injected = storage
+        self._storage: Storage | None = storage
 
     def __repr__(self) -> str:
         return f"Hub({self.root!r})"
 
     def __reduce__(self) -> tuple[Any, ...]:
-        # Credentials stay behind: the receiver resolves its own (environment, profile).
-        return (type(self), (self.root, public_options(self.storage_options)))
+        # Credentials stay behind: the receiver resolves its own (environment, profile); an
+        # injected storage pickles as it chooses (hubzarr's own never pickle a secret).
+        return (_rebuild_hub, (self.root, public_options(self.storage_options), self._injected))
 
     @property
     def storage(self) -> Storage:
@@ -107,7 +128,11 @@ class Hub:
 
     def _store(self, name: Name, *, read_only: bool) -> HubStore:
         return HubStore(
-            self.root, str(name), storage_options=self.storage_options, read_only=read_only
+            self.root,
+            name,
+            storage_options=self.storage_options,
+            read_only=read_only,
+            storage=self._injected,
         )
 
     def array(
@@ -224,7 +249,7 @@ class Hub:
         return HubGroup(self._store(parsed.with_ref(branch), read_only=False))
 
     def _open_group(self, store: HubStore) -> HubGroup:
-        _run(store.resolved())
+        _run(store.session.resolved())
         try:
             node = open_node(store)
         except NotFoundError:
@@ -278,8 +303,6 @@ class Hub:
         InvalidArgumentError
             If ``data`` is not a dask array, or chunks, dtype or fill value are unusable.
         """
-        from hubzarr.bulk import assign
-
         if not (hasattr(data, "__dask_graph__") and hasattr(data, "dtype")):
             raise InvalidArgumentError(
                 f"from_dask takes a dask.array.Array, not {type(data).__name__}; use "
@@ -304,8 +327,6 @@ class Hub:
 
         values = np.asarray(data)
         arr = self.array(values.shape, name, values.dtype, chunks, fill_value, compressor)
-        from hubzarr.bulk import assign
-
         darr = da.from_array(values, chunks=arr.chunks)  # type: ignore[no-untyped-call]
         assign(arr, Ellipsis, darr, new=True)
         return arr
@@ -373,7 +394,7 @@ class Hub:
             parsed = parsed.with_ref(parsed.ref or _DEFAULT_BRANCH)
             _run(Repository(self.storage, parsed).create(str(parsed.ref)))
         store = self._store(parsed, read_only=mode == "r")
-        _run(store.resolved())
+        _run(store.session.resolved())
         return store
 
     def _repo(self, name: str) -> tuple[Repository, Name]:
@@ -576,6 +597,10 @@ class Hub:
         """
         repo, _ = self._repo_only(name, "delete")
         _run(repo.delete())
+
+
+def _rebuild_hub(root: str, options: dict[str, Any], storage: Storage | None) -> Hub:
+    return Hub(root, options, storage=storage)
 
 
 def array(

@@ -21,18 +21,29 @@ import threading
 from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from itertools import pairwise, product
+from itertools import product
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import numcodecs
 import numpy as np
 import numpy.typing as npt
-from numcodecs.abc import Codec
-from zarr.core.metadata.v2 import ArrayV2Metadata
 from zarr.core.sync import _get_loop, sync
 
-from hubzarr.array import Shaped, check_ddof, check_flag
+from hubzarr.chunks import Layout, scratch_buffer
 from hubzarr.errors import CorruptChunkError, InvalidArgumentError
+from hubzarr.indexing import (
+    Axis,
+    ChunkPiece,
+    Shaped,
+    aligned_chunks,
+    block_counts,
+    combine_pieces,
+    compose,
+    normalize_index,
+    plan,
+    split_runs,
+    task_groups,
+)
+from hubzarr.spec import check_ddof, check_flag
 from hubzarr.store import HubStore
 
 if TYPE_CHECKING:
@@ -54,205 +65,6 @@ READ_AHEAD = 8
 FAN_IN = 16
 #: Deviations from a chunk's mean are taken in float64 in pieces of this many elements.
 _DEV_RUN = 65536
-
-
-# -- what a chunk is -----------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Layout:
-    """How an array's chunks are named and encoded: all a task needs to decode them.
-
-    Built from the array's validated zarr (format 2) metadata; holds no credentials.
-    """
-
-    path: str
-    shape: tuple[int, ...]
-    chunks: tuple[int, ...]
-    dtype: np.dtype[Any]
-    fill_value: Any
-    order: str
-    separator: str
-    compressor: Codec | None
-    filters: tuple[Codec, ...]
-
-    @classmethod
-    def of(cls, array: HubArray) -> Layout:
-        """The layout of a stored array."""
-        meta = array.zarr.metadata
-        assert isinstance(meta, ArrayV2Metadata)  # hubzarr.metadata opens format 2 only
-        dtype = np.dtype(meta.dtype.to_native_dtype())
-        fill = np.asarray(meta.fill_value if meta.fill_value is not None else 0, dtype=dtype)
-        return cls(
-            path=array.path,
-            shape=tuple(meta.shape),
-            chunks=tuple(meta.chunks),
-            dtype=dtype,
-            fill_value=fill[()],
-            order=meta.order,
-            separator=meta.dimension_separator or ".",
-            compressor=meta.compressor,
-            filters=tuple(meta.filters or ()),
-        )
-
-    @property
-    def chunk_nbytes(self) -> int:
-        """Bytes of one decoded chunk (edge chunks are stored whole too)."""
-        return math.prod(self.chunks) * self.dtype.itemsize
-
-    def key(self, coords: tuple[int, ...]) -> str:
-        """The store key of the chunk at grid position ``coords``."""
-        name = self.separator.join(map(str, coords)) if coords else "0"
-        return f"{self.path}/{name}" if self.path else name
-
-    def _broken(self, coords: tuple[int, ...], why: str) -> CorruptChunkError:
-        return CorruptChunkError(
-            f"chunk {self.key(coords)!r} does not decode to {self.chunk_nbytes} bytes of "
-            f"{self.dtype} ({why}); run `hub verify` on the repository and rewrite that region"
-        )
-
-    def decode_into(
-        self, payload: memoryview, out: npt.NDArray[Any], coords: tuple[int, ...]
-    ) -> bool:
-        """Decode a whole chunk straight into ``out`` if the codecs allow; return whether done.
-
-        ``out`` must be C-contiguous with the chunk's shape and this layout's dtype. Only a
-        Blosc compressor without filters, in C order, decodes in place (its header states the
-        decoded size, which is checked first).
-
-        Raises
-        ------
-        CorruptChunkError
-            If Blosc cannot decode the chunk at ``coords`` (its header is right, the rest not).
-        """
-        if self.filters or self.order != "C" or not isinstance(self.compressor, numcodecs.Blosc):
-            return False
-        if _blosc_nbytes(payload) != out.nbytes:
-            return False  # decode() says what is wrong
-        try:
-            self.compressor.decode(payload, out=out)
-        except Exception as exc:  # the codec's own error: the bytes are not what they should be
-            raise self._broken(coords, f"{type(exc).__name__}: {exc}") from exc
-        return True
-
-    def decode(
-        self, payload: memoryview, coords: tuple[int, ...], scratch: npt.NDArray[np.uint8]
-    ) -> npt.NDArray[Any]:
-        """Decode a chunk into ``scratch`` (reused) and return it as an array of chunk shape.
-
-        Raises
-        ------
-        CorruptChunkError
-            If the chunk does not decode to a chunk's worth of bytes.
-        """
-        size = self.chunk_nbytes
-        flat = scratch[:size].view(self.dtype)
-        try:
-            if not self.filters and isinstance(self.compressor, numcodecs.Blosc):
-                nbytes = _blosc_nbytes(payload)
-                if nbytes != size:
-                    raise self._broken(coords, f"its header says {nbytes} bytes")
-                self.compressor.decode(payload, out=flat)
-            else:
-                data: Any = payload
-                if self.compressor is not None:
-                    data = self.compressor.decode(data)
-                for codec in reversed(self.filters):
-                    data = codec.decode(data)
-                raw = numcodecs.compat.ensure_contiguous_ndarray(data).view(np.uint8).reshape(-1)
-                if raw.nbytes != size:
-                    raise self._broken(coords, f"it decodes to {raw.nbytes} bytes")
-                flat.view(np.uint8)[:] = raw
-        except CorruptChunkError:
-            raise
-        except Exception as exc:  # a codec's own error: the bytes are not what they should be
-            raise self._broken(coords, f"{type(exc).__name__}: {exc}") from exc
-        return flat.reshape(self.chunks, order=self.order)  # type: ignore[call-overload,no-any-return]
-
-
-def _blosc_nbytes(payload: memoryview) -> int:
-    """The decoded size a Blosc frame's 16-byte header states (bytes 4-7, little-endian)."""
-    if len(payload) < 16:
-        return -1
-    return int.from_bytes(payload[4:8], "little")
-
-
-_scratch = threading.local()
-
-
-def _scratch_buffer(nbytes: int) -> npt.NDArray[np.uint8]:
-    """A buffer of at least ``nbytes`` that this thread reuses (no page faults per chunk)."""
-    buf: npt.NDArray[np.uint8] | None = getattr(_scratch, "buf", None)
-    if buf is None or buf.nbytes < nbytes:
-        buf = np.empty(nbytes, dtype=np.uint8)
-        _scratch.buf = buf
-    return buf
-
-
-# -- which chunks a selection touches ------------------------------------------------------
-
-#: One axis of a selection: a range of indices (any step), or one index (the axis is dropped).
-Axis = range | int
-
-
-@dataclass(frozen=True, slots=True)
-class Piece:
-    """The part of one chunk a selection takes, and where it goes in the result."""
-
-    coords: tuple[int, ...]
-    inner: tuple[slice | int, ...]  # within the chunk
-    outer: tuple[slice, ...]  # within the (unflipped) result
-    whole: bool  # the selection takes the whole chunk, in order
-
-
-def _axis_pieces(axis: Axis, chunk: int) -> list[tuple[int, slice | int, slice | None, bool]]:
-    """Split one axis of a selection by chunk: ``(chunk index, inner, outer, whole)``.
-
-    A decreasing range is split as its increasing twin (the result is flipped afterwards).
-    """
-    if isinstance(axis, int):
-        return [(axis // chunk, axis % chunk, None, False)]
-    rng = axis if axis.step > 0 else axis[::-1]
-    start, step, n = rng.start, rng.step, len(rng)
-    pieces: list[tuple[int, slice | int, slice | None, bool]] = []
-    k = 0
-    while k < n:
-        i = start + step * k
-        j, low = divmod(i, chunk)
-        end = -(-((j + 1) * chunk - start) // step)  # first k past this chunk
-        end = min(n, end)
-        count = end - k
-        inner = slice(low, low + step * (count - 1) + 1, step)
-        pieces.append((j, inner, slice(k, end), step == 1 and count == chunk))
-        k = end
-    return pieces
-
-
-def _pieces(
-    axes: Sequence[Axis], layout: Layout
-) -> tuple[list[list[tuple[int, slice | int, slice | None, bool]]], tuple[int, ...]]:
-    per_axis = [_axis_pieces(a, c) for a, c in zip(axes, layout.chunks, strict=True)]
-    flips = []
-    out_axis = 0
-    for axis in axes:
-        if isinstance(axis, range):
-            if axis.step < 0:
-                flips.append(out_axis)
-            out_axis += 1
-    return per_axis, tuple(flips)
-
-
-def _combine_pieces(
-    parts: Sequence[tuple[int, slice | int, slice | None, bool]], layout: Layout
-) -> Piece:
-    coords = tuple(p[0] for p in parts)
-    inner = tuple(p[1] for p in parts)
-    outer = tuple(p[2] for p in parts if p[2] is not None)
-    # A chunk at the array's far edge is stored whole but only partly inside the array.
-    inside = all(
-        (j + 1) * c <= n for j, c, n in zip(coords, layout.chunks, layout.shape, strict=True)
-    )
-    return Piece(coords, inner, outer, inside and all(p[3] for p in parts))
 
 
 # -- reading -------------------------------------------------------------------------------
@@ -282,7 +94,7 @@ class _Reader:
         if store.storage.caller_reads:
             # Local files: reading is a copy from the page cache, cheapest in this thread.
             for c in coords:
-                yield store.read_payload_here(self.layout.key(c))
+                yield store.session.read_here(self.layout.key(c))
             return
         loop = _get_loop()
         pending: deque[Any] = deque()
@@ -290,7 +102,7 @@ class _Reader:
 
         def submit() -> None:
             for c in todo:
-                read = self.store.read_payload(self.layout.key(c))
+                read = self.store.session.read(self.layout.key(c))
                 pending.append(asyncio.run_coroutine_threadsafe(read, loop))
                 if len(pending) >= READ_AHEAD:
                     return
@@ -314,7 +126,7 @@ _MAX_READERS = 32
 
 def _shared_reader(store: HubStore, layout: Layout) -> _Reader:
     """The reader of this process for ``store``'s version of ``layout``'s array."""
-    resolved = store.pinned_state()
+    resolved = store.session.pinned
     version = resolved.version if resolved is not None else None
     key = (store.root, str(store.name), version, store.read_only, repr(layout))
     with _readers_lock:
@@ -327,7 +139,7 @@ def _shared_reader(store: HubStore, layout: Layout) -> _Reader:
 
 
 def read_block(
-    reader: _Reader, pieces: Sequence[Piece], shape: tuple[int, ...], flips: tuple[int, ...]
+    reader: _Reader, pieces: Sequence[ChunkPiece], shape: tuple[int, ...], flips: tuple[int, ...]
 ) -> npt.NDArray[Any]:
     """Assemble one block of a selection from its chunk pieces (a dask task)."""
     layout = reader.layout
@@ -344,7 +156,7 @@ def read_block(
         ):
             continue
         else:
-            scratch = _scratch_buffer(layout.chunk_nbytes)
+            scratch = scratch_buffer(layout.chunk_nbytes)
             target[...] = layout.decode(payload, piece.coords, scratch)[piece.inner]
     return np.flip(out, axis=flips) if flips else out
 
@@ -373,14 +185,14 @@ def check_chunks_decode(
     CorruptChunkError
         Naming the chunk's key, if one does not decode.
     """
-    layout = Layout.of(array)
+    layout = array.layout
     axes: list[Axis] = [
         item if isinstance(item, int) else range(*item.indices(n))
         for item, n in zip(selection, layout.shape, strict=True)
     ]
-    per_axis, _ = _pieces(axes, layout)
-    coords = list(dict.fromkeys(tuple(p[0] for p in parts) for parts in product(*per_axis)))
-    scratch = _scratch_buffer(layout.chunk_nbytes)
+    per_axis, _ = plan(axes, layout.chunks)
+    coords = list(dict.fromkeys(tuple(p.chunk for p in parts) for parts in product(*per_axis)))
+    scratch = scratch_buffer(layout.chunk_nbytes)
     for c, payload in zip(coords, _Reader(array.store, layout).fetch(coords), strict=True):
         if payload is not None:
             try:
@@ -502,12 +314,15 @@ def _data_stats(data: npt.NDArray[Any], want: _Want) -> Stats:
     return stats
 
 
+_deviations = threading.local()
+
+
 def _deviation_buffer(n: int) -> npt.NDArray[np.float64]:
     """A float64 buffer of ``n`` elements that this thread reuses."""
-    buf: npt.NDArray[np.float64] | None = getattr(_scratch, "deviations", None)
+    buf: npt.NDArray[np.float64] | None = getattr(_deviations, "buf", None)
     if buf is None or buf.size < n:
         buf = np.empty(max(n, _DEV_RUN), dtype=np.float64)
-        _scratch.deviations = buf
+        _deviations.buf = buf
     return buf[:n]
 
 
@@ -550,11 +365,11 @@ def _fill_stats(layout: Layout, n: int, want: _Want) -> Stats:
     return _data_stats(np.full(1, layout.fill_value, dtype=layout.dtype), want).repeated(n)
 
 
-def reduce_pieces(reader: _Reader, pieces: Sequence[Piece], want: _Want) -> Stats:
+def reduce_pieces(reader: _Reader, pieces: Sequence[ChunkPiece], want: _Want) -> Stats:
     """Statistics of the pieces of a selection (a dask task): one chunk at a time."""
     layout = reader.layout
     stats = Stats()
-    scratch = _scratch_buffer(layout.chunk_nbytes)
+    scratch = scratch_buffer(layout.chunk_nbytes)
     for piece, payload in zip(pieces, reader.fetch([p.coords for p in pieces]), strict=True):
         if payload is None:
             n = math.prod(s.stop - s.start for s in piece.outer)  # never written: fill
@@ -574,50 +389,6 @@ def merge_stats(parts: Sequence[Stats]) -> Stats:
 
 
 # -- the lazy selection --------------------------------------------------------------------
-
-
-def _task_groups(pieces: Sequence[Piece], chunk_nbytes: int) -> list[list[Piece]]:
-    """Split pieces into tasks of about TASK_BYTES, and at least MIN_TASKS when possible."""
-    per_task = max(1, TASK_BYTES // max(chunk_nbytes, 1))
-    per_task = max(1, min(per_task, -(-len(pieces) // MIN_TASKS)))
-    return [list(pieces[i : i + per_task]) for i in range(0, len(pieces), per_task)]
-
-
-def _block_counts(
-    lengths: Sequence[Sequence[int] | None], itemsize: int, target: int
-) -> list[list[int]]:
-    """Merge consecutive pieces of each axis into blocks of about ``target`` bytes; return,
-    per axis, how many pieces each block takes.
-
-    ``lengths`` gives each axis's piece lengths (chunks, or parts of chunks at a selection's
-    edges), or ``None`` for an axis indexed by an integer (one piece, no extent). Trailing axes
-    are merged whole first (a block's rows stay contiguous, so whole chunks decode in place),
-    then as many pieces of the next axis as fit; leading axes take one piece per block.
-    """
-    counts: list[list[int]] = [[1] * len(axis or (0,)) for axis in lengths]
-    inner = itemsize
-    for a in reversed(range(len(lengths))):
-        axis = lengths[a]
-        if axis is None:
-            continue
-        total = sum(axis)
-        if inner * total <= target:
-            counts[a] = [len(axis)]
-            inner *= total
-            continue
-        per_block = max(1, target // max(inner * max(axis), 1))
-        counts[a] = [min(per_block, len(axis) - i) for i in range(0, len(axis), per_block)]
-        break  # the axes before this one take one piece per block
-    return counts
-
-
-def _split(items: Sequence[T], counts: Sequence[int]) -> list[list[T]]:
-    """``items`` cut into consecutive runs of the given lengths."""
-    out, start = [], 0
-    for n in counts:
-        out.append(list(items[start : start + n]))
-        start += n
-    return out
 
 
 class LazyArray(Shaped):
@@ -685,24 +456,7 @@ class LazyArray(Shaped):
 
     def __getitem__(self, key: Any) -> LazyArray:
         """A selection of this selection (still lazy)."""
-        from hubzarr.array import _normalize_index
-
-        selection, _, flips = _normalize_index(key, self.shape)
-        picked = iter(selection)  # one item per axis of this selection (its ranges)
-        axes: list[Axis] = []
-        out_axis = 0
-        for axis in self._axes:
-            if isinstance(axis, int):
-                axes.append(axis)
-                continue
-            item = next(picked)
-            if isinstance(item, int):
-                axes.append(axis[item])
-                continue
-            taken = axis[item]
-            axes.append(taken[::-1] if out_axis in flips else taken)
-            out_axis += 1
-        return LazyArray(self._array, tuple(axes))
+        return LazyArray(self._array, compose(self._axes, key))
 
     def compute(self) -> npt.NDArray[Any]:
         """Read the selection into a numpy array."""
@@ -714,10 +468,10 @@ class LazyArray(Shaped):
 
     def _reader(self) -> tuple[_Reader, str]:
         array = self._array
-        array.store.follow_head()
-        layout = Layout.of(array)
+        array.store.session.follow_head()
+        layout = array.layout
         store = array.store
-        resolved = store.pinned_state()
+        resolved = store.session.pinned
         if resolved is not None and resolved.sealed:
             from dask.base import tokenize
 
@@ -745,37 +499,33 @@ class LazyArray(Shaped):
             return da.empty(self.shape, dtype=self.dtype)
         reader, token = self._reader()
         layout = reader.layout
-        per_axis, flips = _pieces(self._axes, layout)
+        per_axis, flips = plan(self._axes, layout.chunks)
         extents: list[list[int] | None] = [
-            None
-            if isinstance(axis, int)
-            else [p[2].stop - p[2].start for p in pieces if p[2] is not None]
+            None if isinstance(axis, int) else [p.extent for p in pieces]
             for axis, pieces in zip(self._axes, per_axis, strict=True)
         ]
-        counts = _block_counts(extents, layout.dtype.itemsize, BLOCK_BYTES)
-        groups = [_split(p, c) for p, c in zip(per_axis, counts, strict=True)]
+        counts = block_counts(extents, layout.dtype.itemsize, BLOCK_BYTES)
+        groups = [split_runs(p, c) for p, c in zip(per_axis, counts, strict=True)]
         token = tokenize(token, self._axes)
         name = f"hubzarr-read-{token}"
         out_axes = [a for a, axis in enumerate(self._axes) if isinstance(axis, range)]
         chunks: list[tuple[int, ...]] = []
         for out, a in enumerate(out_axes):
-            lengths = tuple(sum(run) for run in _split(extents[a] or [], counts[a]))
+            lengths = tuple(sum(run) for run in split_runs(extents[a] or [], counts[a]))
             chunks.append(lengths[::-1] if out in flips else lengths)
         layer: dict[Any, Any] = {}
         for block in product(*(range(len(g)) for g in groups)):
             chosen = [groups[a][b] for a, b in enumerate(block)]
-            starts = [g[0][2].start if g[0][2] is not None else 0 for g in chosen]
+            starts = [g[0].outer.start if g[0].outer is not None else 0 for g in chosen]
             pieces = []
             for parts in product(*chosen):
-                piece = _combine_pieces(parts, layout)
+                piece = combine_pieces(parts, layout.chunks, layout.shape)
                 outer = tuple(
                     slice(s.start - starts[a], s.stop - starts[a])
                     for a, s in zip(out_axes, piece.outer, strict=True)
                 )
-                pieces.append(Piece(piece.coords, piece.inner, outer, piece.whole))
-            shape = tuple(
-                sum(p[2].stop - p[2].start for p in chosen[a] if p[2] is not None) for a in out_axes
-            )
+                pieces.append(ChunkPiece(piece.coords, piece.inner, outer, piece.whole))
+            shape = tuple(sum(p.extent for p in chosen[a]) for a in out_axes)
             index = tuple(
                 len(groups[a]) - 1 - block[a] if out in flips else block[a]
                 for out, a in enumerate(out_axes)
@@ -795,13 +545,17 @@ class LazyArray(Shaped):
 
         reader, token = self._reader()
         layout = reader.layout
-        per_axis, _ = _pieces(self._axes, layout)
-        pieces = [_combine_pieces(parts, layout) for parts in product(*per_axis)]
+        per_axis, _ = plan(self._axes, layout.chunks)
+        pieces = [
+            combine_pieces(parts, layout.chunks, layout.shape) for parts in product(*per_axis)
+        ]
         token = tokenize(token, self._axes, want)
         name = f"hubzarr-stats-{token}"
         layer: dict[Any, Any] = {}
         keys: list[Any] = []
-        for i, group in enumerate(_task_groups(pieces, layout.chunk_nbytes)):
+        for i, group in enumerate(
+            task_groups(pieces, layout.chunk_nbytes, task_bytes=TASK_BYTES, min_tasks=MIN_TASKS)
+        ):
             keys.append((name, 0, i))
             layer[keys[-1]] = (reduce_pieces, reader, group, want)
         level = 0
@@ -1076,23 +830,6 @@ def _distributed_client() -> Any:
 # -- writing -------------------------------------------------------------------------------
 
 
-def _encode(layout: Layout, chunk: npt.NDArray[Any]) -> bytes:
-    """Encode a whole chunk as zarr (format 2) stores it."""
-    data: Any = np.asarray(chunk, dtype=layout.dtype, order=layout.order)  # type: ignore[call-overload]
-    data = data.reshape(-1, order=layout.order)
-    for codec in layout.filters:
-        data = codec.encode(data)
-    if layout.compressor is not None:
-        data = layout.compressor.encode(data)
-    return bytes(numcodecs.compat.ensure_contiguous_ndarray(data).view(np.uint8).reshape(-1))
-
-
-def _is_fill(chunk: npt.NDArray[Any], fill: Any) -> bool:
-    if chunk.dtype.kind in "fc":
-        return bool(np.array_equal(chunk, np.broadcast_to(fill, chunk.shape), equal_nan=True))
-    return bool(np.all(chunk == fill))
-
-
 @dataclass(eq=False)
 class _Writer:
     """Writes blocks of values into one array at a branch (a graph key of the write)."""
@@ -1130,13 +867,13 @@ def write_block(writer: _Writer, block: npt.NDArray[Any], origin: tuple[int, ...
         )
         values = block[inside]
         if all(lo >= o and hi <= e for lo, hi, o, e in zip(lows, highs, origin, ends, strict=True)):
-            if writer.new and _is_fill(values, layout.fill_value):
+            if writer.new and layout.is_fill(values):
                 continue
             if values.shape != layout.chunks:  # at the array's edge: stored whole, as zarr does
                 padded = np.full(layout.chunks, layout.fill_value, dtype=layout.dtype)
                 padded[tuple(slice(0, n) for n in values.shape)] = values
                 values = padded
-            whole.append((layout.key(coords), _encode(layout, values)))
+            whole.append((layout.key(coords), layout.encode(values)))
         else:
             region = tuple(
                 slice(max(lo, o), min(hi, e))
@@ -1146,31 +883,12 @@ def write_block(writer: _Writer, block: npt.NDArray[Any], origin: tuple[int, ...
     store = writer.array.store
 
     async def store_all() -> None:
-        await asyncio.gather(*(store.write_payload(key, payload) for key, payload in whole))
+        await asyncio.gather(*(store.session.write(key, payload) for key, payload in whole))
 
     sync(store_all())
     for region, values in partial:
         writer.array[region] = values
     return len(whole) + len(partial)
-
-
-def _aligned_chunks(
-    region: Sequence[slice], layout: Layout, itemsize: int, target: int
-) -> tuple[tuple[int, ...], ...]:
-    """Dask chunks for a region whose block edges fall on the array's chunk edges.
-
-    The first block of each axis runs to the first chunk edge inside the region; the others
-    hold whole chunks, merged (trailing axes first) up to about ``target`` bytes.
-    """
-    per_axis: list[list[int]] = []
-    for s, c in zip(region, layout.chunks, strict=True):
-        edges = [s.start, *range((s.start // c + 1) * c, s.stop, c), s.stop]
-        per_axis.append([b - a for a, b in pairwise(edges) if b > a])
-    counts = _block_counts(per_axis, itemsize, target)
-    return tuple(
-        tuple(sum(run) for run in _split(lengths, n))
-        for lengths, n in zip(per_axis, counts, strict=True)
-    )
 
 
 def assign(array: HubArray, key: Any, value: Any, *, new: bool = False) -> None:
@@ -1190,11 +908,10 @@ def assign(array: HubArray, key: Any, value: Any, *, new: bool = False) -> None:
     from dask.base import compute
     from dask.delayed import delayed
 
-    from hubzarr.array import _normalize_index
     from hubzarr.errors import InvalidIndexError, UnsafeCastError
 
-    array.store.check_writable()
-    selection, out_shape, flips = _normalize_index(key, array.shape)
+    array.store.session.check_writable()
+    selection, out_shape, flips = normalize_index(key, array.shape)
     region: list[slice] = []
     for item in selection:
         if isinstance(item, int):
@@ -1224,8 +941,8 @@ def assign(array: HubArray, key: Any, value: Any, *, new: bool = False) -> None:
     value = value.astype(dtype).reshape(shape)
     if math.prod(shape) == 0:
         return
-    layout = Layout.of(array)
-    value = value.rechunk(_aligned_chunks(region, layout, dtype.itemsize, BLOCK_BYTES))
+    layout = array.layout
+    value = value.rechunk(aligned_chunks(region, layout.chunks, dtype.itemsize, BLOCK_BYTES))
     writer = _Writer(array, layout, new)  # in every task: tasks go where their block is
     starts = [np.cumsum((0, *c[:-1])) for c in value.chunks]
     tasks = []

@@ -145,7 +145,7 @@ def info(name: NameArgument, root: RootOption = None) -> None:
     from hubzarr.group import HubGroup
 
     arr = Hub(root).load(name, mode="r")
-    resolved = arr.store.pinned_state()
+    resolved = arr.store.session.pinned
     assert resolved is not None
     rows = {
         "name": arr.name,

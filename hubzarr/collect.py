@@ -43,8 +43,9 @@ from dataclasses import dataclass
 
 from hubzarr.errors import NotFoundError
 from hubzarr.names import REF
+from hubzarr.records import INCARNATION_ID, VERSION_ID, split_generation
 from hubzarr.storage import TMP_SUFFIX
-from hubzarr.versions import INCARNATION_ID, VERSION_ID, Repository, split_generation
+from hubzarr.versions import Repository
 
 __all__ = ["DEFAULT_GRACE_S", "GCReport", "collect"]
 
@@ -114,7 +115,7 @@ def version_time(version: str) -> float:
 
 async def _reachable(repo: Repository) -> tuple[set[str], set[str]]:
     """Return (open heads, sealed versions) reachable from the live refs."""
-    refs = await repo.refs()
+    refs = await repo.list_refs()
     heads: set[str] = set()
     starts: list[str] = []
     for kind, version in refs.values():
@@ -144,19 +145,10 @@ async def _named_objects(repo: Repository, sealed: Iterable[str]) -> set[str]:
     """Return ``"<version>/<object name>"`` for every object a sealed version's manifest names."""
     names: set[str] = set()
     for version in sealed:
-        manifest = await repo.manifest(version)
-        if manifest.get("checkpoint"):
-            for location, keys in manifest["index"].items():
-                owner, _, generation = str(location).partition("~")
-                if owner == version:
-                    suffix = f"~{generation}" if generation else ""
-                    names.update(f"{version}/{key}{suffix}" for key in keys)
-        else:
-            names.update(f"{version}/{key}" for key in manifest["written"])
-            names.update(
-                f"{version}/{key}~{generation}"
-                for key, generation in manifest.get("generations", {}).items()
-            )
+        manifest = await repo.read_manifest(version)
+        names.update(
+            f"{version}/{loc.object_name(key)}" for key, loc in manifest.locations().items()
+        )
     return names
 
 
@@ -171,7 +163,7 @@ async def _superseded_in_heads(repo: Repository, cutoff: float) -> list[tuple[st
     by sealing the head: its manifest names only the newest generation of each key.
     """
     found: list[tuple[str, str, int]] = []
-    for branch, (kind, version) in sorted((await repo.refs()).items()):
+    for branch, (kind, version) in sorted((await repo.list_refs()).items()):
         if kind != "branch":
             continue
         try:

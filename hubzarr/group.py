@@ -23,7 +23,7 @@ import zarr
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 
-from hubzarr.array import DEFAULT_COMPRESSOR, HubArray
+from hubzarr.array import HubArray
 from hubzarr.errors import (
     AlreadyExistsError,
     ConflictError,
@@ -32,16 +32,18 @@ from hubzarr.errors import (
 )
 from hubzarr.metadata import (
     GroupInfo,
-    _check_attrs,
-    _get,
-    _open_node,
     array_spec,
     encode_attributes,
     group_documents,
     metadata_documents,
     node_key,
+    node_kind,
+    open_node_async,
     open_zarr_array,
+    read_attributes,
 )
+from hubzarr.retry import compare_and_swap
+from hubzarr.spec import DEFAULT_COMPRESSOR
 from hubzarr.storage import check_path
 from hubzarr.store import HubStore, conditional_writes
 
@@ -51,8 +53,6 @@ __all__ = ["Attributes", "HubGroup", "check_key"]
 _RESERVED = frozenset({".zgroup", ".zarray", ".zattrs", ".zmetadata"})
 _GENERATION_LIKE = re.compile(r".*~[0-9]+", re.ASCII)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-#: How often a creation or attribute update that lost a race to another writer is repeated.
-_ATTEMPTS = 64
 #: Keys named in a "no such key" message.
 _SHOWN_KEYS = 20
 
@@ -107,17 +107,6 @@ def check_key(key: Any) -> str:
     return key
 
 
-async def _kind(store: HubStore, path: str) -> Kind | None:
-    """What lies at ``path``: read its ``.zarray`` and ``.zgroup`` (so that a conditional write
-    of either later fails if another writer changed it meanwhile)."""
-    zarray, zgroup = await asyncio.gather(
-        _get(store, node_key(path, ".zarray")), _get(store, node_key(path, ".zgroup"))
-    )
-    if zarray is not None:
-        return "array"
-    return "group" if zgroup is not None else None
-
-
 class HubGroup:
     """A group of arrays and subgroups stored in a hubzarr repository.
 
@@ -156,8 +145,8 @@ class HubGroup:
     @property
     def version(self) -> str:
         """The version id read (and, at a branch, written): the head for a branch."""
-        self._store.follow_head()
-        return sync(self._store.resolved()).version
+        self._store.session.follow_head()
+        return sync(self._store.session.resolved()).version
 
     @property
     def read_only(self) -> bool:
@@ -186,7 +175,7 @@ class HubGroup:
         return dict(sorted(found.items()))
 
     def _members(self) -> dict[str, Kind]:
-        self._store.follow_head()
+        self._store.session.follow_head()
         members: dict[str, Kind] = sync(self._children(self._path))
         return members
 
@@ -220,7 +209,9 @@ class HubGroup:
 
     async def _open_nodes(self, paths: list[str]) -> list[zarr.Array[Any] | GroupInfo | None]:
         return list(
-            await asyncio.gather(*(_open_node(self._store, p, skip_strings=True) for p in paths))
+            await asyncio.gather(
+                *(open_node_async(self._store, p, skip_strings=True) for p in paths)
+            )
         )
 
     def groups(self) -> list[tuple[str, HubGroup]]:
@@ -242,13 +233,13 @@ class HubGroup:
             key = check_key(key)
         except InvalidArgumentError:
             return False
-        self._store.follow_head()
-        return sync(_kind(self._store, node_key(self._path, key))) is not None
+        self._store.session.follow_head()
+        return sync(node_kind(self._store, node_key(self._path, key))) is not None
 
     def _open(self, key: str) -> HubArray | HubGroup:
         path = node_key(self._path, key)
         try:
-            node = sync(_open_node(self._store, path))
+            node = sync(open_node_async(self._store, path))
         except NotFoundError:
             raise NotFoundError(self._missing(key)) from None
         if isinstance(node, GroupInfo):
@@ -282,14 +273,14 @@ class HubGroup:
             If the member's metadata is malformed.
         """
         key = check_key(key)
-        self._store.follow_head()
+        self._store.session.follow_head()
         return self._open(key)
 
     # -- creating and deleting members ----------------------------------------------------
 
     def _writable(self) -> None:
-        sync(self._store.resolved())
-        self._store.check_writable()
+        sync(self._store.session.resolved())
+        self._store.session.check_writable()
 
     def create_array(
         self,
@@ -377,50 +368,52 @@ class HubGroup:
         parts = key.split("/")
         ancestors = [node_key(self._path, "/".join(parts[:i])) for i in range(1, len(parts))]
         path = node_key(self._path, key)
-        for _ in range(_ATTEMPTS):
-            try:
-                with conditional_writes():
-                    kinds = await asyncio.gather(
-                        *(_kind(store, p) for p in (self._path, *ancestors, path))
+
+        async def attempt() -> None:
+            with conditional_writes():
+                kinds = await asyncio.gather(
+                    *(node_kind(store, p) for p in (self._path, *ancestors, path))
+                )
+                if kinds[0] != "group":
+                    version = (await store.session.resolved()).version
+                    raise NotFoundError(
+                        f"{self._describe()} no longer exists (version {version}); open "
+                        "the repository again"
                     )
-                    if kinds[0] != "group":
-                        version = (await store.resolved()).version
-                        raise NotFoundError(
-                            f"{self._describe()} no longer exists (version {version}); open "
-                            "the repository again"
+                for ancestor, kind in zip(ancestors, kinds[1:-1], strict=True):
+                    if kind == "array":
+                        raise InvalidArgumentError(
+                            f"cannot create {key!r} in {self._describe()}: {ancestor!r} is "
+                            "an array, and an array holds no keys"
                         )
-                    for ancestor, kind in zip(ancestors, kinds[1:-1], strict=True):
-                        if kind == "array":
-                            raise InvalidArgumentError(
-                                f"cannot create {key!r} in {self._describe()}: {ancestor!r} is "
-                                "an array, and an array holds no keys"
-                            )
-                    if kinds[-1] is not None:
-                        if not overwrite:
-                            raise AlreadyExistsError(
-                                f"{key!r} already exists in {self._describe()} (a "
-                                f"{kinds[-1]}); pass overwrite=True to replace it, or delete "
-                                f"it first with del group[{key!r}]"
-                            )
-                        await self._store.delete_dir(path)
-                        continue
-                    for ancestor, kind in zip(ancestors, kinds[1:-1], strict=True):
-                        if kind is None:
-                            await store.set(
-                                node_key(ancestor, ".zgroup"), prototype.buffer.from_bytes(zgroup)
-                            )
-                    # The marker (.zarray, .zgroup) first and only if still absent: exactly one
-                    # of concurrent creators gets here; then the rest (.zattrs).
-                    for name in sorted(documents, key=lambda n: n != marker):
-                        payload = prototype.buffer.from_bytes(documents[name])
-                        await store.set(node_key(path, name), payload)
-                return
-            except ConflictError:
-                await store.refresh()
-        raise AlreadyExistsError(
-            f"other writers kept changing {key!r} in {self._describe()} while it was created; "
-            "try again"
-        )
+                if kinds[-1] is not None:
+                    if not overwrite:
+                        raise AlreadyExistsError(
+                            f"{key!r} already exists in {self._describe()} (a "
+                            f"{kinds[-1]}); pass overwrite=True to replace it, or delete "
+                            f"it first with del group[{key!r}]"
+                        )
+                    await self._store.delete_dir(path)
+                    # Deleted under this compare-and-swap; create it from fresh reads.
+                    raise ConflictError(f"{key!r} in {self._describe()} was just deleted")
+                for ancestor, kind in zip(ancestors, kinds[1:-1], strict=True):
+                    if kind is None:
+                        await store.set(
+                            node_key(ancestor, ".zgroup"), prototype.buffer.from_bytes(zgroup)
+                        )
+                # The marker (.zarray, .zgroup) first and only if still absent: exactly one
+                # of concurrent creators gets here; then the rest (.zattrs).
+                for name in sorted(documents, key=lambda n: n != marker):
+                    payload = prototype.buffer.from_bytes(documents[name])
+                    await store.set(node_key(path, name), payload)
+
+        def exhausted() -> AlreadyExistsError:
+            return AlreadyExistsError(
+                f"other writers kept changing {key!r} in {self._describe()} while it was "
+                "created; try again"
+            )
+
+        await compare_and_swap(attempt, before_retry=store.session.refresh, exhausted=exhausted)
 
     def __delitem__(self, key: str) -> None:
         """Delete the array or subgroup at ``key`` with everything in it, from the branch's
@@ -439,9 +432,9 @@ class HubGroup:
         """
         key = check_key(key)
         self._writable()
-        self._store.follow_head()
+        self._store.session.follow_head()
         path = node_key(self._path, key)
-        if sync(_kind(self._store, path)) is None:
+        if sync(node_kind(self._store, path)) is None:
             raise NotFoundError(self._missing(key))
         sync(self._store.delete_dir(path))
 
@@ -454,7 +447,7 @@ class HubGroup:
         ``group.attrs["title"] = "mnist"`` and ``group.attrs.update(...)`` write at once (at a
         branch); ``group.attrs = {...}`` replaces them all.
         """
-        self._store.follow_head()
+        self._store.session.follow_head()
         return Attributes(self, sync(self._read_attrs()))
 
     @attrs.setter
@@ -462,9 +455,7 @@ class HubGroup:
         self.attrs.put(value)
 
     async def _read_attrs(self) -> dict[str, Any]:
-        key = node_key(self._path, ".zattrs")
-        where = f"the attributes file {key} of {self.name}"
-        return _check_attrs(await _get(self._store, key), where)
+        return await read_attributes(self._store, self._path)
 
     def _update_attrs(self, change: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
         self._writable()
@@ -473,19 +464,23 @@ class HubGroup:
 
     async def _change_attrs(self, change: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
         key = node_key(self._path, ".zattrs")
-        for _ in range(_ATTEMPTS):
-            try:
-                # Read, change, write only if nobody wrote in between: no update is lost.
-                with conditional_writes():
-                    attrs = await self._read_attrs()
-                    change(attrs)
-                    payload = default_buffer_prototype().buffer.from_bytes(encode_attributes(attrs))
-                    await self._store.set(key, payload)
-                return attrs
-            except ConflictError:
-                await self._store.refresh()
-        raise ConflictError(
-            f"other writers kept changing the attributes of {self._describe()}; try again"
+
+        async def attempt() -> dict[str, Any]:
+            # Read, change, write only if nobody wrote in between: no update is lost.
+            with conditional_writes():
+                attrs = await self._read_attrs()
+                change(attrs)
+                payload = default_buffer_prototype().buffer.from_bytes(encode_attributes(attrs))
+                await self._store.set(key, payload)
+            return attrs
+
+        def exhausted() -> ConflictError:
+            return ConflictError(
+                f"other writers kept changing the attributes of {self._describe()}; try again"
+            )
+
+        return await compare_and_swap(
+            attempt, before_retry=self._store.session.refresh, exhausted=exhausted
         )
 
 

@@ -13,22 +13,12 @@ its own, so chunks of nested arrays and ``/``-separated chunk keys are checked t
 from __future__ import annotations
 
 import asyncio
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
-from numcodecs.compat import ensure_contiguous_ndarray
-
+from hubzarr.chunks import Layout
 from hubzarr.errors import HubError
-from hubzarr.metadata import (
-    _check_attrs,
-    _check_dtype,
-    _check_zarray,
-    _check_zgroup,
-    _decode,
-    array_codecs,
-)
+from hubzarr.metadata import METADATA_FILES, check_stored_metadata
 from hubzarr.store import HubStore
 
 __all__ = ["Problem", "VerifyReport", "verify_store"]
@@ -83,25 +73,7 @@ class VerifyReport:
         return not self.problems
 
 
-@dataclass(frozen=True, slots=True)
-class _Layout:
-    """What a chunk of one array decodes with, and to how many bytes."""
-
-    codecs: tuple[Any, ...]
-    compressor: Any
-    nbytes: int
-    #: Strings stored as Python objects (xarray's): they decode to objects, of no fixed size.
-    strings: bool
-
-
-def _layout(doc: dict[str, Any], where: str) -> _Layout:
-    dtype = _check_dtype(doc["dtype"], where, strings=True)
-    compressor, filters = array_codecs(doc, where)
-    nbytes = math.prod(doc["chunks"]) * dtype.itemsize
-    return _Layout(filters, compressor, nbytes, dtype.hasobject)
-
-
-def _array_of(key: str, layouts: dict[str, _Layout]) -> _Layout | None:
+def _array_of(key: str, layouts: dict[str, Layout]) -> Layout | None:
     """The layout of the array ``key`` is a chunk of (the longest array path prefixing it)."""
     parts = key.split("/")
     if parts[-1].startswith(".z"):
@@ -110,39 +82,6 @@ def _array_of(key: str, layouts: dict[str, _Layout]) -> _Layout | None:
         layout = layouts.get("/".join(parts[:end]))
         if layout is not None:
             return layout
-    return None
-
-
-def _check_metadata(key: str, raw: bytes, where: str, layouts: dict[str, _Layout]) -> None:
-    """Validate one metadata object; remember an array's layout for its chunks."""
-    node, _, leaf = key.rpartition("/")
-    if leaf == ".zarray":
-        where = f"the array metadata file {where}"
-        layouts[node] = _layout(_check_zarray(_decode(raw, where), where, strings=True), where)
-    elif leaf == ".zgroup":
-        _check_zgroup(
-            _decode(raw, f"the group metadata file {where}"), f"the group metadata file {where}"
-        )
-    else:
-        _check_attrs(raw, f"the attributes file {where}")
-
-
-def _check_chunk(layout: _Layout, payload: memoryview) -> str | None:
-    try:
-        data: Any = payload
-        if layout.compressor is not None:
-            data = layout.compressor.decode(data)
-        # The filters too, last first, as a reader decodes: a filter's own error (an astype
-        # that cannot convert, say) is as fatal to a read as the compressor's.
-        for codec in reversed(layout.codecs):
-            data = codec.decode(data)
-        if layout.strings:
-            return None  # Python strings: decoding them was the check
-        size = ensure_contiguous_ndarray(data).nbytes
-    except Exception as exc:
-        return f"does not decompress ({type(exc).__name__}: {exc})"
-    if size != layout.nbytes:
-        return f"decompresses to {size} bytes, not the chunk's {layout.nbytes}"
     return None
 
 
@@ -158,11 +97,12 @@ async def verify_store(
     progress : callable, optional
         Called as ``progress(done, total)`` after each object.
     """
-    state = await store._load()
-    keys = sorted(await store._keys())
+    session = store.session
+    version = (await session.resolved()).version
+    keys = sorted(await session.keys())
     problems: list[Problem] = []
     sizes: dict[str, int] = {}
-    layouts: dict[str, _Layout] = {}
+    layouts: dict[str, Layout] = {}
     done = 0
     limit = asyncio.Semaphore(_CONCURRENCY)
 
@@ -170,7 +110,7 @@ async def verify_store(
         nonlocal done
         async with limit:
             try:
-                payload = await store._read(state, key)
+                payload = await session.read(key)
             except HubError as exc:
                 problems.append(Problem(key, str(exc)))
                 payload = None
@@ -178,30 +118,33 @@ async def verify_store(
                 sizes[key] = payload.nbytes
                 layout = _array_of(key, layouts)
                 if layout is not None:
-                    why = await asyncio.to_thread(_check_chunk, layout, payload)
+                    why = await asyncio.to_thread(layout.problem, payload)
                     if why is not None:
-                        problems.append(Problem(key, f"{_where(store, state.version, key)} {why}"))
+                        problems.append(Problem(key, f"{_where(store, version, key)} {why}"))
             done += 1
             if progress is not None:
                 progress(done, len(keys))
             return payload
 
     # Metadata first: an array's says how the chunks under it decode.
-    metadata = [k for k in keys if k.rpartition("/")[2] in (".zarray", ".zgroup", ".zattrs")]
+    metadata = [k for k in keys if k.rpartition("/")[2] in METADATA_FILES]
     for key, raw in zip(metadata, await asyncio.gather(*(read(k) for k in metadata)), strict=True):
         if raw is None:
             continue
         try:
-            _check_metadata(
-                key, bytes(raw), f"{key} of {store.name} (version {state.version})", layouts
+            layout = check_stored_metadata(
+                key, bytes(raw), f"{key} of {store.name} (version {version})"
             )
         except HubError as exc:
             problems.append(Problem(key, str(exc)))
+            continue
+        if layout is not None:
+            layouts[layout.path] = layout
     rest = set(keys) - set(metadata)
     await asyncio.gather(*(read(k) for k in sorted(rest)))
     return VerifyReport(
         name=str(store.name),
-        version=state.version,
+        version=version,
         objects=len(keys),
         bytes=sum(sizes.values()),
         problems=tuple(sorted(problems, key=lambda p: p.key)),

@@ -23,7 +23,7 @@ import math
 import reprlib
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numcodecs
 import numpy as np
@@ -36,10 +36,12 @@ from zarr.core.group import GroupMetadata
 from zarr.core.sync import sync
 from zarr.storage import StorePath
 
-from hubzarr.array import (
-    _UNSAFE_CODECS,
+from hubzarr.chunks import Layout
+from hubzarr.errors import FormatError, HubError, InvalidArgumentError, NotFoundError
+from hubzarr.spec import (
     DEFAULT_COMPRESSOR,
     MAX_CHUNK_BYTES,
+    UNSAFE_CODECS,
     cast_value,
     check_chunks,
     check_compressor,
@@ -47,26 +49,31 @@ from hubzarr.array import (
     check_shape,
     default_chunks,
 )
-from hubzarr.errors import FormatError, HubError, InvalidArgumentError, NotFoundError
 from hubzarr.store import HubStore
 
 __all__ = [
     "MAX_ATTRIBUTE_DEPTH",
+    "METADATA_FILES",
     "GroupInfo",
     "array_codecs",
     "array_spec",
+    "check_stored_metadata",
+    "chunk_layout",
     "encode_attributes",
     "group_documents",
     "metadata_documents",
     "node_key",
+    "node_kind",
     "open_node",
+    "open_node_async",
     "open_zarr_array",
     "open_zarr_group",
+    "read_attributes",
 ]
 
-#: Codec ids refused in stored metadata: those :func:`hubzarr.array.check_compressor` refuses
+#: Codec ids refused in stored metadata: those :func:`hubzarr.spec.check_compressor` refuses
 #: on creation, and ``categorize``, which decodes to Python objects (its labels).
-_REFUSED_CODECS = _UNSAFE_CODECS | {"categorize"}
+_REFUSED_CODECS = UNSAFE_CODECS | {"categorize"}
 #: Codecs allowed in a dataset's string variables (xarray writes str as ``|O`` with
 #: ``vlen-utf8``): they decode to ``str`` or ``bytes`` and nothing else.
 _STRING_CODECS = frozenset({"vlen-utf8", "vlen-bytes"})
@@ -328,7 +335,7 @@ def _check_zarray(doc: Any, where: str, *, strings: bool = False) -> dict[str, A
     FormatError
         If the document is not a zarr format 2 array of a safe dtype, with safe, installed
         codecs, non-negative integer shape, positive chunks of the same rank at most
-        :data:`hubzarr.array.MAX_CHUNK_BYTES` each, and a fill value that fits the dtype.
+        :data:`hubzarr.spec.MAX_CHUNK_BYTES` each, and a fill value that fits the dtype.
     """
     if not isinstance(doc, dict):
         raise FormatError(f"{where} is a JSON {_json_type(doc)}, not an object; {_ADVICE}")
@@ -394,6 +401,77 @@ def _check_zarray(doc: Any, where: str, *, strings: bool = False) -> dict[str, A
     return {**doc, "filters": filters or None}
 
 
+def chunk_layout(doc: dict[str, Any], path: str, where: str) -> Layout:
+    """The chunk :class:`~hubzarr.chunks.Layout` of the array at ``path`` whose ``.zarray``
+    document :func:`_check_zarray` accepted (string variables included).
+
+    Raises
+    ------
+    FormatError
+        If a codec is refused, not installed, or cannot be built from its arguments.
+    """
+    dtype = _check_dtype(doc["dtype"], where, strings=True)
+    compressor, filters = array_codecs(doc, where)
+    return Layout(
+        path=path,
+        shape=tuple(doc["shape"]),
+        chunks=tuple(doc["chunks"]),
+        dtype=dtype,
+        fill_value=_fill_value(doc["fill_value"], dtype),
+        order=doc["order"],
+        separator=doc.get("dimension_separator", "."),
+        compressor=compressor,
+        filters=filters,
+    )
+
+
+def _fill_value(value: Any, dtype: np.dtype[Any]) -> Any:
+    """A checked ``.zarray`` fill value as a scalar of ``dtype`` (``None`` if it has none)."""
+    if value is None or dtype.hasobject:
+        return None
+
+    def number(v: Any) -> Any:
+        return float(v) if isinstance(v, str) else v  # "NaN", "Infinity", "-Infinity"
+
+    if dtype.kind == "c":
+        value = complex(number(value[0]), number(value[1]))
+    return np.asarray(number(value), dtype=dtype)[()]
+
+
+#: The names of zarr format 2's metadata files.
+METADATA_FILES = frozenset({".zarray", ".zgroup", ".zattrs"})
+
+
+def check_stored_metadata(key: str, raw: bytes, where: str) -> Layout | None:
+    """Validate one stored metadata object (a ``.zarray``, ``.zgroup`` or ``.zattrs``) as
+    opening its array or group does; return the chunk layout for a ``.zarray``.
+
+    Parameters
+    ----------
+    key : str
+        Its key in the repository (``".zarray"``, ``"images/.zattrs"``).
+    raw : bytes
+        Its payload.
+    where : str
+        How to name it in an error (key, repository, version).
+
+    Raises
+    ------
+    FormatError
+        If it is malformed (see :func:`open_zarr_array`).
+    """
+    node, _, leaf = key.rpartition("/")
+    if leaf == ".zarray":
+        where = f"the array metadata file {where}"
+        return chunk_layout(_check_zarray(_decode(raw, where), where, strings=True), node, where)
+    if leaf == ".zgroup":
+        where = f"the group metadata file {where}"
+        _check_zgroup(_decode(raw, where), where)
+        return None
+    _check_attrs(raw, f"the attributes file {where}")
+    return None
+
+
 def node_key(path: str, name: str) -> str:
     """The key of ``name`` (a metadata file or a child) in the node at ``path``."""
     return f"{path}/{name}" if path else name
@@ -415,6 +493,30 @@ class GroupInfo:
 async def _get(store: HubStore, key: str) -> bytes | None:
     buffer = await store.get(key, default_buffer_prototype())
     return None if buffer is None else buffer.to_bytes()
+
+
+async def read_attributes(store: HubStore, path: str) -> dict[str, Any]:
+    """Read and check the attributes (``.zattrs``) of the node at ``path``; ``{}`` if none.
+
+    Raises
+    ------
+    FormatError
+        If the file is not a UTF-8 JSON object.
+    """
+    key = node_key(path, ".zattrs")
+    return _check_attrs(await _get(store, key), f"the attributes file {key} of {store.name}")
+
+
+async def node_kind(store: HubStore, path: str) -> Literal["array", "group"] | None:
+    """What lies at ``path``: an array, a group, or nothing. Reads its ``.zarray`` and
+    ``.zgroup`` (so a conditional write of either later fails if another writer changed it
+    meanwhile, see :func:`hubzarr.store.conditional_writes`)."""
+    zarray, zgroup = await asyncio.gather(
+        _get(store, node_key(path, ".zarray")), _get(store, node_key(path, ".zgroup"))
+    )
+    if zarray is not None:
+        return "array"
+    return "group" if zgroup is not None else None
 
 
 def _describe(store: HubStore, path: str) -> str:
@@ -504,10 +606,12 @@ def _is_strings(doc: dict[str, Any]) -> bool:
     return bool(np.dtype(_dtype_spec(doc["dtype"])).hasobject)
 
 
-async def _open_node(
+async def open_node_async(
     store: HubStore, path: str, *, skip_strings: bool = False
 ) -> zarr.Array[Any] | GroupInfo | None:
-    version = (await store.resolved()).version
+    """:func:`open_node`, on the event loop; with ``skip_strings``, ``None`` for xarray's
+    string variables instead of an error (a group lists them but holds no HubArray of them)."""
+    version = (await store.session.resolved()).version
     zarray, zattrs = await asyncio.gather(
         _get(store, node_key(path, ".zarray")), _get(store, node_key(path, ".zattrs"))
     )
@@ -583,7 +687,7 @@ def open_node(store: HubStore, path: str = "") -> zarr.Array[Any] | GroupInfo:
         If the metadata is malformed (see :func:`open_zarr_array`; a ``.zgroup`` must be a JSON
         object with ``"zarr_format": 2``).
     """
-    result: zarr.Array[Any] | GroupInfo | None = sync(_open_node(store, path))
+    result: zarr.Array[Any] | GroupInfo | None = sync(open_node_async(store, path))
     assert result is not None
     return result
 
@@ -615,7 +719,7 @@ def open_zarr_array(store: HubStore, path: str = "") -> zarr.Array[Any]:
     FormatError
         If ``.zarray`` or ``.zattrs`` is not UTF-8 JSON, not an object, not a zarr format 2
         array, has a shape that is not non-negative integers, chunks that are not positive
-        integers of the shape's rank or exceed :data:`hubzarr.array.MAX_CHUNK_BYTES`, a dtype
+        integers of the shape's rank or exceed :data:`hubzarr.spec.MAX_CHUNK_BYTES`, a dtype
         numpy does not know or one holding Python objects, an unknown codec or one that
         (de)serialises Python objects (pickle, JSON, msgpack, vlen, categorize), an order other
         than ``"C"``/``"F"``, a dimension separator other than ``"."``/``"/"``, or a fill value
@@ -639,11 +743,11 @@ def open_zarr_array(store: HubStore, path: str = "") -> zarr.Array[Any]:
 
 
 async def _open_group(store: HubStore, path: str) -> zarr.Group:
-    version = (await store.resolved()).version
+    version = (await store.session.resolved()).version
     key = node_key(path, ".zmetadata")
     raw = await _get(store, key)
     if raw is None:
-        await _open_node(store, path)  # NotFoundError if nothing is there
+        await open_node_async(store, path)  # NotFoundError if nothing is there
         raise NotFoundError(
             f"{_describe(store, path)} holds an array, not a group of variables; open it with "
             f"hubzarr.load({str(store.name)!r})"
@@ -740,11 +844,11 @@ def array_spec(
     dtype : numpy dtype-like
         A bool, integer, float or complex dtype.
     chunks : tuple of int, optional
-        Chunk shape; default: :func:`hubzarr.array.default_chunks`.
+        Chunk shape; default: :func:`hubzarr.spec.default_chunks`.
     fill_value : scalar
         The value of never-written elements; must fit ``dtype`` exactly.
     compressor : numcodecs codec or None
-        Default: :data:`hubzarr.array.DEFAULT_COMPRESSOR`.
+        Default: :data:`hubzarr.spec.DEFAULT_COMPRESSOR`.
 
     Returns
     -------

@@ -31,7 +31,6 @@ import errno
 import math
 import os
 import platform
-import random
 import re
 import shutil
 import stat
@@ -59,6 +58,7 @@ from hubzarr.errors import (
     ReadOnlyError,
     StorageError,
 )
+from hubzarr.retry import retry_transient
 
 __all__ = [
     "FsspecStorage",
@@ -228,6 +228,10 @@ class Storage(ABC):
     #: Whether reads (read, read_first, size, exists) complete without suspending inside
     #: :func:`reads_in_caller`.
     caller_reads: bool = False
+    #: Whether emptying superseded objects (:meth:`empty`) gains more than it costs: on local
+    #: disks an object's data lingers in the page cache and must be written back, and takes
+    #: space until garbage collection; on object stores emptying would cost a request.
+    reclaims_superseded: bool = False
 
     def _writable(self, path: str) -> None:
         if self.read_only:
@@ -296,6 +300,13 @@ class Storage(ABC):
         AlreadyExistsError
             If the object exists; it is left unchanged.
         """
+
+    async def empty(self, path: str) -> None:
+        """Drop the object's data but keep its name (a zero-byte object); an absent object is
+        not an error. For superseded generations (see :mod:`hubzarr.session`)."""
+        self._writable(path)
+        if await self.exists(path):
+            await self.write(path, b"")
 
     @abstractmethod
     async def delete(self, path: str) -> None:
@@ -685,6 +696,29 @@ def _write_in(
         os.fsync(folder)
 
 
+def _local_empty(root: str, rel: str) -> None:
+    folders, name = _split(rel)
+    folder = _open_folder(root, folders)
+    if folder is None:
+        return
+    try:
+        fd = os.open(name, os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK | _CLOEXEC, dir_fd=folder)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        if _is_link(folder, name):
+            raise _RefusedEntryError(rel, _LINK) from None
+        raise StorageError(f"cannot empty {rel!r}: {exc}") from exc
+    finally:
+        os.close(folder)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise _RefusedEntryError(rel, _SPECIAL)
+        os.ftruncate(fd, 0)
+    finally:
+        os.close(fd)
+
+
 def _local_delete(root: str, rel: str) -> None:
     folders, name = _split(rel)
     folder = _open_folder(root, folders)
@@ -785,6 +819,7 @@ class LocalStorage(Storage):
     #: Modification times come from this machine's clock, to the nanosecond.
     clock_slack_s = 0.0
     caller_reads = True
+    reclaims_superseded = True
 
     def __init__(self, root: Path) -> None:
         self.root = root.expanduser().absolute()
@@ -839,6 +874,12 @@ class LocalStorage(Storage):
             except FileExistsError as exc:
                 raise AlreadyExistsError(f"{path!r} already exists under {self.url}") from exc
 
+    async def empty(self, path: str) -> None:
+        # A truncation drops the page cache's dirty pages with the data: no write-back.
+        rel = check_path(path)
+        with _translating(self.url, path):
+            await asyncio.to_thread(_local_empty, self._root_str, rel)
+
     async def delete(self, path: str) -> None:
         rel = check_path(path, temporary=True)
         with _translating(self.url, path):
@@ -890,9 +931,6 @@ def _requote(url: str) -> str:
 #: What a URL path may hold unescaped (RFC 3986 pchar and '/'), and '%' of escapes it holds.
 _PATH_SAFE = "/%!$&'()*+,;=:@~"
 
-#: How often an operation is tried when the backend fails transiently, and the first backoff.
-_ATTEMPTS = 4
-_BACKOFF_S = 0.05
 #: Backend error codes that mean "try again" (S3's and GCS's throttling and 5xx family).
 _TRANSIENT_CODES = frozenset(
     {
@@ -1105,29 +1143,24 @@ class FsspecStorage(Storage):
         error).
         """
         fs = self.fs
-        for attempt in range(_ATTEMPTS):
-            try:
-                if self._async:
-                    coro = getattr(fs, "_" + method)(*args, **kwargs)
-                    return await asyncio.wrap_future(
-                        asyncio.run_coroutine_threadsafe(coro, fs.loop)
-                    )
-                return await asyncio.to_thread(getattr(fs, method), *args, **kwargs)
-            except FileNotFoundError as exc:
-                if _error_code(exc)[0] == "NoSuchBucket" or "bucket does not exist" in str(exc):
-                    raise NotFoundError(
-                        f"the bucket {self._bucket()!r} of the hub root {self.url} does not "
-                        "exist; create it, or run 'hub configure' which offers to"
-                    ) from exc
-                if missing is _RAISE:
-                    raise
-                return missing
-            except Exception as exc:
-                if attempt + 1 == _ATTEMPTS or not _is_transient(exc):
-                    raise
-                # Exponential backoff with jitter: concurrent clients do not retry in lockstep.
-                await asyncio.sleep(_BACKOFF_S * 2**attempt * (0.5 + random.random()))
-        raise AssertionError("unreachable")
+
+        async def once() -> Any:
+            if self._async:
+                coro = getattr(fs, "_" + method)(*args, **kwargs)
+                return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, fs.loop))
+            return await asyncio.to_thread(getattr(fs, method), *args, **kwargs)
+
+        try:
+            return await retry_transient(once, _is_transient)
+        except FileNotFoundError as exc:
+            if _error_code(exc)[0] == "NoSuchBucket" or "bucket does not exist" in str(exc):
+                raise NotFoundError(
+                    f"the bucket {self._bucket()!r} of the hub root {self.url} does not "
+                    "exist; create it, or run 'hub configure' which offers to"
+                ) from exc
+            if missing is _RAISE:
+                raise
+            return missing
 
     @contextlib.contextmanager
     def _translating(self, path: str) -> Iterator[None]:

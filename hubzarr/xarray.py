@@ -37,7 +37,7 @@ from zarr.abc.store import ByteRequest, Store
 from zarr.core.buffer import Buffer, BufferPrototype
 from zarr.core.sync import sync
 
-from hubzarr.array import DEFAULT_COMPRESSOR, HubArray, check_compressor, default_chunks
+from hubzarr.array import HubArray
 from hubzarr.config import resolve_namespace
 from hubzarr.errors import AlreadyExistsError, InvalidArgumentError
 from hubzarr.group import HubGroup
@@ -50,7 +50,9 @@ from hubzarr.metadata import (
     open_zarr_group,
 )
 from hubzarr.names import Name, parse_name
-from hubzarr.store import HubStore, KeySetListing, _slice, check_key
+from hubzarr.session import check_key
+from hubzarr.spec import DEFAULT_COMPRESSOR, check_compressor, default_chunks
+from hubzarr.store import HubStore, KeySetListing, is_metadata, slice_payload
 from hubzarr.versions import Repository
 
 __all__ = ["HubBackendEntrypoint", "open_dataset", "to_hub"]
@@ -305,7 +307,9 @@ class _Rehearsal(KeySetListing, Store):
     ) -> Buffer | None:
         check_key(key)
         if key in self._metadata:
-            return prototype.buffer.from_bytes(_slice(memoryview(self._metadata[key]), byte_range))
+            return prototype.buffer.from_bytes(
+                slice_payload(memoryview(self._metadata[key]), byte_range)
+            )
         if key in self._deleted or self._base is None:
             return None
         return await self._base.get(key, prototype, byte_range)
@@ -523,7 +527,7 @@ def to_hub(
     parsed = parse_name(name, default_user=resolve_namespace())
     store = HubStore(
         None if root is None else os.fspath(root),
-        str(parsed),
+        parsed,
         storage_options=storage_options,
         read_only=False,
     )
@@ -538,8 +542,8 @@ def to_hub(
     kwargs |= to_zarr_kwargs
     everything = {str(v) for v in ds.variables}
     if exists:
-        sync(store.resolved())
-        store.check_writable()
+        sync(store.session.resolved())
+        store.session.check_writable()
         # The rehearsal reads what is there; when everything is replaced, nothing is.
         target: Store | None = None if mode == "w" and not path else store.with_read_only(True)
         if mode == "w":
@@ -553,7 +557,7 @@ def to_hub(
         # A new repository: the write is rehearsed against nothing, then the repository is
         # created (holding an empty group) and written in mode "a".
         if mode == "r+":
-            sync(store.resolved())  # NotFoundError, naming close matches
+            sync(store.session.resolved())  # NotFoundError, naming close matches
         target, new, xmode = None, everything, "a"
     ds, encoding = _with_defaults(ds, encoding, new)
     _write(ds, _Rehearsal(target), xmode, encoding, kwargs, compute=False)
@@ -564,7 +568,7 @@ def to_hub(
     branch = parsed.with_ref(parsed.ref or _DEFAULT_BRANCH)
     store = HubStore(
         None if root is None else os.fspath(root),
-        str(branch),
+        branch,
         storage_options=storage_options,
         read_only=False,
     )
@@ -580,7 +584,7 @@ def _create_and_write(store: HubStore, name: Name, write: Callable[..., None]) -
     try:
         write(store, compute=True)
     except BaseException:
-        store.stop_writes()
+        store.session.stop_writes()
         sync(repo.delete())
         raise
 
@@ -601,11 +605,12 @@ def _write_or_restore(
 ) -> None:
     """Write for real; on any failure after the rehearsal (a dask task that raises, the
     storage failing), put back what the write changed, so the branch is as it was."""
-    snapshot = sync(store.snapshot())
+    snapshot = sync(store.session.snapshot())
     try:
         write(store, compute=True)
     except BaseException:
         # dask's threads may still be running tasks that write: stop them first.
-        store.stop_writes()
-        sync(store.restore(snapshot, scope))
+        store.session.stop_writes()
+        sync(store.session.restore(snapshot, scope, last=is_metadata))
         raise
+    store.session.release()

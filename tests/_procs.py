@@ -73,3 +73,31 @@ def write_after_delete(root: str, opened: Any, deleted: Any, results: Any) -> No
         except Exception as exc:  # reported to, and failed by, the parent
             outcome.append(repr(exc))
     results.put(outcome)
+
+
+def put_if_absent(
+    root: str, options: dict[str, Any], keys: int, barrier: Any, results: Any, i: int
+) -> None:
+    """For each of ``keys`` keys, wait for the others, then ``set_if_not_exists`` a value of
+    this process's own and read the key back; report what was read, or an error."""
+    import traceback
+
+    from zarr.core.buffer import default_buffer_prototype
+    from zarr.core.sync import sync
+
+    import hubzarr
+
+    try:
+        store = hubzarr.Hub(root, storage_options=options).store("race/keys", mode="r+")
+        prototype = default_buffer_prototype()
+        seen = []
+        for k in range(keys):
+            barrier.wait(timeout=120)
+            mine = prototype.buffer.from_bytes(f"process {i} key {k}".encode())
+            sync(store.set_if_not_exists(f"k{k}", mine))
+            found = sync(store.get(f"k{k}", prototype))
+            seen.append(None if found is None else found.to_bytes().decode())
+        results.put((i, seen))
+    except Exception:  # reported to, and failed by, the parent
+        barrier.abort()
+        results.put((i, traceback.format_exc()))

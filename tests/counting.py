@@ -1,11 +1,16 @@
-"""A storage wrapper that counts the primitives called through it, for cost assertions."""
+"""A storage wrapper that counts the primitives called through it, for cost assertions.
+
+It is installed the way any wrapper is (a cache, a fault injector): ``Hub(root,
+storage=...)``, so every store, array and group that hub opens goes through it.
+"""
 
 from __future__ import annotations
 
 from collections import Counter
 from typing import Any
 
-from hubzarr.storage import Parts, Storage
+import hubzarr
+from hubzarr.storage import Parts, Storage, open_storage
 
 
 class CountingStorage(Storage):
@@ -15,6 +20,8 @@ class CountingStorage(Storage):
         self.inner = inner
         self.url = inner.url
         self.read_only = inner.read_only
+        self.clock_slack_s = inner.clock_slack_s
+        self.reclaims_superseded = inner.reclaims_superseded
         self.calls: Counter[str] = Counter()
         self.paths: list[tuple[str, str]] = []
 
@@ -44,6 +51,10 @@ class CountingStorage(Storage):
         self._note("create", path)
         await self.inner.create(path, data, durable=durable, unique=unique)
 
+    async def empty(self, path: str) -> None:
+        self._note("empty", path)
+        await self.inner.empty(path)
+
     async def delete(self, path: str) -> None:
         self._note("delete", path)
         await self.inner.delete(path)
@@ -67,8 +78,9 @@ class CountingStorage(Storage):
         return await self.inner.list_detailed(prefix, temporaries=temporaries)
 
 
-def counting(obj: Any) -> CountingStorage:
-    """Install a counting wrapper as ``obj``'s storage (a Hub or a HubStore) and return it."""
-    wrapper = CountingStorage(obj.storage)
-    obj._storage = wrapper
-    return wrapper
+def counting_hub(
+    root: str, options: dict[str, Any] | None = None
+) -> tuple[hubzarr.Hub, CountingStorage]:
+    """A hub on ``root`` whose storage counts every primitive called, and the counter."""
+    counter = CountingStorage(open_storage(root, options))
+    return hubzarr.Hub(root, options, storage=counter), counter

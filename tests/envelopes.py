@@ -10,7 +10,7 @@ from typing import Any
 import crc32c
 
 from hubzarr import frame
-from hubzarr.versions import split_generation
+from hubzarr.records import split_generation
 
 #: ``.../<incarnation>/data/<version>/<key>[~<generation>]`` of a stored data object, or the
 #: same relative to the incarnation folder.

@@ -16,13 +16,13 @@ import numcodecs
 import numpy as np
 import pytest
 import zarr
-from counting import counting
+from counting import counting_hub
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from zarr.core.sync import sync
 
 import hubzarr
-from hubzarr.array import MAX_CHUNK_BYTES, check_chunks, default_chunks
+from hubzarr.spec import MAX_CHUNK_BYTES, check_chunks, default_chunks
 
 SHAPE = (5, 6, 7)
 CHUNKS = (2, 4, 3)  # uneven: every axis has a partial last chunk
@@ -197,11 +197,11 @@ REFUSED_CASTS: list[tuple[str, Any]] = [
 def test_an_unsafe_cast_is_refused_and_changes_nothing(
     memory_root: str, dtype: str, value: Any
 ) -> None:
-    hub = hubzarr.Hub(memory_root)
+    hub, store_calls = counting_hub(memory_root)
     arr = hub.array((6,), "cast/arr", dtype=dtype, chunks=(4,), fill_value=np.zeros((), dtype))
     arr[:] = np.array([1, 0, 1, 1, 0, 1]).astype(dtype)
     before = arr[:]
-    store_calls = counting(arr.store)
+    store_calls.reset()
     with pytest.raises(hubzarr.UnsafeCastError) as info:
         arr[:] = value
     assert isinstance(info.value, ValueError)
@@ -605,7 +605,9 @@ def test_a_petabyte_array_allocates_and_stores_nothing_but_metadata(hub: hubzarr
     data_keys = {k.rsplit("/", 1)[-1] for k in _listing(hub, "big/peta") if "/data/" in k}
     assert data_keys == {".zarray", ".zattrs"}
 
-    calls = counting(big.store)
+    counted, calls = counting_hub(hub.root)
+    big = counted.load("big/peta")
+    calls.reset()
     big[123_456, 999_999, 7] = 5
     data_writes = [p for op, p in calls.paths if op in ("write", "create") and "/data/" in p]
     assert len(data_writes) == 1

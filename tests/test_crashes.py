@@ -39,6 +39,7 @@ from zarr.core.sync import sync
 
 import hubzarr
 from hubzarr.errors import NotFoundError
+from hubzarr.records import split_generation
 from hubzarr.storage import TMP_SUFFIX
 
 #: Events that publish a seal record, and a manifest: put-if-absent through the storage, or
@@ -157,6 +158,13 @@ def _read_json(hub: hubzarr.Hub, home: str, path: str) -> dict[str, Any]:
     return data
 
 
+def _superseded(path: str, listing: Any) -> bool:
+    """Whether the object at ``path`` is a generation of its key with a newer one listed."""
+    folder, _, name = path.rpartition("/")
+    key, generation = split_generation(name)
+    return f"{folder}/{key}~{generation + 1}" in listing
+
+
 def _check_stored_objects(hub: hubzarr.Hub) -> tuple[set[str], list[str]]:
     """As the crash left them: every listed object is whole, every tag's version published.
     Return the stored tags and the seal records that have no manifest yet."""
@@ -171,6 +179,8 @@ def _check_stored_objects(hub: hubzarr.Hub) -> tuple[set[str], list[str]]:
         if path.startswith("data/"):
             raw = sync(hub.storage.read(f"{NAME}/{home}/{path}"))
             assert raw is not None, f"{path} was listed but cannot be read"
+            if raw == b"" and _superseded(path, listing):
+                continue  # emptied by the write of its successor (docs/format.md)
             unframe(path, raw)  # raises CorruptChunkError if truncated or torn
         elif path.endswith(".json"):
             _read_json(hub, home, path)

@@ -23,7 +23,7 @@ from envelopes import record
 from zarr.core.buffer import default_buffer_prototype
 
 import hubzarr
-from hubzarr import versions
+from hubzarr import records
 from hubzarr.errors import CorruptChunkError, FormatError, InvalidArgumentError
 from hubzarr.metadata import MAX_ATTRIBUTE_DEPTH, encode_attributes
 
@@ -209,7 +209,7 @@ def test_a_chain_longer_than_a_checkpoint_allows_is_refused(local_root: str) -> 
     hub, ids = _history(local_root)
     # A chain of the parent repeated: each entry loads a manifest, so this much work is done
     # for nothing (or, repeated a million times, for ever).
-    chain = [ids["v1"]] * (versions.CHECKPOINT_EVERY + 1)
+    chain = [ids["v1"]] * (records.CHECKPOINT_EVERY + 1)
     path = _edit(local_root, f"versions/{ids['v2']}.json", lambda d: d.update(chain=chain))
     with pytest.raises(FormatError, match="chain") as info:
         hub.load(f"{NAME}:v2")
@@ -363,7 +363,7 @@ def test_a_damaged_claim_is_a_format_error_naming_it(
 def test_a_malformed_checkpoint_location_is_a_format_error(
     local_root: str, monkeypatch: pytest.MonkeyPatch, owner: str
 ) -> None:
-    monkeypatch.setattr(versions, "CHECKPOINT_EVERY", 2)
+    monkeypatch.setattr(records, "CHECKPOINT_EVERY", 2)
     hub = hubzarr.Hub(local_root)
     arr = hub.array((8, 4), name=NAME, dtype="float32", chunks=(2, 4))
     for i in range(3):

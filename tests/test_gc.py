@@ -164,7 +164,7 @@ def test_orphans_of_a_lost_seal_race_and_a_killed_writer_are_freed(
     sync(race())
     head = sync(repo.branch_head("main"))
     # A writer killed between writing its temporary file and renaming it.
-    orphan = Path(local_root) / repo.data_path(head, "3.0").replace("/", "/")
+    orphan = Path(local_root) / repo.files.data_path(head, "3.0").replace("/", "/")
     orphan.parent.mkdir(parents=True, exist_ok=True)
     tmp = orphan.with_name(f"3.0.deadbeef{TMP_SUFFIX}")
     tmp.write_bytes(b"half a chunk")
@@ -293,7 +293,7 @@ def test_a_write_that_lands_after_a_seal_changes_nothing_sealed_and_is_freed(
     hub = local_or_s3.hub()
     arr = _make(hub)
     store = arr.store
-    sealed = sync(store.resolved()).version
+    sealed = sync(store.session.resolved()).version
     repo = _repo(hub)
 
     # The write lands in the head after the sealer listed it: it is repeated in the successor,
@@ -353,7 +353,7 @@ def test_gc_checks_its_arguments(hub: hubzarr.Hub) -> None:
 
 
 def test_version_ids_carry_their_creation_time() -> None:
-    from hubzarr.versions import new_version_id
+    from hubzarr.records import new_version_id
 
     before = time.time()
     assert before - 0.01 <= version_time(new_version_id()) <= time.time() + 0.01

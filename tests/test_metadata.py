@@ -17,9 +17,9 @@ from numcodecs.registry import codec_registry
 from zarr.core.sync import sync
 
 import hubzarr
-from hubzarr.array import MAX_CHUNK_BYTES
 from hubzarr.errors import CorruptChunkError, FormatError, NotFoundError
 from hubzarr.metadata import open_zarr_array
+from hubzarr.spec import MAX_CHUNK_BYTES
 from hubzarr.store import HubStore
 
 NAME = "u/a"
@@ -127,7 +127,7 @@ def _snapshot(hub: hubzarr.Hub) -> dict[str, bytes]:
 
 
 def _version(hub: hubzarr.Hub, name: str) -> str:
-    return sync(hub.store(name).resolved()).version
+    return sync(hub.store(name).session.resolved()).version
 
 
 def _damaged(hub: hubzarr.Hub, key: str, edit: Edit) -> tuple[hubzarr.HubArray, str]:

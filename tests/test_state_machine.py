@@ -24,7 +24,7 @@ from hypothesis.stateful import (
 from zarr.core.sync import sync
 
 import hubzarr
-from hubzarr import versions
+from hubzarr import records
 from hubzarr.names import parse_name
 from hubzarr.versions import Repository
 
@@ -310,7 +310,12 @@ class VersionMachine(RuleBasedStateMachine):
         # A deleted tag's handle may refuse to read, but never reads other data.
         with contextlib.suppress(*((hubzarr.NotFoundError,) if handle.deleted else ())):
             self._check(handle.array, expected, what)
-            assert handle.array.version == (handle.version or handle.array.version), what
+            if handle.version is not None:  # a tag or version id: pinned for good
+                assert handle.array.version == handle.version, what
+            else:  # a branch: the handle followed it to its current, open head
+                current = self.hub.load(f"{REPO}:{handle.ref}", mode="r").version
+                assert handle.array.version == current, what
+                assert current not in self.sealed, what
 
     @rule(data=st.data())
     def read(self, data: st.DataObject) -> None:
@@ -342,7 +347,7 @@ class VersionMachine(RuleBasedStateMachine):
     @invariant()
     def refs_match_the_model(self) -> None:
         repo = Repository(self.hub.storage, parse_name(REPO, default_user="sm"))
-        refs = sync(repo.refs())
+        refs = sync(repo.list_refs())
         assert {n for n, (kind, _) in refs.items() if kind == "branch"} == set(self.branches)
         assert {n: v for n, (kind, v) in refs.items() if kind == "tag"} == self.tags
 
@@ -350,7 +355,7 @@ class VersionMachine(RuleBasedStateMachine):
 def test_versions_follow_the_model(root: str, monkeypatch: pytest.MonkeyPatch) -> None:
     # Checkpoints every few generations, so that both kinds of manifest, and deletions carried
     # through checkpoints, are read back.
-    monkeypatch.setattr(versions, "CHECKPOINT_EVERY", 3)
+    monkeypatch.setattr(records, "CHECKPOINT_EVERY", 3)
     machine = type("Machine", (VersionMachine,), {"root": root})
     run_state_machine_as_test(machine, settings=SETTINGS)
 
@@ -359,7 +364,7 @@ def test_versions_follow_the_model_on_s3(
     s3_backend: Backend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Fewer, shorter runs: every step is several requests to the moto server.
-    monkeypatch.setattr(versions, "CHECKPOINT_EVERY", 3)
+    monkeypatch.setattr(records, "CHECKPOINT_EVERY", 3)
     machine = type(
         "Machine", (VersionMachine,), {"root": s3_backend.root, "options": s3_backend.options}
     )

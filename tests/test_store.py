@@ -25,7 +25,7 @@ async def _head_path(store: HubStore, key: str) -> tuple[Repository, str]:
     repo = Repository(store.storage, store.name)
     await repo.open()
     head = await repo.branch_head(str(store.name.ref))
-    return repo, repo.data_path(head, key)
+    return repo, repo.files.data_path(head, key)
 
 
 class TestHubStore(StoreTests[HubStore, cpu.Buffer]):  # type: ignore[misc]
@@ -150,7 +150,7 @@ def test_pickle_keeps_the_resolved_version(
     head.set_sync("a", _buf(b"before"))
     clone = pickle.loads(pickle.dumps(head))
     assert clone == head
-    assert clone.pinned_state() == head.pinned_state()
+    assert clone.session.pinned == head.session.pinned
     assert clone.get_sync("a").to_bytes() == b"before"  # type: ignore[union-attr]
 
 

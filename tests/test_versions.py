@@ -8,11 +8,11 @@ from typing import Any
 import numpy as np
 import pytest
 from _procs import race
-from counting import counting
+from counting import counting_hub
 from zarr.core.sync import sync
 
 import hubzarr
-from hubzarr import versions
+from hubzarr import records
 from hubzarr.errors import InvalidArgumentError
 from hubzarr.versions import Repository
 
@@ -129,8 +129,9 @@ def test_sealed_reads_cost_one_storage_read_per_chunk(hub: hubzarr.Hub) -> None:
     for i in range(10):
         arr[i % 16] = i
         hub.tag("test/arr", f"v{i}")
-    deep = hub.load("test/arr:v9")
-    counter = counting(deep.store)
+    counted, counter = counting_hub(hub.root)
+    deep = counted.load("test/arr:v9")
+    counter.reset()
     data = deep[:]
     assert counter.calls == {"read": 8}, counter.calls
     assert len({p for _, p in counter.paths}) == 8
@@ -142,8 +143,8 @@ def _tag_cost(hub: hubzarr.Hub, name: str, chunks: int) -> tuple[dict[str, int],
     arr[:] = 1
     hub.tag(name, "base")
     arr[0] = 2
-    counter = counting(hub)
-    hub.tag(name, "next")
+    counted, counter = counting_hub(hub.root)
+    counted.tag(name, "next")
     listed = sum(1 for op, _ in counter.paths if op == "list")
     return dict(counter.calls), listed
 
@@ -157,8 +158,8 @@ def test_tag_cost_does_not_grow_with_the_array(root: str) -> None:
 def test_tag_copies_no_chunk(hub: hubzarr.Hub) -> None:
     arr = _make(hub)
     arr[0] = 9
-    counter = counting(hub)
-    hub.tag("test/arr", "v1")
+    counted, counter = counting_hub(hub.root)
+    counted.tag("test/arr", "v1")
     touched = [p for op, p in counter.paths if op in ("write", "create")]
     assert touched and not any("/data/" in p for p in touched), touched
 
@@ -166,7 +167,7 @@ def test_tag_copies_no_chunk(hub: hubzarr.Hub) -> None:
 def test_checkpoints_bound_the_manifests_read_on_open(
     hub: hubzarr.Hub, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(versions, "CHECKPOINT_EVERY", 3)
+    monkeypatch.setattr(records, "CHECKPOINT_EVERY", 3)
     arr = _make(hub, n=16)
     expected = {}
     for i in range(11):
@@ -177,9 +178,9 @@ def test_checkpoints_bound_the_manifests_read_on_open(
         hub.tag("test/arr", f"v{i}")
     for tag, data in expected.items():
         np.testing.assert_array_equal(hub.load(f"test/arr:{tag}")[:], data)
-    store = hubzarr.HubStore(hub.root, "test/arr")
-    counter = counting(store)
-    sync(store.resolved())
+    counted, counter = counting_hub(hub.root)
+    store = counted.store("test/arr")
+    assert store.session.pinned is not None  # opened, which reads the chain's manifests
     manifests = [p for op, p in counter.paths if "/manifests/" in p]
     assert 0 < len(manifests) <= 3
 
@@ -247,7 +248,7 @@ def test_a_repository_from_a_newer_layout_is_refused(local_root: str) -> None:
     _make(hub)
     repo_json = hub.storage.root / "test" / "arr" / "repo.json"  # type: ignore[attr-defined]
     info = json.loads(repo_json.read_text())
-    repo_json.write_text(json.dumps({**info, "layout": versions.LAYOUT + 1}))
+    repo_json.write_text(json.dumps({**info, "layout": records.LAYOUT + 1}))
     with pytest.raises(hubzarr.FormatError, match="upgrade hubzarr"):
         hub.load("test/arr")
 

@@ -21,7 +21,6 @@ from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 
 import hubzarr
-from hubzarr.array import DEFAULT_COMPRESSOR, default_chunks
 from hubzarr.errors import (
     AlreadyExistsError,
     FormatError,
@@ -29,6 +28,7 @@ from hubzarr.errors import (
     NotFoundError,
     ReadOnlyError,
 )
+from hubzarr.spec import DEFAULT_COMPRESSOR, default_chunks
 from hubzarr.xarray import HubBackendEntrypoint
 
 NAME = "lab/climate"
@@ -184,7 +184,7 @@ def test_damaged_variable_metadata_is_a_format_error_and_no_codec_runs(
     ):
         with pytest.raises(FormatError, match=r"count/\.zarray.*'pickle'") as info:
             opener()
-        assert sync(store.resolved()).version in str(info.value)
+        assert sync(store.session.resolved()).version in str(info.value)
 
 
 # -- xarray directly, on the store -----------------------------------------------------------

@@ -8,33 +8,16 @@ Example::
     hub.tag("test/bigarray:v0", "v1")            # immutable snapshot, no chunk copied
     hub.load("test/bigarray:v1")[0]              # old state, forever
 
-``open_dataset`` and ``to_hub`` (xarray) are imported on first use, so ``import hubzarr`` does
-not import xarray.
+Every name below is imported on first use (the error tree excepted), so ``import hubzarr``,
+and the ``hub`` command's quick commands, do not import zarr, numpy, dask or xarray until
+something needs them.
 """
 
+from __future__ import annotations
+
+import importlib
 from typing import TYPE_CHECKING, Any
 
-from hubzarr.api import (
-    Hub,
-    array,
-    branch,
-    delete,
-    delete_branch,
-    delete_tag,
-    from_dask,
-    from_numpy,
-    gc,
-    group,
-    load,
-    log,
-    ls,
-    store,
-    tag,
-    verify,
-)
-from hubzarr.array import HubArray
-from hubzarr.bulk import LazyArray
-from hubzarr.collect import GCReport
 from hubzarr.errors import (
     AccessDeniedError,
     AlreadyExistsError,
@@ -50,26 +33,118 @@ from hubzarr.errors import (
     StorageError,
     UnsafeCastError,
 )
-from hubzarr.group import HubGroup
-from hubzarr.integrity import Problem, VerifyReport
-from hubzarr.store import HubStore
-from hubzarr.versions import LogEntry
 
 if TYPE_CHECKING:
+    __version__: str
+    from hubzarr.api import (
+        Hub,
+        array,
+        branch,
+        delete,
+        delete_branch,
+        delete_tag,
+        from_dask,
+        from_numpy,
+        gc,
+        group,
+        load,
+        load_array,
+        load_group,
+        log,
+        ls,
+        reader,
+        store,
+        tag,
+        verify,
+    )
+    from hubzarr.arrays import HubArray
+    from hubzarr.bulk import LazyArray
+    from hubzarr.collect import GCReport
+    from hubzarr.groups import HubGroup
+    from hubzarr.integrity import Problem, VerifyReport
+    from hubzarr.session import ObjectEntry, Session
+    from hubzarr.stores import HubStore
+    from hubzarr.versions import LogEntry
     from hubzarr.xarray import open_dataset, to_hub
 
-__version__ = "0.1.0"
 
-#: Integrations imported on first use: ``{name: module}``.
-_LAZY = {"open_dataset": "hubzarr.xarray", "to_hub": "hubzarr.xarray"}
+def _version() -> str:
+    import importlib.metadata  # 20-50 ms: only when asked
+
+    try:
+        return importlib.metadata.version("hubzarr")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree, not installed
+        return "0+unknown"
+
+
+#: Where each public name lives: ``{name: module}``, imported on first use.
+_LAZY = {
+    **dict.fromkeys(
+        (
+            "Hub",
+            "array",
+            "branch",
+            "delete",
+            "delete_branch",
+            "delete_tag",
+            "from_dask",
+            "from_numpy",
+            "gc",
+            "group",
+            "load",
+            "load_array",
+            "load_group",
+            "log",
+            "ls",
+            "reader",
+            "store",
+            "tag",
+            "verify",
+        ),
+        "hubzarr.api",
+    ),
+    "HubArray": "hubzarr.arrays",
+    "LazyArray": "hubzarr.bulk",
+    "GCReport": "hubzarr.collect",
+    "HubGroup": "hubzarr.groups",
+    "Problem": "hubzarr.integrity",
+    "VerifyReport": "hubzarr.integrity",
+    "ObjectEntry": "hubzarr.session",
+    "Session": "hubzarr.session",
+    "HubStore": "hubzarr.stores",
+    "LogEntry": "hubzarr.versions",
+    "open_dataset": "hubzarr.xarray",
+    "to_hub": "hubzarr.xarray",
+}
+
+
+#: The package's modules, also imported on first use (``hubzarr.storage.open_storage``).
+_MODULES = frozenset(
+    {
+        "api", "arrays", "bulk", "chunks", "cli", "collect", "config", "errors", "files",
+        "frame", "groups", "indexing", "integrity", "manifests", "metadata", "names",
+        "records", "refs", "retry", "runner", "session", "spec", "storage", "stores",
+        "versions", "xarray",
+    }
+)  # fmt: skip
 
 
 def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
+    module = _LAZY.get(name)
+    if name == "__version__":
+        value: Any = _version()
+    elif module is not None:
+        value = getattr(importlib.import_module(module), name)
+    elif name in _MODULES:
+        value = importlib.import_module(f"hubzarr.{name}")
+    else:
+        raise AttributeError(f"module 'hubzarr' has no attribute {name!r}")
+    globals()[name] = value  # the next access is a plain lookup
+    return value
 
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'hubzarr' has no attribute {name!r}")
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
 
 
 __all__ = [
@@ -90,8 +165,10 @@ __all__ = [
     "LazyArray",
     "LogEntry",
     "NotFoundError",
+    "ObjectEntry",
     "Problem",
     "ReadOnlyError",
+    "Session",
     "StorageError",
     "UnsafeCastError",
     "VerifyReport",
@@ -106,9 +183,12 @@ __all__ = [
     "gc",
     "group",
     "load",
+    "load_array",
+    "load_group",
     "log",
     "ls",
     "open_dataset",
+    "reader",
     "store",
     "tag",
     "to_hub",

@@ -8,34 +8,27 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Coroutine
-from typing import Any, Literal, TypeVar
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Literal
 
-import zarr
-from zarr.core.buffer import default_buffer_prototype
-from zarr.core.sync import sync
-
-from hubzarr.array import HubArray
-from hubzarr.bulk import assign
 from hubzarr.collect import DEFAULT_GRACE_S, GCReport, collect
 from hubzarr.config import resolve_namespace, resolve_root, resolve_storage_options
 from hubzarr.errors import AlreadyExistsError, InvalidArgumentError, NotFoundError, ReadOnlyError
-from hubzarr.group import HubGroup
-from hubzarr.integrity import VerifyReport, verify_store
-from hubzarr.metadata import (
-    GroupInfo,
-    array_spec,
-    group_documents,
-    metadata_documents,
-    open_node,
-    open_zarr_array,
-)
 from hubzarr.names import Name, parse_name
 from hubzarr.records import check_message
-from hubzarr.spec import DEFAULT_COMPRESSOR, check_flag
+from hubzarr.runner import run as _run
 from hubzarr.storage import Storage, check_root, open_storage, public_options
-from hubzarr.store import HubStore
 from hubzarr.versions import LogEntry, Repository, list_repositories
+
+# Arrays, groups, stores and what they need (zarr, numpy, dask) are imported where first
+# needed: the repository-level operations (ls, log, tag, branch, gc, delete) need none of
+# them, and the quick commands of the CLI start without.
+if TYPE_CHECKING:
+    from hubzarr.arrays import HubArray
+    from hubzarr.groups import HubGroup
+    from hubzarr.integrity import VerifyReport
+    from hubzarr.session import Session
+    from hubzarr.stores import HubStore
 
 __all__ = [
     "Hub",
@@ -49,22 +42,19 @@ __all__ = [
     "gc",
     "group",
     "load",
+    "load_array",
+    "load_group",
     "log",
     "ls",
+    "reader",
     "store",
     "tag",
     "verify",
 ]
 
-T = TypeVar("T")
 RootLike = str | os.PathLike[str] | None
 _DEFAULT: Any = object()
 _DEFAULT_BRANCH = "main"
-
-
-def _run(coro: Coroutine[Any, Any, T]) -> T:
-    result: T = sync(coro)
-    return result
 
 
 class Hub:
@@ -127,6 +117,8 @@ class Hub:
         return parse_name(name, default_user=resolve_namespace())
 
     def _store(self, name: Name, *, read_only: bool) -> HubStore:
+        from hubzarr.stores import HubStore
+
         return HubStore(
             self.root,
             name,
@@ -139,6 +131,7 @@ class Hub:
         self,
         shape: Any,
         name: str,
+        *,
         dtype: Any = "float32",
         chunks: Any = None,
         fill_value: Any = 0,
@@ -182,6 +175,12 @@ class Hub:
         ReadOnlyError
             If ``overwrite`` names a tag or a sealed version.
         """
+        import zarr
+
+        from hubzarr.arrays import HubArray
+        from hubzarr.metadata import array_spec, metadata_documents, open_zarr_array
+        from hubzarr.spec import DEFAULT_COMPRESSOR, check_flag
+
         check_flag(overwrite, "overwrite")
         parsed = self._parse(name)
         codec = DEFAULT_COMPRESSOR if compressor is _DEFAULT else compressor
@@ -236,6 +235,9 @@ class Hub:
         FormatError
             If the group's metadata is malformed.
         """
+        from hubzarr.groups import HubGroup
+        from hubzarr.metadata import group_documents
+
         parsed = self._parse(name)
         branch = parsed.ref or _DEFAULT_BRANCH
         repo = Repository(self.storage, parsed)
@@ -249,6 +251,11 @@ class Hub:
         return HubGroup(self._store(parsed.with_ref(branch), read_only=False))
 
     def _open_group(self, store: HubStore) -> HubGroup:
+        from zarr.core.buffer import default_buffer_prototype
+
+        from hubzarr.groups import HubGroup
+        from hubzarr.metadata import GroupInfo, group_documents, open_node
+
         _run(store.session.resolved())
         try:
             node = open_node(store)
@@ -271,6 +278,7 @@ class Hub:
         self,
         data: Any,
         name: str,
+        *,
         chunks: Any = None,
         fill_value: Any = 0,
         compressor: Any = _DEFAULT,
@@ -303,12 +311,21 @@ class Hub:
         InvalidArgumentError
             If ``data`` is not a dask array, or chunks, dtype or fill value are unusable.
         """
+        from hubzarr.bulk import assign
+
         if not (hasattr(data, "__dask_graph__") and hasattr(data, "dtype")):
             raise InvalidArgumentError(
                 f"from_dask takes a dask.array.Array, not {type(data).__name__}; use "
                 "from_numpy for numpy arrays"
             )
-        arr = self.array(data.shape, name, data.dtype, chunks, fill_value, compressor)
+        arr = self.array(
+            data.shape,
+            name,
+            dtype=data.dtype,
+            chunks=chunks,
+            fill_value=fill_value,
+            compressor=compressor,
+        )
         assign(arr, Ellipsis, data, new=True)
         return arr
 
@@ -316,6 +333,7 @@ class Hub:
         self,
         data: Any,
         name: str,
+        *,
         chunks: Any = None,
         fill_value: Any = 0,
         compressor: Any = _DEFAULT,
@@ -325,13 +343,22 @@ class Hub:
         import dask.array as da
         import numpy as np
 
+        from hubzarr.bulk import assign
+
         values = np.asarray(data)
-        arr = self.array(values.shape, name, values.dtype, chunks, fill_value, compressor)
+        arr = self.array(
+            values.shape,
+            name,
+            dtype=values.dtype,
+            chunks=chunks,
+            fill_value=fill_value,
+            compressor=compressor,
+        )
         darr = da.from_array(values, chunks=arr.chunks)  # type: ignore[no-untyped-call]
         assign(arr, Ellipsis, darr, new=True)
         return arr
 
-    def load(self, name: str, mode: Literal["r", "r+"] = "r+") -> HubArray | HubGroup:
+    def load(self, name: str, *, mode: Literal["r", "r+"] = "r+") -> HubArray | HubGroup:
         """Open an array (or a group) by name, lazily: no chunk is read until indexed.
 
         Parameters
@@ -356,6 +383,10 @@ class Hub:
         FormatError
             If the array's (or group's) metadata is malformed.
         """
+        from hubzarr.arrays import HubArray
+        from hubzarr.groups import HubGroup
+        from hubzarr.metadata import GroupInfo, open_node
+
         if mode not in ("r", "r+"):
             raise InvalidArgumentError(f"mode must be 'r' or 'r+', not {mode!r}")
         store = self._store(self._parse(name), read_only=mode == "r")
@@ -364,7 +395,71 @@ class Hub:
             return HubGroup(store)
         return HubArray(store, node)
 
-    def store(self, name: str, mode: Literal["r", "r+", "w-"] = "r") -> HubStore:
+    def load_array(self, name: str, *, mode: Literal["r", "r+"] = "r+") -> HubArray:
+        """Open an array by name, as :meth:`load` does, typed as one.
+
+        Raises
+        ------
+        NotFoundError
+            As :meth:`load`, and if the repository holds a group (open it with
+            :meth:`load_group`).
+        InvalidNameError, FormatError
+            As :meth:`load`.
+        """
+        from hubzarr.groups import HubGroup
+
+        node = self.load(name, mode=mode)
+        if isinstance(node, HubGroup):
+            raise NotFoundError(
+                f"{node.name} holds a group, not an array; open it with "
+                f"hubzarr.load_group({name!r}), and its arrays by key"
+            )
+        return node
+
+    def load_group(self, name: str, *, mode: Literal["r", "r+"] = "r+") -> HubGroup:
+        """Open the group a repository holds, as :meth:`load` does, typed as one.
+
+        Raises
+        ------
+        NotFoundError
+            As :meth:`load`, and if the repository holds an array (open it with
+            :meth:`load_array`).
+        InvalidNameError, FormatError
+            As :meth:`load`.
+        """
+        from hubzarr.arrays import HubArray
+
+        node = self.load(name, mode=mode)
+        if isinstance(node, HubArray):
+            raise NotFoundError(
+                f"{node.name} holds an array, not a group; open it with "
+                f"hubzarr.load_array({name!r})"
+            )
+        return node
+
+    def reader(self, name: str) -> Session:
+        """Return a reader of one version of a repository: its keys with their objects'
+        locations and sizes, each object as stored, each payload checked.
+
+        For tools that work on stored objects rather than arrays (copying, verifying,
+        loading for training): see :class:`hubzarr.session.Session` (``entries``,
+        ``read_object``, ``read``, ``keys``). At a branch it reads the head as it is at each
+        call; at a tag or version id, that version forever.
+
+        Raises
+        ------
+        InvalidNameError
+            If ``name`` is malformed (checked before any I/O).
+        NotFoundError
+            If the repository or ref does not exist.
+        """
+        from hubzarr.session import Session
+
+        session = Session(self.storage, self._parse(name), read_only=True)
+        _run(session.resolved())
+        return session
+
+    def store(self, name: str, *, mode: Literal["r", "r+", "w-"] = "r") -> HubStore:
         """Return the zarr store of a repository at a ref.
 
         Use it directly from zarr or xarray: ``zarr.open_array(hub.store(name))``,
@@ -401,7 +496,7 @@ class Hub:
         parsed = self._parse(name)
         return Repository(self.storage, parsed), parsed
 
-    def tag(self, name: str, tag: str, message: str | None = None) -> str:
+    def tag(self, name: str, tag: str, *, message: str | None = None) -> str:
         """Create an immutable tag of ``name``'s current state; no chunk is copied.
 
         Every argument is checked before anything is read or written.
@@ -518,11 +613,15 @@ class Hub:
             raise InvalidArgumentError(
                 f"grace must be a finite number of seconds >= 0, not {grace!r}"
             )
+        from hubzarr.spec import check_flag
+
         check_flag(dry_run, "dry_run")
         repo, _ = self._repo_only(name, "gc")
         return _run(collect(repo, grace=float(grace), dry_run=bool(dry_run)))
 
-    def verify(self, name: str, progress: Callable[[int, int], None] | None = None) -> VerifyReport:
+    def verify(
+        self, name: str, *, progress: Callable[[int, int], None] | None = None
+    ) -> VerifyReport:
         """Read and check every stored object of a version.
 
         Checks each object's CRC-32C, validates array metadata, and decompresses each chunk
@@ -551,6 +650,8 @@ class Hub:
             raise InvalidArgumentError(
                 f"progress must be a function progress(done, total) or None, not {progress!r}"
             )
+        from hubzarr.integrity import verify_store
+
         store = self._store(self._parse(name), read_only=True)
         return _run(verify_store(store, progress))
 
@@ -606,6 +707,7 @@ def _rebuild_hub(root: str, options: dict[str, Any], storage: Storage | None) ->
 def array(
     shape: Any,
     name: str,
+    *,
     dtype: Any = "float32",
     chunks: Any = None,
     fill_value: Any = 0,
@@ -614,79 +716,110 @@ def array(
     root: RootLike = None,
 ) -> HubArray:
     """Create an array; see :meth:`Hub.array`."""
-    return Hub(root).array(shape, name, dtype, chunks, fill_value, compressor, overwrite)
+    return Hub(root).array(
+        shape,
+        name,
+        dtype=dtype,
+        chunks=chunks,
+        fill_value=fill_value,
+        compressor=compressor,
+        overwrite=overwrite,
+    )
 
 
 def from_dask(
     data: Any,
     name: str,
+    *,
     chunks: Any = None,
     fill_value: Any = 0,
     compressor: Any = _DEFAULT,
     root: RootLike = None,
 ) -> HubArray:
     """Create an array from a dask array; see :meth:`Hub.from_dask`."""
-    return Hub(root).from_dask(data, name, chunks, fill_value, compressor)
+    return Hub(root).from_dask(
+        data, name, chunks=chunks, fill_value=fill_value, compressor=compressor
+    )
 
 
 def from_numpy(
     data: Any,
     name: str,
+    *,
     chunks: Any = None,
     fill_value: Any = 0,
     compressor: Any = _DEFAULT,
     root: RootLike = None,
 ) -> HubArray:
     """Create an array from a numpy array; see :meth:`Hub.from_numpy`."""
-    return Hub(root).from_numpy(data, name, chunks, fill_value, compressor)
+    return Hub(root).from_numpy(
+        data, name, chunks=chunks, fill_value=fill_value, compressor=compressor
+    )
 
 
-def load(name: str, mode: Literal["r", "r+"] = "r+", root: RootLike = None) -> HubArray | HubGroup:
+def load(
+    name: str, *, mode: Literal["r", "r+"] = "r+", root: RootLike = None
+) -> HubArray | HubGroup:
     """Open an array or group by name; see :meth:`Hub.load`."""
-    return Hub(root).load(name, mode)
+    return Hub(root).load(name, mode=mode)
 
 
-def group(name: str, root: RootLike = None) -> HubGroup:
+def load_array(name: str, *, mode: Literal["r", "r+"] = "r+", root: RootLike = None) -> HubArray:
+    """Open an array by name; see :meth:`Hub.load_array`."""
+    return Hub(root).load_array(name, mode=mode)
+
+
+def load_group(name: str, *, mode: Literal["r", "r+"] = "r+", root: RootLike = None) -> HubGroup:
+    """Open a repository's group by name; see :meth:`Hub.load_group`."""
+    return Hub(root).load_group(name, mode=mode)
+
+
+def group(name: str, *, root: RootLike = None) -> HubGroup:
     """Create or open a repository holding a group; see :meth:`Hub.group`."""
     return Hub(root).group(name)
 
 
-def store(name: str, mode: Literal["r", "r+", "w-"] = "r", root: RootLike = None) -> HubStore:
+def store(name: str, *, mode: Literal["r", "r+", "w-"] = "r", root: RootLike = None) -> HubStore:
     """Return a repository's zarr store; see :meth:`Hub.store`."""
-    return Hub(root).store(name, mode)
+    return Hub(root).store(name, mode=mode)
 
 
-def tag(name: str, tag: str, message: str | None = None, root: RootLike = None) -> str:
+def reader(name: str, *, root: RootLike = None) -> Session:
+    """Return a reader of one version of a repository; see :meth:`Hub.reader`."""
+    return Hub(root).reader(name)
+
+
+def tag(name: str, tag: str, *, message: str | None = None, root: RootLike = None) -> str:
     """Tag a version; see :meth:`Hub.tag`."""
-    return Hub(root).tag(name, tag, message)
+    return Hub(root).tag(name, tag, message=message)
 
 
-def branch(name: str, new_branch: str, root: RootLike = None) -> str:
+def branch(name: str, new_branch: str, *, root: RootLike = None) -> str:
     """Create a branch; see :meth:`Hub.branch`."""
     return Hub(root).branch(name, new_branch)
 
 
-def log(name: str, root: RootLike = None) -> list[LogEntry]:
+def log(name: str, *, root: RootLike = None) -> list[LogEntry]:
     """Return a repository's history; see :meth:`Hub.log`."""
     return Hub(root).log(name)
 
 
-def ls(prefix: str = "", root: RootLike = None) -> list[str]:
+def ls(prefix: str = "", *, root: RootLike = None) -> list[str]:
     """List repositories; see :meth:`Hub.ls`."""
     return Hub(root).ls(prefix)
 
 
-def delete(name: str, root: RootLike = None) -> None:
+def delete(name: str, *, root: RootLike = None) -> None:
     """Delete a repository; see :meth:`Hub.delete`."""
     Hub(root).delete(name)
 
 
-def delete_tag(name: str, tag: str, root: RootLike = None) -> str:
+def delete_tag(name: str, tag: str, *, root: RootLike = None) -> str:
     """Delete a tag; see :meth:`Hub.delete_tag`."""
     return Hub(root).delete_tag(name, tag)
 
 
-def delete_branch(name: str, branch: str, root: RootLike = None) -> str:
+def delete_branch(name: str, branch: str, *, root: RootLike = None) -> str:
     """Delete a branch; see :meth:`Hub.delete_branch`."""
     return Hub(root).delete_branch(name, branch)
 
@@ -699,7 +832,7 @@ def gc(
 
 
 def verify(
-    name: str, progress: Callable[[int, int], None] | None = None, root: RootLike = None
+    name: str, *, progress: Callable[[int, int], None] | None = None, root: RootLike = None
 ) -> VerifyReport:
     """Verify a version; see :meth:`Hub.verify`."""
-    return Hub(root).verify(name, progress)
+    return Hub(root).verify(name, progress=progress)

@@ -2,7 +2,7 @@
 
 zarr's ``da.from_zarr`` reads each dask block through zarr's indexing machinery, which costs
 about as much as decoding the data. These graphs instead fetch the chunk objects of a block
-through the :class:`~hubzarr.store.HubStore` (concurrently, ahead of the decoding) and decode
+through the :class:`~hubzarr.stores.HubStore` (concurrently, ahead of the decoding) and decode
 each one with numcodecs straight into the block's memory. Reductions never build blocks at
 all: a task decodes one chunk at a time into a buffer its thread reuses and folds it into
 running moments while it is still in the CPU cache, so a mean runs near the speed at which the
@@ -44,10 +44,10 @@ from hubzarr.indexing import (
     task_groups,
 )
 from hubzarr.spec import check_ddof, check_flag
-from hubzarr.store import HubStore
+from hubzarr.stores import HubStore
 
 if TYPE_CHECKING:
-    from hubzarr.array import HubArray
+    from hubzarr.arrays import HubArray
 
 __all__ = ["Layout", "LazyArray", "Stats", "check_chunks_decode", "check_histogram"]
 

@@ -24,7 +24,7 @@ app = typer.Typer(
 
 if TYPE_CHECKING:
     from hubzarr.config import Settings
-    from hubzarr.group import HubGroup
+    from hubzarr.groups import HubGroup
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -53,12 +53,52 @@ def _handles_errors(command: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def _size(nbytes: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if nbytes < 1000:
-            return f"{nbytes:.3g} {unit}"
-        nbytes /= 1000
-    return f"{nbytes:.3g} PB"
+def _size(nbytes: int) -> str:
+    from dask.utils import format_bytes
+
+    return str(format_bytes(nbytes))
+
+
+def _rows(rows: list[tuple[str, ...]], *, indent: int = 0, first: int = 0) -> None:
+    """Print ``rows`` as a table: columns aligned (the first at least ``first`` wide), no
+    borders, no wrapping (so that a script can read each line), no trailing spaces."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table.grid(padding=(0, 2 if indent else 1), pad_edge=False)
+    for i in range(len(rows[0]) if rows else 0):
+        table.add_column(no_wrap=True, overflow="ignore", min_width=first if i == 0 else None)
+    for row in rows:
+        table.add_row(*row)
+    console = Console(width=100_000, highlight=False, markup=False, emoji=False)
+    with console.capture() as captured:
+        console.print(table)
+    for line in captured.get().splitlines():
+        typer.echo(" " * indent + line.rstrip())
+
+
+#: The width of the column of names in ``hub info`` and ``hub configure --show``.
+_KEY_WIDTH = 12
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        import hubzarr
+
+        typer.echo(f"hubzarr {hubzarr.__version__}")
+        raise typer.Exit
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version_callback, is_eager=True, help="Show the version."
+        ),
+    ] = False,
+) -> None:
+    """Versioned zarr arrays by name, on any filesystem fsspec reaches."""
 
 
 @app.command()
@@ -71,7 +111,7 @@ def demo(
     import numpy as np
 
     from hubzarr.api import Hub
-    from hubzarr.array import HubArray
+    from hubzarr.arrays import HubArray
 
     hub = Hub(root)
     name = "demo/bigarray"
@@ -142,7 +182,7 @@ def info(name: NameArgument, root: RootOption = None) -> None:
     """Show an array's ref, version, shape, dtype, chunks and compressor; for a group, each of
     its arrays (with subgroups' arrays) by key."""
     from hubzarr.api import Hub
-    from hubzarr.group import HubGroup
+    from hubzarr.groups import HubGroup
 
     arr = Hub(root).load(name, mode="r")
     resolved = arr.store.session.pinned
@@ -156,13 +196,20 @@ def info(name: NameArgument, root: RootOption = None) -> None:
         arrays = _group_arrays(arr)
         count = f"{len(arrays)} array{'' if len(arrays) == 1 else 's'}"
         rows["group"] = f"{count}, {_size(sum(a.nbytes for _, a in arrays))}"
-        for key, value in rows.items():
-            typer.echo(f"{key + ':':<12} {value}")
-        width = max((len(path) for path, _ in arrays), default=0)
-        for path, a in arrays:
-            typer.echo(
-                f"  {path:<{width}}  shape={tuple(a.shape)} dtype={a.dtype} "
-                f"chunks={tuple(a.chunks)} size={_size(a.nbytes)}"
+        _rows([(f"{key}:", value) for key, value in rows.items()], first=_KEY_WIDTH)
+        if arrays:
+            _rows(
+                [
+                    (
+                        path,
+                        f"shape={tuple(a.shape)}",
+                        f"dtype={a.dtype}",
+                        f"chunks={tuple(a.chunks)}",
+                        f"size={_size(a.nbytes)}",
+                    )
+                    for path, a in arrays
+                ],
+                indent=2,
             )
         return
     compressor = arr.zarr.metadata.to_dict().get("compressor")
@@ -174,8 +221,7 @@ def info(name: NameArgument, root: RootOption = None) -> None:
         "compressor": str(compressor),
         "fill value": str(arr.zarr.fill_value),
     }
-    for key, value in rows.items():
-        typer.echo(f"{key + ':':<12} {value}")
+    _rows([(f"{key}:", value) for key, value in rows.items()], first=_KEY_WIDTH)
 
 
 def _group_arrays(group: HubGroup) -> list[tuple[str, Any]]:
@@ -221,7 +267,7 @@ def tag(
         version = hub.delete_tag(name, tag)
         typer.echo(f"deleted tag {tag} of {name} (was version {version}); 'hub gc' frees its data")
         return
-    version = hub.tag(name, tag, message)
+    version = hub.tag(name, tag, message=message)
     typer.echo(f"tagged {name} as {tag} (version {version})")
 
 
@@ -252,12 +298,12 @@ def branch(
 
 
 def _duration(text: str) -> float:
-    """Parse a grace period: seconds, or a number with s, m, h or d."""
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    number, unit = (text[:-1], text[-1]) if text[-1:] in units else (text, "s")
+    """Parse a grace period: seconds, or a number with a unit (30m, 1h, 2d, 1 hour)."""
+    from dask.utils import parse_timedelta
+
     try:
-        value = float(number) * units[unit]
-    except ValueError:
+        value = float(parse_timedelta(text.strip()))
+    except (ValueError, KeyError, IndexError, TypeError):
         raise typer.BadParameter(
             f"{text!r} is not a duration: give seconds, or a number with s, m, h or d (1h)"
         ) from None
@@ -314,7 +360,7 @@ def verify(name: NameArgument, root: RootOption = None) -> None:
             bar.length = total
             bar.update(1)
 
-        report = hub.verify(name, progress)
+        report = hub.verify(name, progress=progress)
     for problem in report.problems:
         typer.echo(f"error: {problem.message}", err=True)
     status = "OK" if report.ok else f"{len(report.problems)} problems"
@@ -403,8 +449,7 @@ def _show_settings(root: str) -> None:
         "access key": key_id,
         "secret key": secret,
     }
-    for key, value in rows.items():
-        typer.echo(f"{key + ':':<12} {value}")
+    _rows([(f"{key}:", value) for key, value in rows.items()], first=_KEY_WIDTH)
 
 
 def _check(root: str, *, create: bool, interactive: bool) -> None:

@@ -2,8 +2,9 @@
 
 A setting is taken from, in order: the explicit argument, the environment
 (``HUBZARR_ROOT``, ``HUBZARR_NAMESPACE``), the config file written by ``hub configure``
-(``$HUBZARR_CONFIG``, else ``$XDG_CONFIG_HOME/hubzarr/config.json``, else
-``~/.config/hubzarr/config.json``), and finally the embedded default: a folder
+(``$HUBZARR_CONFIG``, else ``config.json`` in the platform's user config folder, from
+platformdirs: ``$XDG_CONFIG_HOME/hubzarr`` or ``~/.config/hubzarr`` on Linux), and finally the
+embedded default: a folder
 ``~/.hubzarr`` and the namespace ``library`` (as Docker Hub names its official images, so
 ``hub.load("imagenet")`` means ``library/imagenet``).
 
@@ -32,6 +33,8 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+
+import platformdirs
 
 from hubzarr.errors import (
     AccessDeniedError,
@@ -115,8 +118,7 @@ def config_path() -> Path:
     explicit = os.environ.get("HUBZARR_CONFIG")
     if explicit:
         return Path(explicit).expanduser()
-    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
-    return Path(base) / "hubzarr" / "config.json"
+    return Path(platformdirs.user_config_dir("hubzarr", appauthor=False)) / "config.json"
 
 
 def default_root() -> str:

@@ -39,6 +39,8 @@ class RepoFiles:
         #: The repository's folder under the root, ``<user>/<name>``.
         self.base = f"{name.user}/{name.repo}"
         self._info: RepositoryRecord | None = None
+        #: ``repo.json`` as last read, to tell cheaply that it did not change.
+        self._raw_info: bytes | None = None
 
     # -- identity ------------------------------------------------------------------------
 
@@ -63,6 +65,17 @@ class RepoFiles:
         """Whether ``repo.json`` has been read (or written)."""
         return self._info is not None
 
+    async def still_open(self) -> bool:
+        """Whether ``repo.json`` still holds exactly what was read when the repository was
+        opened: the same incarnation. One read, and a comparison of bytes."""
+        raw = await self.storage.read(self.repo_json)
+        if raw is not None and raw == self._raw_info:
+            return True
+        if raw is None or self._parse_info(raw).id != self.info.id:
+            return False
+        self._raw_info = raw
+        return True
+
     async def read_info(self) -> RepositoryRecord | None:
         """Read and check ``repo.json``; ``None`` if the repository does not exist.
 
@@ -71,10 +84,15 @@ class RepoFiles:
         FormatError
             If it is malformed, or of a newer layout than this hubzarr reads.
         """
-        path = self.repo_json
-        raw = await self.storage.read(path)
+        raw = await self.storage.read(self.repo_json)
         if raw is None:
             return None
+        info = self._parse_info(raw)
+        self._raw_info = raw
+        return info
+
+    def _parse_info(self, raw: bytes) -> RepositoryRecord:
+        path = self.repo_json
         data = decode_record(raw, self.where(path), self._place(path), None)
         return RepositoryRecord.parse(data, self.where(path), str(self.name))
 

@@ -16,7 +16,7 @@ A tombstone, recording that a key was deleted in a version so that reads do not 
 to an ancestor's object, is the four bytes ``b"HZ1T"``. Data objects are at least 8 bytes long,
 so a listing tells tombstones apart by size alone, and one read of a key at a version answers
 "data", "deleted" or "absent". A tombstone found where a manifest records a write is damage,
-which the reader (:mod:`hubzarr.store`) reports.
+which the reader (:mod:`hubzarr.session`) reports.
 
 The checksum turns a truncated, empty, bit-flipped or misplaced object into
 :class:`CorruptChunkError` instead of silently wrong numbers (blosc and zstd do not detect bit

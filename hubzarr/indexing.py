@@ -294,7 +294,7 @@ def aligned_chunks(
 
 class Shaped:
     """``ndim``, ``size``, ``nbytes`` and ``len()``, from the ``shape`` and ``dtype`` of an
-    array-like (:class:`hubzarr.array.HubArray`, :class:`hubzarr.bulk.LazyArray`)."""
+    array-like (:class:`hubzarr.arrays.HubArray`, :class:`hubzarr.bulk.LazyArray`)."""
 
     @property
     def shape(self) -> tuple[int, ...]:

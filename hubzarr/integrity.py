@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from hubzarr.chunks import Layout
 from hubzarr.errors import HubError
 from hubzarr.metadata import METADATA_FILES, check_stored_metadata
-from hubzarr.store import HubStore
+from hubzarr.stores import HubStore
 
 __all__ = ["Problem", "VerifyReport", "verify_store"]
 

@@ -10,7 +10,7 @@ read the metadata again, so a file replaced in between cannot slip through). Any
 
 Groups (``.zgroup``) are checked the same way by :func:`open_node`, and
 :func:`open_zarr_group` builds a whole ``zarr.Group`` for xarray from the group's consolidated
-metadata (``.zmetadata``, which :class:`~hubzarr.store.HubStore` synthesises), after checking
+metadata (``.zmetadata``, which :class:`~hubzarr.stores.HubStore` synthesises), after checking
 every document in it. New arrays get their metadata from :func:`array_spec` (which refuses what
 zarr would let through) and :func:`metadata_documents`.
 """
@@ -49,7 +49,7 @@ from hubzarr.spec import (
     check_shape,
     default_chunks,
 )
-from hubzarr.store import HubStore
+from hubzarr.stores import HubStore
 
 __all__ = [
     "MAX_ATTRIBUTE_DEPTH",
@@ -510,7 +510,7 @@ async def read_attributes(store: HubStore, path: str) -> dict[str, Any]:
 async def node_kind(store: HubStore, path: str) -> Literal["array", "group"] | None:
     """What lies at ``path``: an array, a group, or nothing. Reads its ``.zarray`` and
     ``.zgroup`` (so a conditional write of either later fails if another writer changed it
-    meanwhile, see :func:`hubzarr.store.conditional_writes`)."""
+    meanwhile, see :func:`hubzarr.session.conditional_writes`)."""
     zarray, zgroup = await asyncio.gather(
         _get(store, node_key(path, ".zarray")), _get(store, node_key(path, ".zgroup"))
     )

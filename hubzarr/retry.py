@@ -81,7 +81,7 @@ async def compare_and_swap(
     """Await ``attempt()`` until it does not raise :class:`~hubzarr.errors.ConflictError`.
 
     ``attempt`` reads what it changes and writes under
-    :func:`hubzarr.store.conditional_writes`, so it raises ``ConflictError`` when another
+    :func:`hubzarr.session.conditional_writes`, so it raises ``ConflictError`` when another
     writer (or a seal) got there between its read and its write; it must be safe to repeat.
     Between tries this waits (:meth:`RetryPolicy.delay`) and awaits ``before_retry()`` (which
     catches up with the branch's head); after ``policy.attempts`` lost races it raises

@@ -1,7 +1,7 @@
 """One repository at one ref: reading a version, and writing a branch's head safely.
 
 A :class:`Session` knows nothing of zarr: it reads and writes objects by key (what zarr calls
-keys; :class:`hubzarr.store.HubStore` adapts it to zarr's ``Store``, as icechunk's store wraps a
+keys; :class:`hubzarr.stores.HubStore` adapts it to zarr's ``Store``, as icechunk's store wraps a
 session). It is also the public reader of a version: its keys with their objects' locations
 and sizes (:meth:`Session.entries`), one key's stored object as it lies in storage
 (:meth:`Session.read_object`) or its checked payload (:meth:`Session.read`).
@@ -140,17 +140,27 @@ class _State:
         return self.resolved.version
 
 
-@dataclass(frozen=True, slots=True)
 class _Payload:
-    """What a write stores at a key, checksummed once however many generations it tries."""
+    """What a write stores at a key, checksummed once however many generations it tries, and
+    where the write runs (a worker thread, for local storage: the CRC of a large chunk stays
+    off the event loop)."""
 
-    data: bytes | memoryview
-    #: :func:`hubzarr.frame.checksum` of ``data``.
-    checksum: int
+    __slots__ = ("_checksum", "data")
+
+    def __init__(self, data: bytes | memoryview) -> None:
+        self.data = data
+        self._checksum: int | None = None
+
+    def checksum(self) -> int:
+        """:func:`hubzarr.frame.checksum` of the data (two threads may both compute it)."""
+        if self._checksum is None:
+            self._checksum = frame.checksum(self.data)
+        return self._checksum
 
     def framed(self, version: str, key: str, generation: int) -> Parts:
         """The object to store as ``generation`` of ``key`` in ``version``."""
-        return (frame.header(self.checksum, frame.binding(version, key, generation)), self.data)
+        bound = frame.binding(version, key, generation)
+        return lambda: (frame.header(self.checksum(), bound), self.data)
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,12 +197,21 @@ _Found = tuple[memoryview | None] | _Superseded
 #: Set in :meth:`Session.restore`: its writes pass a gate closed by ``stop_writes``.
 _restoring: ContextVar[bool] = ContextVar("hubzarr_restoring", default=False)
 
-#: The objects read by the current conditional operation: ``{(session id, key): (head version,
-#: generation read, -1 when the head had none)}``. While set, a write of a key read in the same
-#: operation succeeds only if that key's generation is still the one read.
-_observed: ContextVar[dict[tuple[int, str], tuple[str, int]] | None] = ContextVar(
-    "hubzarr_observed", default=None
-)
+
+class _Operation:
+    """One conditional operation (:func:`conditional_writes`): what it read, and the first
+    conflict one of its writes met."""
+
+    __slots__ = ("conflict", "reads")
+
+    def __init__(self) -> None:
+        #: ``{(session id, key): (head version, generation read, -1 when the head had none)}``.
+        self.reads: dict[tuple[int, str], tuple[str, int]] = {}
+        self.conflict: ConflictError | None = None
+
+
+#: The conditional operation under way in this context (zarr's tasks inherit it).
+_operation: ContextVar[_Operation | None] = ContextVar("hubzarr_operation", default=None)
 
 
 @contextlib.contextmanager
@@ -200,15 +219,23 @@ def conditional_writes() -> Iterator[None]:
     """Make the writes in this block conditional on what the block read (compare-and-swap).
 
     A read-modify-write of a key (zarr reads a chunk before writing part of it) then writes
-    only if no other writer created a newer generation of the key meanwhile; otherwise
-    :class:`~hubzarr.errors.ConflictError` is raised and the caller repeats the whole
-    operation (:func:`hubzarr.retry.compare_and_swap`).
+    only if no other writer created a newer generation of the key meanwhile. Once one write of
+    the block finds that another writer (or a seal) got there first, the block's later writes
+    are skipped, and leaving the block raises :class:`~hubzarr.errors.ConflictError`, so the
+    caller repeats the whole operation from fresh reads
+    (:func:`hubzarr.retry.compare_and_swap`). The conflict is raised only then, not by the
+    write that met it: zarr writes the chunks of one assignment concurrently, and an error
+    raised by one would leave the others running, to land after the repetition (or even
+    after the assignment returned) with values the repetition replaced.
     """
-    token = _observed.set({})
+    operation = _Operation()
+    token = _operation.set(operation)
     try:
         yield
     finally:
-        _observed.reset(token)
+        _operation.reset(token)
+    if operation.conflict is not None:
+        raise operation.conflict
 
 
 class _WriteGate:
@@ -436,6 +463,20 @@ class Session:
                 continue
             await asyncio.wait([check])
 
+    async def _recent_state(self) -> _State:
+        """Return the state after the seal check under way, or after a new one.
+
+        Before a write, so as not to write into a head sealed earlier (a stale handle): a head
+        sealed while the check was under way may still take the write, harmlessly, as the
+        check after the write (:meth:`_checked_state`) then repeats it in the head that took
+        over. So the writes of a burst share the checks before them as well as those after.
+        """
+        check = self._check
+        if check is not None and not check.done():
+            with contextlib.suppress(Exception):  # a failed check says nothing: check again
+                return await asyncio.shield(check)
+        return await self._checked_state()
+
     def _where(self, state: _State, key: str) -> str:
         return f"key {key!r} of {self.name} (version {state.version})"
 
@@ -516,9 +557,9 @@ class Session:
             found = await self.storage.read_first([path], decode)
         else:
             found, observed = await self._read_head(state, key, owner)
-            session = _observed.get()
-            if session is not None:
-                session[(id(self), key)] = (state.version, observed)
+            operation = _operation.get()
+            if operation is not None:
+                operation.reads[(id(self), key)] = (state.version, observed)
         if found is not None:
             value = found[1]
             assert not isinstance(value, _Superseded)  # _read_head settles those
@@ -765,7 +806,7 @@ class Session:
             If the repository or branch was deleted.
         """
         check_key(key)
-        await self._fenced_write(key, _Payload(payload, frame.checksum(payload)))
+        await self._fenced_write(key, _Payload(payload))
 
     async def delete(self, key: str) -> None:
         """Delete ``key`` from the branch's head: a tombstone, so that a read does not fall
@@ -862,14 +903,16 @@ class Session:
             await self._fenced_write_through(key, data)
 
     async def _fenced_write_through(self, key: str, data: _Payload | None) -> None:
-        session = _observed.get()
-        seen = session.get((id(self), key)) if session is not None else None
-        state = await self._checked_state()
+        operation = _operation.get()
+        if operation is not None and operation.conflict is not None:
+            return None  # the operation lost a race already: it will be repeated from fresh reads
+        seen = operation.reads.get((id(self), key)) if operation is not None else None
+        state = await self._recent_state()
         while True:
             expected = None
             if seen is not None:
                 if seen[0] != state.version:
-                    raise ConflictError(self._where(state, key))
+                    return self._conflict(operation, state, key)
                 expected = seen[1]
             try:
                 if data is not None:
@@ -877,18 +920,27 @@ class Session:
                 else:
                     generation = await self._remove(state, key, expected)
                     if generation is None:
-                        return
+                        return None
                 after = await self._checked_state()
+            except ConflictError:
+                return self._conflict(operation, state, key)
             except NotFoundError:
                 await self._clean_up_if_deleted(state)
                 raise
             if after.version == state.version:
                 if generation:
                     await self._reclaim(state, key, generation - 1)
-                return
+                return None
             if seen is not None:
-                raise ConflictError(self._where(state, key))
+                return self._conflict(operation, state, key)
             state = after
+
+    def _conflict(self, operation: _Operation | None, state: _State, key: str) -> None:
+        """Record that a conditional write of ``key`` lost its race (see
+        :func:`conditional_writes`)."""
+        assert operation is not None  # only writes of keys an operation read are conditional
+        if operation.conflict is None:
+            operation.conflict = ConflictError(self._where(state, key))
 
     async def _reclaim(self, state: _State, key: str, generation: int) -> None:
         """Empty a generation that the write of the next one superseded, after that write's

@@ -47,9 +47,6 @@ from typing import Any, TypeVar
 from urllib.parse import quote, unquote, urlsplit
 from urllib.request import url2pathname
 
-import fsspec
-from fsspec.implementations.memory import MemoryFileSystem
-
 from hubzarr.errors import (
     AccessDeniedError,
     AlreadyExistsError,
@@ -203,7 +200,7 @@ def reads_in_caller() -> Iterator[None]:
 
     Local reads then block the caller instead of hopping to a worker thread, so a read
     coroutine never suspends and a thread can run it to the end by itself
-    (:meth:`hubzarr.store.HubStore.read_payload_here`): the bulk readers' decoding threads read
+    (:meth:`hubzarr.session.Session.read_here`): the bulk readers' decoding threads read
     their own chunks, with no event loop in between.
     """
     token = _in_caller.set(True)
@@ -598,6 +595,9 @@ def _local_read(root: str, rel: str) -> bytes | None:
 
 
 _buffers = threading.local()
+#: Files up to this size are read on the calling thread (the event loop's); larger ones in a
+#: worker thread.
+_INLINE_READ = 64 * 2**10
 
 
 def _local_read_reusing(root: str, rel: str) -> memoryview | None:
@@ -828,9 +828,19 @@ class LocalStorage(Storage):
 
     async def read(self, path: str) -> bytes | None:
         with _translating(self.url, path):
+            rel = check_path(path)
             if _in_caller.get():
-                return _local_read(self._root_str, check_path(path))
-            return await asyncio.to_thread(_local_read, self._root_str, check_path(path))
+                return _local_read(self._root_str, rel)
+            # Opening takes a few calls on local metadata; a small file (a record, a seal) is
+            # read here too, cheaper than a hop to a worker thread, a large one over there.
+            opened = _open_file(self._root_str, rel)
+            if opened is None:
+                return None
+            fd, size = opened
+            with open(fd, "rb", buffering=0) as f:
+                if size <= _INLINE_READ:
+                    return f.read()
+                return await asyncio.to_thread(f.read)
 
     async def read_first(
         self, paths: Sequence[str], then: Callable[[int, bytes], T], *, parallel: int = 1
@@ -1076,6 +1086,8 @@ class FsspecStorage(Storage):
             # the path).
             options = {**options, "encoded": True}
         self._options = options
+        import fsspec  # local roots never need it
+
         self._cls = fsspec.get_filesystem_class(protocol)
         self._async = bool(getattr(self._cls, "async_impl", False))
         self._fs: Any = None
@@ -1230,7 +1242,7 @@ class FsspecStorage(Storage):
         exists = AlreadyExistsError(f"{path!r} already exists under {self.url}")
         with self._translating(path):
             payload = b"".join(_as_parts(data))
-            if isinstance(self.fs, MemoryFileSystem):
+            if self.protocol == "memory":
                 if not self._create_in_memory(full, payload):
                     raise exists
                 return
@@ -1500,6 +1512,8 @@ def open_storage(root: str, storage_options: dict[str, Any] | None = None) -> St
     if parts.scheme == "file":
         return LocalStorage(Path(url2pathname(parts.path)))
     try:
+        import fsspec  # local roots never need it
+
         fsspec.get_filesystem_class(parts.scheme)
     except (ValueError, ImportError) as exc:
         raise InvalidArgumentError(

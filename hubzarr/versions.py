@@ -269,8 +269,7 @@ class Repository:
             If it was deleted (or deleted and created again) since it was opened: a handle
             opened before a deletion must neither read nor write.
         """
-        info = await self.files.read_info()
-        if info is None or info.id != self.incarnation:
+        if not await self.files.still_open():
             raise self.files.gone()
 
     async def delete(self) -> None:

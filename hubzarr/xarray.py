@@ -37,11 +37,11 @@ from zarr.abc.store import ByteRequest, Store
 from zarr.core.buffer import Buffer, BufferPrototype
 from zarr.core.sync import sync
 
-from hubzarr.array import HubArray
+from hubzarr.arrays import HubArray
 from hubzarr.config import resolve_namespace
 from hubzarr.errors import AlreadyExistsError, InvalidArgumentError
-from hubzarr.group import HubGroup
-from hubzarr.group import check_key as check_group_key
+from hubzarr.groups import HubGroup
+from hubzarr.groups import check_key as check_group_key
 from hubzarr.metadata import (
     _REFUSED_CODECS,
     _STRING_CODECS,
@@ -52,7 +52,7 @@ from hubzarr.metadata import (
 from hubzarr.names import Name, parse_name
 from hubzarr.session import check_key
 from hubzarr.spec import DEFAULT_COMPRESSOR, check_compressor, default_chunks
-from hubzarr.store import HubStore, KeySetListing, is_metadata, slice_payload
+from hubzarr.stores import HubStore, KeySetListing, is_metadata, slice_payload
 from hubzarr.versions import Repository
 
 __all__ = ["HubBackendEntrypoint", "open_dataset", "to_hub"]
@@ -280,7 +280,7 @@ class _Rehearsal(KeySetListing, Store):
     Reads fall through to ``base`` (read-only) unless the rehearsal wrote or deleted the key;
     metadata written is kept, chunk payloads are dropped (nothing reads them back: a write
     touches each chunk once). Every key is checked as :class:`HubStore` checks it
-    (:func:`hubzarr.store.check_key`), so a write the store would refuse fails here, before
+    (:func:`hubzarr.session.check_key`), so a write the store would refuse fails here, before
     anything is stored.
     """
 

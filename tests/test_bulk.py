@@ -17,7 +17,7 @@ from counting import CountingStorage, counting_hub
 import hubzarr
 from hubzarr import bulk
 from hubzarr.records import split_generation
-from hubzarr.store import HubStore
+from hubzarr.stores import HubStore
 
 
 def _filled(hub: hubzarr.Hub, name: str = "bulk/a", **kwargs: Any) -> tuple[Any, np.ndarray]:

@@ -20,7 +20,7 @@ import hubzarr
 from hubzarr.errors import CorruptChunkError, FormatError, NotFoundError
 from hubzarr.metadata import open_zarr_array
 from hubzarr.spec import MAX_CHUNK_BYTES
-from hubzarr.store import HubStore
+from hubzarr.stores import HubStore
 
 NAME = "u/a"
 Edit = Callable[[bytes], bytes]

@@ -170,6 +170,26 @@ def test_a_conditional_write_fails_if_another_writer_got_there_first(keys: hubza
     assert bytes(sync(_session(keys).read("k")) or b"") == b"theirs"
 
 
+def test_after_a_lost_race_an_operation_writes_nothing_more(keys: hubzarr.Hub) -> None:
+    """The conflict is raised when the operation ends, not by the write that met it, so that
+    writes running beside it (zarr's, of other chunks) finish first; later ones are skipped."""
+    mine, theirs = _session(keys), _session(keys)
+    sync(mine.write("a", b"base"))
+
+    async def operation() -> None:
+        with conditional_writes():
+            await mine.read("a")
+            await theirs.write("a", b"theirs")
+            await mine.write("a", b"mine")  # lost: nothing written, nothing raised yet
+            await mine.write("b", b"after")  # skipped: the operation is repeated anyway
+
+    with pytest.raises(hubzarr.ConflictError):
+        sync(operation())
+    fresh = _session(keys)
+    assert bytes(sync(fresh.read("a")) or b"") == b"theirs"
+    assert sync(fresh.read("b")) is None
+
+
 def test_a_seal_between_read_and_conditional_write_is_a_conflict(keys: hubzarr.Hub) -> None:
     s = _session(keys)
     sync(s.write("k", b"base"))

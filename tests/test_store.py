@@ -15,7 +15,7 @@ from zarr.core.sync import collect_aiterator, sync
 from zarr.testing.store import StoreTests
 
 import hubzarr
-from hubzarr.store import HubStore
+from hubzarr.stores import HubStore
 from hubzarr.versions import Repository
 
 NAME = "test/conformance:main"

@@ -1,6 +1,6 @@
 """The numpy-like array facade: basic indexing, safe casts, reductions.
 
-:class:`HubArray` wraps a ``zarr.Array`` opened on a :class:`hubzarr.store.HubStore`. It adds
+:class:`HubArray` wraps a ``zarr.Array`` opened on a :class:`hubzarr.stores.HubStore`. It adds
 what zarr lets through: it refuses unsafe casts (``1.7`` into ``int32``, ``2**40`` into
 ``int32``) and unsupported indices, each with an error from :mod:`hubzarr.errors` (the rules
 themselves are in :mod:`hubzarr.spec` and :mod:`hubzarr.indexing`); partial-chunk writes are a
@@ -24,7 +24,7 @@ from hubzarr.indexing import Shaped, normalize_index
 from hubzarr.metadata import open_zarr_array
 from hubzarr.retry import CONFLICTS, compare_and_swap
 from hubzarr.spec import cast_value, check_ddof, check_flag
-from hubzarr.store import HubStore, conditional_writes
+from hubzarr.stores import HubStore, conditional_writes
 
 __all__ = ["HubArray"]
 

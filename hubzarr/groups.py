@@ -23,7 +23,7 @@ import zarr
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 
-from hubzarr.array import HubArray
+from hubzarr.arrays import HubArray
 from hubzarr.errors import (
     AlreadyExistsError,
     ConflictError,
@@ -45,7 +45,7 @@ from hubzarr.metadata import (
 from hubzarr.retry import compare_and_swap
 from hubzarr.spec import DEFAULT_COMPRESSOR
 from hubzarr.storage import check_path
-from hubzarr.store import HubStore, conditional_writes
+from hubzarr.stores import HubStore, conditional_writes
 
 __all__ = ["Attributes", "HubGroup", "check_key"]
 
@@ -111,7 +111,7 @@ class HubGroup:
     """A group of arrays and subgroups stored in a hubzarr repository.
 
     Create one with :func:`hubzarr.group`; :func:`hubzarr.load` returns one for a repository
-    holding a group. ``group[key]`` returns a :class:`~hubzarr.array.HubArray` or a subgroup.
+    holding a group. ``group[key]`` returns a :class:`~hubzarr.arrays.HubArray` or a subgroup.
 
     Parameters
     ----------

@@ -8,9 +8,9 @@ Example::
     hub.tag("test/bigarray:v0", "v1")            # immutable snapshot, no chunk copied
     hub.load("test/bigarray:v1")[0]              # old state, forever
 
-Every name below is imported on first use (the error tree excepted), so ``import hubzarr``,
-and the ``hub`` command's quick commands, do not import zarr, numpy, dask or xarray until
-something needs them.
+Arrays, groups, stores and the xarray integration are imported on first use, so
+``import hubzarr``, and the ``hub`` command's quick commands, do not import zarr, numpy, dask or
+xarray until something needs them.
 """
 
 from __future__ import annotations
@@ -18,6 +18,30 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+# Light: these import neither zarr, numpy nor dask (the repository-level operations run
+# without them; the rest import what they need when called).
+from hubzarr.api import (
+    Hub,
+    array,
+    branch,
+    delete,
+    delete_branch,
+    delete_tag,
+    from_dask,
+    from_numpy,
+    gc,
+    group,
+    load,
+    load_array,
+    load_group,
+    log,
+    ls,
+    reader,
+    store,
+    tag,
+    verify,
+)
+from hubzarr.collect import GCReport
 from hubzarr.errors import (
     AccessDeniedError,
     AlreadyExistsError,
@@ -33,38 +57,16 @@ from hubzarr.errors import (
     StorageError,
     UnsafeCastError,
 )
+from hubzarr.versions import LogEntry
 
 if TYPE_CHECKING:
     __version__: str
-    from hubzarr.api import (
-        Hub,
-        array,
-        branch,
-        delete,
-        delete_branch,
-        delete_tag,
-        from_dask,
-        from_numpy,
-        gc,
-        group,
-        load,
-        load_array,
-        load_group,
-        log,
-        ls,
-        reader,
-        store,
-        tag,
-        verify,
-    )
     from hubzarr.arrays import HubArray
     from hubzarr.bulk import LazyArray
-    from hubzarr.collect import GCReport
     from hubzarr.groups import HubGroup
     from hubzarr.integrity import Problem, VerifyReport
     from hubzarr.session import ObjectEntry, Session
     from hubzarr.stores import HubStore
-    from hubzarr.versions import LogEntry
     from hubzarr.xarray import open_dataset, to_hub
 
 
@@ -77,46 +79,19 @@ def _version() -> str:
         return "0+unknown"
 
 
-#: Where each public name lives: ``{name: module}``, imported on first use.
+#: Where each of the other public names lives: ``{name: module}``, imported on first use.
 _LAZY = {
-    **dict.fromkeys(
-        (
-            "Hub",
-            "array",
-            "branch",
-            "delete",
-            "delete_branch",
-            "delete_tag",
-            "from_dask",
-            "from_numpy",
-            "gc",
-            "group",
-            "load",
-            "load_array",
-            "load_group",
-            "log",
-            "ls",
-            "reader",
-            "store",
-            "tag",
-            "verify",
-        ),
-        "hubzarr.api",
-    ),
     "HubArray": "hubzarr.arrays",
     "LazyArray": "hubzarr.bulk",
-    "GCReport": "hubzarr.collect",
     "HubGroup": "hubzarr.groups",
     "Problem": "hubzarr.integrity",
     "VerifyReport": "hubzarr.integrity",
     "ObjectEntry": "hubzarr.session",
     "Session": "hubzarr.session",
     "HubStore": "hubzarr.stores",
-    "LogEntry": "hubzarr.versions",
     "open_dataset": "hubzarr.xarray",
     "to_hub": "hubzarr.xarray",
 }
-
 
 #: The package's modules, also imported on first use (``hubzarr.storage.open_storage``).
 _MODULES = frozenset(

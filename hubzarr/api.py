@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from hubzarr.collect import DEFAULT_GRACE_S, GCReport, collect
 from hubzarr.config import resolve_namespace, resolve_root, resolve_storage_options
@@ -54,6 +54,7 @@ __all__ = [
 
 RootLike = str | os.PathLike[str] | None
 _DEFAULT: Any = object()
+_Node = TypeVar("_Node", "HubArray", "HubGroup")
 _DEFAULT_BRANCH = "main"
 
 
@@ -406,15 +407,9 @@ class Hub:
         InvalidNameError, FormatError
             As :meth:`load`.
         """
-        from hubzarr.groups import HubGroup
+        from hubzarr.arrays import HubArray
 
-        node = self.load(name, mode=mode)
-        if isinstance(node, HubGroup):
-            raise NotFoundError(
-                f"{node.name} holds a group, not an array; open it with "
-                f"hubzarr.load_group({name!r}), and its arrays by key"
-            )
-        return node
+        return self._load_as(HubArray, name, mode, "load_group")
 
     def load_group(self, name: str, *, mode: Literal["r", "r+"] = "r+") -> HubGroup:
         """Open the group a repository holds, as :meth:`load` does, typed as one.
@@ -427,13 +422,20 @@ class Hub:
         InvalidNameError, FormatError
             As :meth:`load`.
         """
-        from hubzarr.arrays import HubArray
+        from hubzarr.groups import HubGroup
 
+        return self._load_as(HubGroup, name, mode, "load_array")
+
+    def _load_as(
+        self, kind: type[_Node], name: str, mode: Literal["r", "r+"], instead: str
+    ) -> _Node:
+        """:meth:`load`, refusing anything but a ``kind``, whose loader is ``instead``."""
         node = self.load(name, mode=mode)
-        if isinstance(node, HubArray):
+        if not isinstance(node, kind):
+            held = "an array" if instead == "load_array" else "a group"
             raise NotFoundError(
-                f"{node.name} holds an array, not a group; open it with "
-                f"hubzarr.load_array({name!r})"
+                f"{node.name} holds {held}, not a {kind.__name__}; open it with "
+                f"hubzarr.{instead}({name!r})"
             )
         return node
 

@@ -48,9 +48,12 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 from zarr.core.sync import sync
 
 from hubzarr import frame
+from hubzarr.chunks import Layout
 from hubzarr.errors import (
     AlreadyExistsError,
     ConflictError,
@@ -744,6 +747,28 @@ class Session:
                 return None
             if raw:  # empty: superseded between the sizing and the read
                 return raw
+
+    async def read_chunk(self, layout: Layout, coords: tuple[int, ...]) -> npt.NDArray[Any]:
+        """Return the chunk at grid position ``coords`` of the array ``layout`` describes
+        (:attr:`hubzarr.arrays.HubArray.layout`), decoded: a new array of the chunk's shape,
+        the fill value where the chunk was never written.
+
+        Raises
+        ------
+        InvalidArgumentError
+            For an array of strings (xarray's ``str`` variables: read them with xarray).
+        CorruptChunkError
+            If the object fails its checksum or does not decode to a chunk.
+        """
+        if layout.strings:
+            raise InvalidArgumentError(
+                f"{layout.path!r} holds strings as Python objects; read it with "
+                "hubzarr.open_dataset (xarray)"
+            )
+        payload = await self.read(layout.key(coords))
+        if payload is None:
+            return np.full(layout.chunks, layout.fill_value, dtype=layout.dtype)
+        return layout.decode(payload, coords, np.empty(layout.chunk_nbytes, dtype=np.uint8))
 
     async def _keys(self, state: _State) -> set[str]:
         if state.resolved.sealed:

@@ -395,6 +395,7 @@ class Repository:
         NotFoundError
             If there is no such branch.
         """
+        await self.open()
         head = await self.refs.live("branch", branch)
         if head is None:
             raise NotFoundError(f"{self.name} has no branch {branch!r}")

@@ -286,3 +286,81 @@ def test_xarray_round_trips_and_tags_keep_old_values(hub: hubzarr.Hub) -> None:
     xr.testing.assert_identical(now, changed)
     then = xr.open_zarr(hub.store("x/ds:v1"), consolidated=False).load()
     xr.testing.assert_identical(then, ds)
+
+
+# -- typed loading, injected storage, the package face ---------------------------------------
+
+
+def test_load_array_and_load_group_return_what_they_say(memory_root: str) -> None:
+    hub = hubzarr.Hub(memory_root)
+    hub.array((3,), "typed/arr", dtype="int8")[:] = [1, 2, 3]
+    hub.group("typed/grp").create_array("x", (2,), dtype="int8")
+    arr = hub.load_array("typed/arr", mode="r")
+    assert isinstance(arr, hubzarr.HubArray) and arr.read_only
+    assert arr[:].tolist() == [1, 2, 3]
+    grp = hub.load_group("typed/grp")
+    assert isinstance(grp, hubzarr.HubGroup) and grp.keys() == ["x"]
+    with pytest.raises(hubzarr.NotFoundError, match=r"holds a group.*load_group\('typed/grp'\)"):
+        hub.load_array("typed/grp")
+    with pytest.raises(hubzarr.NotFoundError, match=r"holds an array.*load_array\('typed/arr'\)"):
+        hubzarr.load_group("typed/arr", root=memory_root)
+
+
+def test_an_injected_storage_serves_everything_the_hub_opens(memory_root: str) -> None:
+    from counting import CountingStorage
+
+    from hubzarr.storage import open_storage
+
+    counter = CountingStorage(open_storage(memory_root))
+    hub = hubzarr.Hub(storage=counter)  # the root is the storage's
+    assert hub.root == memory_root
+    arr = hub.array((4,), "inject/arr", dtype="int16", chunks=(2,))
+    arr[:] = [1, 2, 3, 4]
+    hub.tag("inject/arr", "v1")
+    reader = hub.reader("inject/arr:v1")
+    assert sorted(sync(reader.keys())) == [".zarray", ".zattrs", "0", "1"]
+    written = {path for op, path in counter.paths if op == "create"}
+    assert any(path.endswith("/0") for path in written)
+    assert any("/refs/tags/v1.json" in path for path in written)
+    assert hubzarr.Hub(memory_root).load_array("inject/arr:v1")[:].tolist() == [1, 2, 3, 4]
+    with pytest.raises(hubzarr.InvalidArgumentError, match="Storage"):
+        hubzarr.Hub(memory_root, storage="memory://elsewhere")  # type: ignore[arg-type]
+
+
+def test_options_after_the_name_are_keyword_only(memory_root: str) -> None:
+    hub = hubzarr.Hub(memory_root)
+    with pytest.raises(TypeError):
+        hub.array((2,), "kw/arr", "int8")  # type: ignore[misc]
+    arr = hub.array((2,), "kw/arr", dtype="int8")
+    with pytest.raises(TypeError):
+        hub.tag("kw/arr", "v1", "a message")  # type: ignore[misc]
+    hub.tag("kw/arr", "v1", message="a message")
+    assert hub.log("kw/arr:v1")[0].message == "a message"
+    assert arr.dtype == np.int8
+
+
+def test_quick_commands_import_neither_zarr_nor_numpy_nor_dask(tmp_path: Path) -> None:
+    """``hub --help``, ``hub ls`` and ``hub log`` start without the heavy libraries (what
+    made them take most of a second)."""
+    import subprocess
+    import sys
+
+    root = str(tmp_path / "hub")
+    hubzarr.Hub(root).array((2,), "quick/arr")
+    hubzarr.tag("quick/arr", "v1", root=root)
+    script = (
+        "import sys\n"
+        "from hubzarr.cli import app\n"
+        "for args in (['--help'], ['ls', '--root', sys.argv[1]], "
+        "['log', 'quick/arr:v1', '--root', sys.argv[1]]):\n"
+        "    try:\n"
+        "        app(args)\n"
+        "    except SystemExit as exit:\n"
+        "        assert exit.code in (0, None), exit.code\n"
+        "print(sorted(m for m in ('zarr', 'numpy', 'dask', 'xarray') if m in sys.modules))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script, root], capture_output=True, text=True, check=True
+    ).stdout
+    assert "quick/arr" in out
+    assert out.strip().splitlines()[-1] == "[]"

@@ -364,3 +364,10 @@ def test_broken_config_file_is_reported(runner: CliRunner, isolated_env: Path) -
     # The message says to rerun 'hub configure': giving every setting anew repairs the file.
     invoke_ok(runner, "configure", "--root", "/new/root", "--namespace", "alice")
     assert json.loads(config.read_text()) == {"root": "/new/root", "namespace": "alice"}
+
+
+def test_version(runner: CliRunner) -> None:
+    import importlib.metadata
+
+    lines = invoke_ok(runner, "--version")
+    assert lines == [f"hubzarr {importlib.metadata.version('hubzarr')}"]

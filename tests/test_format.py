@@ -70,11 +70,8 @@ def _arrays(state: dict[str, bytes]) -> list[str]:
     return sorted(k[: -len(".zarray")].rstrip("/") for k in state if k.endswith(".zarray"))
 
 
-@pytest.mark.parametrize("backend", ["local", "memory"])
-def test_a_reader_written_from_the_spec_reads_what_hubzarr_reads(
-    backend: str, tmp_path: Path, memory_root: str
-) -> None:
-    root = str(tmp_path / "hub") if backend == "local" else memory_root
+def test_a_reader_written_from_the_spec_reads_what_hubzarr_reads(local_root: str) -> None:
+    root = local_root
     hub = hubzarr.Hub(root)
     _history(hub)
     checked = 0

@@ -11,6 +11,7 @@ import pickle
 from pathlib import Path
 
 import _procs
+import numpy as np
 import pytest
 from conftest import Backend
 from zarr.core.sync import sync
@@ -281,3 +282,13 @@ def test_a_pickled_session_reads_the_version_it_resolved(keys: hubzarr.Hub) -> N
     clone = pickle.loads(pickle.dumps(tag))
     assert clone.pinned == tag.pinned
     assert bytes(sync(clone.read("k")) or b"") == b"one"
+
+
+def test_a_reader_decodes_chunks_with_the_arrays_layout(hub: hubzarr.Hub) -> None:
+    arr = hub.array((5, 4), "test/chunks", dtype="float32", chunks=(2, 4), fill_value=-1.0)
+    arr[0:2] = 7.5
+    hub.tag("test/chunks", "v1")
+    reader = hub.reader("test/chunks:v1")
+    layout = hub.load_array("test/chunks:v1").layout
+    np.testing.assert_array_equal(sync(reader.read_chunk(layout, (0, 0))), np.full((2, 4), 7.5))
+    np.testing.assert_array_equal(sync(reader.read_chunk(layout, (2, 0))), np.full((2, 4), -1.0))

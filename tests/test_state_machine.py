@@ -313,7 +313,8 @@ class VersionMachine(RuleBasedStateMachine):
             if handle.version is not None:  # a tag or version id: pinned for good
                 assert handle.array.version == handle.version, what
             else:  # a branch: the handle followed it to its current, open head
-                current = self.hub.load(f"{REPO}:{handle.ref}", mode="r").version
+                repo = Repository(self.hub.storage, parse_name(REPO, default_user="sm"))
+                current = sync(repo.branch_head(handle.ref))
                 assert handle.array.version == current, what
                 assert current not in self.sealed, what
 

@@ -153,3 +153,14 @@ def local_or_s3(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
         return Backend("local", str(tmp_path / "hub"))
     backend: Backend = request.getfixturevalue("s3_backend")
     return backend
+
+
+#: Tests that take minutes, started first: with ``pytest -n 2`` one worker runs each from the
+#: start while the other works through the rest, instead of one starting near the end and
+#: running on alone.
+_LONGEST_FIRST = ("test_state_machine.py::test_versions_follow_the_model_on_s3",)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Move the longest tests to the front (the order is otherwise unchanged)."""
+    items.sort(key=lambda item: not item.nodeid.endswith(_LONGEST_FIRST))

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
-from zarr.core.sync import _get_loop, sync
+from zarr.core.sync import sync
 
 from hubzarr.chunks import Layout, scratch_buffer
 from hubzarr.errors import CorruptChunkError, InvalidArgumentError
@@ -43,6 +43,7 @@ from hubzarr.indexing import (
     split_runs,
     task_groups,
 )
+from hubzarr.runner import submit as submit_coroutine
 from hubzarr.spec import check_ddof, check_flag
 from hubzarr.stores import HubStore
 
@@ -88,7 +89,8 @@ class _Reader:
     def fetch(self, coords: Sequence[tuple[int, ...]]) -> Iterator[memoryview | None]:
         """Yield the payload (``None``: never written) of each chunk, in order.
 
-        Up to :data:`READ_AHEAD` reads run on zarr's event loop while the caller decodes.
+        Up to :data:`READ_AHEAD` reads run on hubzarr's event loop thread while the caller
+        decodes (reads create nothing tied to a loop, see :mod:`hubzarr.runner`).
         """
         store = self.store
         if store.storage.caller_reads:
@@ -96,14 +98,13 @@ class _Reader:
             for c in coords:
                 yield store.session.read_here(self.layout.key(c))
             return
-        loop = _get_loop()
         pending: deque[Any] = deque()
         todo = iter(coords)
 
         def submit() -> None:
             for c in todo:
                 read = self.store.session.read(self.layout.key(c))
-                pending.append(asyncio.run_coroutine_threadsafe(read, loop))
+                pending.append(submit_coroutine(read))
                 if len(pending) >= READ_AHEAD:
                     return
 

@@ -2,20 +2,25 @@
 
 zarr's ``sync`` and fsspec's do the same, but importing either costs 150 to 450 ms, which the
 quick commands (``hub ls``, ``hub log``, ``hub tag``) would spend on nothing else: operations on
-a repository's records run here. One daemon thread runs one event loop for the process (a new
-one in a forked child, whose copy of the thread does not exist); a call from inside that loop,
-which would wait for itself forever, is refused.
+a repository's records run here, and so do the bulk readers' chunk fetches. One daemon thread
+runs one event loop for the process (a new one in a forked child, whose copy of the thread does
+not exist); a call from inside that loop, which would wait for itself forever, is refused.
+
+A session's writes and seal checks stay on zarr's loop (they share futures between them, which
+belong to one loop); reads and repository records create nothing tied to a loop, so they may
+run here.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import os
 import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
-__all__ = ["run"]
+__all__ = ["run", "submit"]
 
 T = TypeVar("T")
 
@@ -61,3 +66,8 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
             "coroutine instead"
         )
     return asyncio.run_coroutine_threadsafe(coro, loop).result()
+
+
+def submit(coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+    """Start ``coro`` on hubzarr's event loop thread; return a future of its result."""
+    return asyncio.run_coroutine_threadsafe(coro, _the_loop())

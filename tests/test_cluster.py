@@ -26,7 +26,7 @@ def client(s3_server: Server) -> Iterator[Client]:
             n_workers=2,
             threads_per_worker=1,
             processes=True,
-            dashboard_address=None,
+            dashboard_address="127.0.0.1:0",  # a free port: two test workers may start one each
             host="127.0.0.1",
             env=env,
         ) as cluster,

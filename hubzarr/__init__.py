@@ -24,6 +24,7 @@ from hubzarr.api import (
     Hub,
     array,
     branch,
+    copy,
     delete,
     delete_branch,
     delete_tag,
@@ -67,6 +68,7 @@ if TYPE_CHECKING:
     from hubzarr.integrity import Problem, VerifyReport
     from hubzarr.session import ObjectEntry, Session
     from hubzarr.stores import HubStore
+    from hubzarr.transfer import CopyReport
     from hubzarr.xarray import open_dataset, to_hub
 
 
@@ -89,6 +91,7 @@ _LAZY = {
     "ObjectEntry": "hubzarr.session",
     "Session": "hubzarr.session",
     "HubStore": "hubzarr.stores",
+    "CopyReport": "hubzarr.transfer",
     "open_dataset": "hubzarr.xarray",
     "to_hub": "hubzarr.xarray",
 }
@@ -96,10 +99,10 @@ _LAZY = {
 #: The package's modules, also imported on first use (``hubzarr.storage.open_storage``).
 _MODULES = frozenset(
     {
-        "api", "arrays", "bulk", "chunks", "cli", "collect", "config", "errors", "files",
-        "frame", "groups", "indexing", "integrity", "manifests", "metadata", "names",
+        "addresses", "api", "arrays", "bulk", "chunks", "cli", "collect", "config", "errors",
+        "files", "frame", "groups", "indexing", "integrity", "manifests", "metadata", "names",
         "records", "refs", "retry", "runner", "session", "spec", "storage", "stores",
-        "versions", "xarray",
+        "transfer", "versions", "xarray",
     }
 )  # fmt: skip
 
@@ -126,6 +129,7 @@ __all__ = [
     "AccessDeniedError",
     "AlreadyExistsError",
     "ConflictError",
+    "CopyReport",
     "CorruptChunkError",
     "FormatError",
     "GCReport",
@@ -150,6 +154,7 @@ __all__ = [
     "__version__",
     "array",
     "branch",
+    "copy",
     "delete",
     "delete_branch",
     "delete_tag",

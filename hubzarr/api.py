@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from hubzarr.collect import DEFAULT_GRACE_S, GCReport, collect
 from hubzarr.config import resolve_namespace, resolve_root, resolve_storage_options
 from hubzarr.errors import AlreadyExistsError, InvalidArgumentError, NotFoundError, ReadOnlyError
-from hubzarr.names import Name, parse_name
+from hubzarr.names import Name, check_ref, parse_name
 from hubzarr.records import check_message
 from hubzarr.runner import run as _run
 from hubzarr.storage import Storage, check_root, open_storage, public_options
@@ -24,16 +24,19 @@ from hubzarr.versions import LogEntry, Repository, list_repositories
 # needed: the repository-level operations (ls, log, tag, branch, gc, delete) need none of
 # them, and the quick commands of the CLI start without.
 if TYPE_CHECKING:
+    from hubzarr.addresses import PathLocation
     from hubzarr.arrays import HubArray
     from hubzarr.groups import HubGroup
     from hubzarr.integrity import VerifyReport
     from hubzarr.session import Session
     from hubzarr.stores import HubStore
+    from hubzarr.transfer import CopyReport, NpyFile, Progress
 
 __all__ = [
     "Hub",
     "array",
     "branch",
+    "copy",
     "delete",
     "delete_branch",
     "delete_tag",
@@ -657,6 +660,198 @@ class Hub:
         store = self._store(self._parse(name), read_only=True)
         return _run(verify_store(store, progress))
 
+    def copy(
+        self,
+        src: str,
+        dst: str,
+        *,
+        tag: str | None = None,
+        storage_options: dict[str, Any] | None = None,
+        progress: Progress | None = None,
+    ) -> CopyReport:
+        """Copy data into a repository, or a version out of one.
+
+        Each of ``src`` and ``dst`` is a repository (``user/name[:ref]`` at this hub's root,
+        or ``ROOT::user/name[:ref]`` at another) or a file or store outside any hub (a local
+        path or an fsspec URL); :mod:`hubzarr.addresses` gives the rule that tells them apart,
+        and refuses a word that could be both.
+
+        - repository to ``.zarr`` folder or URL (any path not ending in ``.npy``): a plain
+          zarr (format 2) store of that version, objects copied byte for byte (checksums
+          checked), the metadata last: what zarr, xarray and TensorStore open without hubzarr.
+          An interrupted export resumes where it stopped when run again;
+        - repository to ``.npy``: the array, written in bounded memory;
+        - ``.npy`` file to repository: an array; ``.npz``: a group of its arrays. The file is
+          checked whole before anything is created, and read in bounded memory.
+
+        Parameters
+        ----------
+        src, dst : str
+            Where from and where to.
+        tag : str, optional
+            Tag the imported repository's state with this name (imports only).
+        storage_options : dict, optional
+            fsspec options for the file or store side, when it is a URL.
+        progress : callable, optional
+            Called as ``progress(objects done, objects, bytes done, bytes)`` (exports).
+
+        Returns
+        -------
+        CopyReport
+            Objects and bytes written, objects skipped, seconds.
+
+        Raises
+        ------
+        InvalidArgumentError
+            If either side is ambiguous, both or neither are repositories, the file is
+            missing, corrupt, truncated or of a kind hubzarr does not import, or holds objects,
+            strings or records (nothing is created).
+        AlreadyExistsError
+            If the destination repository exists, or the destination store holds a store or
+            files this export would not write.
+        NotFoundError
+            If the source repository or ref does not exist.
+        CorruptChunkError
+            If a source object fails its checksum (an export's store then never opens).
+        """
+        import time
+
+        from hubzarr.addresses import PathLocation, RepoLocation, classify
+        from hubzarr.transfer import CopyReport
+
+        if progress is not None and not callable(progress):
+            raise InvalidArgumentError(f"progress must be a function or None, not {progress!r}")
+        if tag is not None:
+            check_ref(tag, what="tag")
+        user = resolve_namespace()
+        source = classify(src, default_user=user, exists=os.path.lexists)
+        target = classify(dst, default_user=user, exists=os.path.lexists)
+        start = time.perf_counter()
+        if isinstance(source, RepoLocation) and isinstance(target, PathLocation):
+            if tag is not None:
+                raise InvalidArgumentError("tag= names the state of an import; an export has none")
+            hub = self._at(source.root)
+            done = hub._export(source.name, target, storage_options, progress)
+        elif isinstance(source, PathLocation) and isinstance(target, RepoLocation):
+            done = self._at(target.root)._import(source, target.name, tag, storage_options)
+        elif isinstance(source, RepoLocation):
+            raise InvalidArgumentError(
+                f"copying a repository to another repository ({src} -> {dst}) is not available "
+                "yet; export it (hub cp NAME out.zarr) and import that instead"
+            )
+        else:
+            raise InvalidArgumentError(
+                f"neither {src!r} nor {dst!r} is a repository: one side must be user/name[:ref] "
+                "or ROOT::user/name[:ref]; see `hub cp --help` for how words are read"
+            )
+        objects, nbytes, skipped, versions = done
+        return CopyReport(
+            str(source), str(target), objects, nbytes, skipped, versions, 0,
+            time.perf_counter() - start,
+        )  # fmt: skip
+
+    def _at(self, root: str | None) -> Hub:
+        return self if root is None else Hub(root)
+
+    def _export(
+        self,
+        name: Name,
+        target: PathLocation,
+        storage_options: dict[str, Any] | None,
+        progress: Progress | None,
+    ) -> tuple[int, int, int, int]:
+        from hubzarr.transfer import export_zarr
+
+        if target.suffix == ".npy":
+            return self._export_npy(name, target)
+        session = self.reader(str(name))
+        dest = open_storage(target.path, storage_options)
+        if dest.read_only:
+            raise ReadOnlyError(f"cannot export to {target}: that location is read-only")
+        objects, nbytes, skipped = _run(export_zarr(session, dest, progress))
+        return objects, nbytes, skipped, 0
+
+    def _export_npy(self, name: Name, target: PathLocation) -> tuple[int, int, int, int]:
+        import numpy as np
+
+        if "://" in target.path:
+            raise InvalidArgumentError(
+                f"cannot export to {target}: .npy files are written to local paths only"
+            )
+        path = os.path.expanduser(target.path)
+        if os.path.lexists(path):
+            raise AlreadyExistsError(f"{target} exists; choose a new file or delete it first")
+        arr = self.load_array(str(name), mode="r")
+        partial = f"{path}.partial-{os.getpid()}"
+        try:
+            out = np.lib.format.open_memmap(partial, "w+", arr.dtype, arr.shape)
+            rows = arr.chunks[0]
+            for lo in range(0, arr.shape[0], rows):  # a band of chunks at a time
+                out[lo : lo + rows] = arr[lo : lo + rows]
+            out.flush()
+            del out
+            os.replace(partial, path)
+        finally:
+            if os.path.exists(partial):
+                os.unlink(partial)
+        return 1, os.path.getsize(path), 0, 0
+
+    def _import(
+        self,
+        source: PathLocation,
+        name: Name,
+        tag: str | None,
+        storage_options: dict[str, Any] | None,
+    ) -> tuple[int, int, int, int]:
+        from hubzarr.transfer import open_npy, open_npz
+
+        if name.ref is not None:
+            raise InvalidArgumentError(
+                f"an import creates a repository; name it without a ref, not {name} "
+                "(tag= / --tag tags the result)"
+            )
+        if "://" in source.path:
+            raise InvalidArgumentError(
+                f"cannot import {source}: .npy and .npz files are imported from local paths"
+            )
+        if source.suffix == ".npy":
+            npy = open_npy(source.path)
+            arr = self.array(npy.shape, str(name), dtype=npy.dtype)
+            _fill(arr, npy)
+            files, made = {"": npy}, [arr]
+        elif source.suffix == ".npz":
+            from hubzarr.groups import check_key
+
+            files = open_npz(source.path)
+            for key in files:  # every array's name checked before the repository is made
+                check_key(key)
+            group = self._new_group(name)
+            made = [group.create_array(k, f.shape, dtype=f.dtype) for k, f in files.items()]
+            for arr, npy in zip(made, files.values(), strict=True):
+                _fill(arr, npy)
+        else:
+            raise InvalidArgumentError(
+                f"cannot import {source}: hubzarr imports .npy and .npz files "
+                f"(not {source.suffix or 'files without a suffix'})"
+            )
+        if tag is not None:
+            self.tag(str(name), tag)
+        nbytes = sum(npy.nbytes for npy in files.values())
+        chunks = sum(
+            math.prod(-(-n // c) for n, c in zip(arr.shape, arr.chunks, strict=True))
+            for arr in made
+        )
+        return chunks, nbytes, 0, 1
+
+    def _new_group(self, name: Name) -> HubGroup:
+        """A new repository holding an empty group (``AlreadyExistsError`` if it exists)."""
+        from hubzarr.groups import HubGroup
+        from hubzarr.metadata import group_documents
+
+        branch = name.ref or _DEFAULT_BRANCH
+        _run(Repository(self.storage, name).create(branch, initial=group_documents()))
+        return HubGroup(self._store(name.with_ref(branch), read_only=False))
+
     def _repo_only(self, name: str, action: str) -> tuple[Repository, Name]:
         repo, parsed = self._repo(name)
         if parsed.ref is not None:
@@ -700,6 +895,20 @@ class Hub:
         """
         repo, _ = self._repo_only(name, "delete")
         _run(repo.delete())
+
+
+def _fill(arr: HubArray, npy: NpyFile) -> None:
+    """Write an imported array's values, in parallel and bounded memory."""
+    if npy.mapped is not None:
+        import dask.array as da
+
+        from hubzarr.bulk import assign
+
+        values = da.from_array(npy.array(), chunks=arr.chunks)  # type: ignore[no-untyped-call]
+        assign(arr, Ellipsis, values, new=True)
+        return
+    for lo, band in npy.bands(arr.chunks[0]):
+        arr[lo : lo + len(band)] = band
 
 
 def _rebuild_hub(root: str, options: dict[str, Any], storage: Storage | None) -> Hub:
@@ -838,3 +1047,16 @@ def verify(
 ) -> VerifyReport:
     """Verify a version; see :meth:`Hub.verify`."""
     return Hub(root).verify(name, progress=progress)
+
+
+def copy(
+    src: str,
+    dst: str,
+    *,
+    tag: str | None = None,
+    storage_options: dict[str, Any] | None = None,
+    progress: Progress | None = None,
+    root: RootLike = None,
+) -> CopyReport:
+    """:meth:`Hub.copy` on the default hub (or ``root``)."""
+    return Hub(root).copy(src, dst, tag=tag, storage_options=storage_options, progress=progress)

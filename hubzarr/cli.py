@@ -372,6 +372,61 @@ def verify(name: NameArgument, root: RootOption = None) -> None:
         raise typer.Exit(1)
 
 
+@app.command("cp")
+@_handles_errors
+def cp(
+    src: Annotated[str, typer.Argument(help="Where from: a repository or a file.")],
+    dst: Annotated[str, typer.Argument(help="Where to: a repository or a file or store.")],
+    tag_as: Annotated[
+        str | None, typer.Option("--tag", help="Tag the imported repository's state.")
+    ] = None,
+    root: RootOption = None,
+) -> None:
+    """Import a file into a repository, or export a version of one.
+
+    \b
+      hub cp ./images.npy alice/images --tag v0    .npy -> an array
+      hub cp data.npz alice/data                   .npz -> a group of arrays
+      hub cp alice/images:v0 out.zarr              a version -> a plain zarr store
+      hub cp alice/images:v0 out.npy               an array -> a .npy file
+      hub cp s3://bucket/hub::alice/x:v1 x.zarr    a repository at another root
+
+    \b
+    How a word is read (the first line that fits):
+      ROOT::NAME                the repository NAME at ROOT (::NAME: default root)
+      a URL; /.. ./.. ../.. ~   a file or store
+      *.npy *.npz *.zarr *.h5   a file or store
+      user/name[:ref]           a repository; if a local file or folder of that
+                                name exists too, an error: write ./WORD or ::WORD
+    """
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        MofNCompleteColumn,
+        Progress,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    from hubzarr.api import Hub
+
+    hub = Hub(root)  # a refused root is reported before the progress bar starts
+    columns = (BarColumn(), MofNCompleteColumn(), DownloadColumn(), TransferSpeedColumn())
+    console = Console(stderr=True)
+    with Progress(
+        *columns, TimeRemainingColumn(), console=console, transient=True,
+        disable=not console.is_terminal,
+    ) as bar:  # fmt: skip
+        objects = bar.add_task("objects", total=None)
+
+        def progress(done: int, total: int, nbytes: int, total_bytes: int) -> None:
+            bar.update(objects, completed=nbytes, total=total_bytes)
+
+        report = hub.copy(src, dst, tag=tag_as, progress=progress)
+    typer.echo(str(report))
+
+
 def _stdin_is_tty() -> bool:
     try:
         return sys.stdin is not None and sys.stdin.isatty()

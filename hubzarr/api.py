@@ -239,20 +239,14 @@ class Hub:
         FormatError
             If the group's metadata is malformed.
         """
-        from hubzarr.groups import HubGroup
-        from hubzarr.metadata import group_documents
-
         parsed = self._parse(name)
-        branch = parsed.ref or _DEFAULT_BRANCH
-        repo = Repository(self.storage, parsed)
         try:
             # Checked first: a creator that loses leaves its unpublished objects for gc.
-            if _run(repo.exists()):
+            if _run(Repository(self.storage, parsed).exists()):
                 raise AlreadyExistsError(name)
-            _run(repo.create(branch, initial=group_documents()))
+            return self._new_group(parsed)
         except AlreadyExistsError:
             return self._open_group(self._store(parsed, read_only=False))
-        return HubGroup(self._store(parsed.with_ref(branch), read_only=False))
 
     def _open_group(self, store: HubStore) -> HubGroup:
         from zarr.core.buffer import default_buffer_prototype
@@ -458,9 +452,12 @@ class Hub:
         NotFoundError
             If the repository or ref does not exist.
         """
+        return self._reader(self._parse(name))
+
+    def _reader(self, name: Name) -> Session:
         from hubzarr.session import Session
 
-        session = Session(self.storage, self._parse(name), read_only=True)
+        session = Session(self.storage, name, read_only=True)
         _run(session.resolved())
         return session
 
@@ -733,7 +730,7 @@ class Hub:
             hub = self._at(source.root)
             done = hub._export(source.name, target, storage_options, progress)
         elif isinstance(source, PathLocation) and isinstance(target, RepoLocation):
-            done = self._at(target.root)._import(source, target.name, tag, storage_options)
+            done = self._at(target.root)._import(source, target.name, tag)
         elif isinstance(source, RepoLocation):
             raise InvalidArgumentError(
                 f"copying a repository to another repository ({src} -> {dst}) is not available "
@@ -764,7 +761,7 @@ class Hub:
 
         if target.suffix == ".npy":
             return self._export_npy(name, target)
-        session = self.reader(str(name))
+        session = self._reader(name)
         dest = open_storage(target.path, storage_options)
         if dest.read_only:
             raise ReadOnlyError(f"cannot export to {target}: that location is read-only")
@@ -801,7 +798,6 @@ class Hub:
         source: PathLocation,
         name: Name,
         tag: str | None,
-        storage_options: dict[str, Any] | None,
     ) -> tuple[int, int, int, int]:
         from hubzarr.transfer import open_npy, open_npz
 
@@ -837,11 +833,7 @@ class Hub:
         if tag is not None:
             self.tag(str(name), tag)
         nbytes = sum(npy.nbytes for npy in files.values())
-        chunks = sum(
-            math.prod(-(-n // c) for n, c in zip(arr.shape, arr.chunks, strict=True))
-            for arr in made
-        )
-        return chunks, nbytes, 0, 1
+        return sum(arr.zarr.nchunks for arr in made), nbytes, 0, 1
 
     def _new_group(self, name: Name) -> HubGroup:
         """A new repository holding an empty group (``AlreadyExistsError`` if it exists)."""

@@ -24,12 +24,12 @@ from hubzarr.indexing import Shaped, normalize_index
 from hubzarr.metadata import open_zarr_array
 from hubzarr.retry import CONFLICTS, compare_and_swap
 from hubzarr.spec import cast_value, check_ddof, check_flag
-from hubzarr.stores import HubStore, conditional_writes
+from hubzarr.stores import HubStore, StoredNode, conditional_writes
 
 __all__ = ["HubArray"]
 
 
-class HubArray(Shaped):
+class HubArray(StoredNode, Shaped):
     """A numpy-like array stored in a hubzarr repository.
 
     Create one with :func:`hubzarr.array` or open one with :func:`hubzarr.load`. Reads return
@@ -72,27 +72,6 @@ class HubArray(Shaped):
         return self._zarray
 
     @property
-    def store(self) -> HubStore:
-        """The zarr store this array lives in."""
-        return self._store
-
-    @property
-    def path(self) -> str:
-        """The array's key in its repository's group; ``""`` for a repository that is one array."""
-        return self._path
-
-    @property
-    def name(self) -> str:
-        """The name this array was opened by, ``user/name[:ref]``."""
-        return str(self._store.name)
-
-    @property
-    def version(self) -> str:
-        """The version id read (and, at a branch, written): the head for a branch."""
-        self._store.session.follow_head()
-        return sync(self._store.session.resolved()).version
-
-    @property
     def shape(self) -> tuple[int, ...]:
         """The array's shape."""
         return tuple(self.zarr.shape)
@@ -111,11 +90,6 @@ class HubArray(Shaped):
     def layout(self) -> Layout:
         """How the array's chunks are named and encoded (shape, chunks, dtype, codecs)."""
         return Layout.from_metadata(self.zarr.metadata, self._path)
-
-    @property
-    def read_only(self) -> bool:
-        """Whether writes are refused (a tag, a sealed version, or mode='r')."""
-        return self._store.read_only
 
     def __repr__(self) -> str:
         mode = " read-only" if self.read_only else ""

@@ -403,8 +403,8 @@ def cp(
     from rich.progress import (
         BarColumn,
         DownloadColumn,
-        MofNCompleteColumn,
         Progress,
+        TextColumn,
         TimeRemainingColumn,
         TransferSpeedColumn,
     )
@@ -412,16 +412,18 @@ def cp(
     from hubzarr.api import Hub
 
     hub = Hub(root)  # a refused root is reported before the progress bar starts
-    columns = (BarColumn(), MofNCompleteColumn(), DownloadColumn(), TransferSpeedColumn())
+    columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn())
     console = Console(stderr=True)
     with Progress(
-        *columns, TimeRemainingColumn(), console=console, transient=True,
+        *columns, TransferSpeedColumn(), TimeRemainingColumn(), console=console, transient=True,
         disable=not console.is_terminal,
     ) as bar:  # fmt: skip
-        objects = bar.add_task("objects", total=None)
+        task = bar.add_task("copying", total=None)
 
         def progress(done: int, total: int, nbytes: int, total_bytes: int) -> None:
-            bar.update(objects, completed=nbytes, total=total_bytes)
+            bar.update(
+                task, description=f"{done}/{total} objects", completed=nbytes, total=total_bytes
+            )
 
         report = hub.copy(src, dst, tag=tag_as, progress=progress)
     typer.echo(str(report))

@@ -45,7 +45,7 @@ from hubzarr.metadata import (
 from hubzarr.retry import compare_and_swap
 from hubzarr.spec import DEFAULT_COMPRESSOR
 from hubzarr.storage import check_path
-from hubzarr.stores import HubStore, conditional_writes
+from hubzarr.stores import HubStore, StoredNode, conditional_writes
 
 __all__ = ["Attributes", "HubGroup", "check_key"]
 
@@ -107,7 +107,7 @@ def check_key(key: Any) -> str:
     return key
 
 
-class HubGroup:
+class HubGroup(StoredNode):
     """A group of arrays and subgroups stored in a hubzarr repository.
 
     Create one with :func:`hubzarr.group`; :func:`hubzarr.load` returns one for a repository
@@ -125,33 +125,7 @@ class HubGroup:
         self._store = store
         self._path = path
 
-    # -- what it is ----------------------------------------------------------------------
-
-    @property
-    def store(self) -> HubStore:
-        """The zarr store this group lives in."""
-        return self._store
-
-    @property
-    def path(self) -> str:
-        """The group's key in its repository; ``""`` for the root group."""
-        return self._path
-
-    @property
-    def name(self) -> str:
-        """The name this group was opened by, ``user/name[:ref]``."""
-        return str(self._store.name)
-
-    @property
-    def version(self) -> str:
-        """The version id read (and, at a branch, written): the head for a branch."""
-        self._store.session.follow_head()
-        return sync(self._store.session.resolved()).version
-
-    @property
-    def read_only(self) -> bool:
-        """Whether writes are refused (a tag, a sealed version, or mode='r')."""
-        return self._store.read_only
+    # -- what it is (and StoredNode's store, path, name, version, read_only) -------------
 
     def __repr__(self) -> str:
         mode = " read-only" if self.read_only else ""

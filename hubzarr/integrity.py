@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 from hubzarr.chunks import Layout
 from hubzarr.errors import HubError
-from hubzarr.metadata import METADATA_FILES, check_stored_metadata
-from hubzarr.stores import HubStore
+from hubzarr.metadata import check_stored_metadata
+from hubzarr.stores import HubStore, is_metadata
 
 __all__ = ["Problem", "VerifyReport", "verify_store"]
 
@@ -127,7 +127,7 @@ async def verify_store(
             return payload
 
     # Metadata first: an array's says how the chunks under it decode.
-    metadata = [k for k in keys if k.rpartition("/")[2] in METADATA_FILES]
+    metadata = [k for k in keys if is_metadata(k)]
     for key, raw in zip(metadata, await asyncio.gather(*(read(k) for k in metadata)), strict=True):
         if raw is None:
             continue

@@ -53,7 +53,6 @@ from hubzarr.stores import HubStore
 
 __all__ = [
     "MAX_ATTRIBUTE_DEPTH",
-    "METADATA_FILES",
     "GroupInfo",
     "array_codecs",
     "array_spec",
@@ -436,10 +435,6 @@ def _fill_value(value: Any, dtype: np.dtype[Any]) -> Any:
     if dtype.kind == "c":
         value = complex(number(value[0]), number(value[1]))
     return np.asarray(number(value), dtype=dtype)[()]
-
-
-#: The names of zarr format 2's metadata files.
-METADATA_FILES = frozenset({".zarray", ".zgroup", ".zattrs"})
 
 
 def check_stored_metadata(key: str, raw: bytes, where: str) -> Layout | None:

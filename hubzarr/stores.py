@@ -37,10 +37,18 @@ from hubzarr.names import Name, parse_name
 from hubzarr.session import Session, check_key, conditional_writes
 from hubzarr.storage import Storage, check_root, open_storage, public_options
 
-__all__ = ["HubStore", "KeySetListing", "conditional_writes", "is_metadata", "slice_payload"]
+__all__ = [
+    "HubStore",
+    "KeySetListing",
+    "StoredNode",
+    "conditional_writes",
+    "is_metadata",
+    "slice_payload",
+]
 
 #: zarr format 2's consolidated metadata key, served virtually (see the module docstring).
 _ZMETADATA = ".zmetadata"
+#: The names of zarr format 2's metadata files (a ``.zmetadata`` is built, never stored).
 _METADATA_FILES = frozenset({".zgroup", ".zarray", ".zattrs"})
 #: Deletions in flight at once in :meth:`HubStore.delete_dir`, and metadata reads in flight
 #: while a ``.zmetadata`` is built.
@@ -103,6 +111,41 @@ class KeySetListing:
         }
         for child in sorted(children):
             yield child
+
+
+class StoredNode:
+    """What an array and a group share: the repository (at a ref) they are read from, and
+    their key in it."""
+
+    _store: HubStore
+    _path: str
+
+    @property
+    def store(self) -> HubStore:
+        """The zarr store this node lives in."""
+        return self._store
+
+    @property
+    def path(self) -> str:
+        """The key in the repository (``"images"``, ``"train/labels"``); ``""`` for the
+        repository's root: the array a repository is, or its root group."""
+        return self._path
+
+    @property
+    def name(self) -> str:
+        """The name this was opened by, ``user/name[:ref]``."""
+        return str(self._store.name)
+
+    @property
+    def version(self) -> str:
+        """The version id read (and, at a branch, written): the head for a branch."""
+        self._store.session.follow_head()
+        return sync(self._store.session.resolved()).version
+
+    @property
+    def read_only(self) -> bool:
+        """Whether writes are refused (a tag, a sealed version, or mode='r')."""
+        return self._store.read_only
 
 
 class HubStore(KeySetListing, Store):

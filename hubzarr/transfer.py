@@ -42,8 +42,6 @@ Progress = Callable[[int, int, int, int], None]
 #: Objects in flight on object stores (latency-bound); local writes are bound by the disk.
 CONCURRENCY = 32
 
-_METADATA = (".zarray", ".zgroup", ".zattrs", ".zmetadata")
-
 
 @dataclass(frozen=True, slots=True)
 class CopyReport:
@@ -85,10 +83,6 @@ class CopyReport:
         return f"{self.source} -> {self.destination}: {done}"
 
 
-def _is_metadata(key: str) -> bool:
-    return key.rsplit("/", 1)[-1] in _METADATA
-
-
 async def export_zarr(
     session: Session, dest: Storage, progress: Progress | None = None
 ) -> tuple[int, int, int]:
@@ -108,6 +102,7 @@ async def export_zarr(
         written, so nothing opens).
     """
     from hubzarr.frame import HEADER_SIZE
+    from hubzarr.stores import is_metadata
 
     entries = await session.entries()
     present = await dest.list("")
@@ -140,10 +135,10 @@ async def export_zarr(
         async with limit:
             await copy(key)
 
-    chunks = [k for k in todo if not _is_metadata(k)]
+    chunks = [k for k in todo if not is_metadata(k)]
     await asyncio.gather(*(bounded(k) for k in chunks))
     # Metadata after every chunk, deepest first, the root's last: a store opens only complete.
-    metadata = sorted((k for k in todo if _is_metadata(k)), key=lambda k: (-k.count("/"), k))
+    metadata = sorted((k for k in todo if is_metadata(k)), key=lambda k: (-k.count("/"), k))
     for key in metadata:
         await copy(key)
     return done[0], done[1], skipped

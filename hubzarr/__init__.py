@@ -48,6 +48,7 @@ from hubzarr.errors import (
     AlreadyExistsError,
     ConflictError,
     CorruptChunkError,
+    DivergedError,
     FormatError,
     HubError,
     InvalidArgumentError,
@@ -101,7 +102,7 @@ _MODULES = frozenset(
     {
         "addresses", "api", "arrays", "bulk", "chunks", "cli", "collect", "config", "errors",
         "files", "frame", "groups", "indexing", "integrity", "manifests", "metadata", "names",
-        "records", "refs", "retry", "runner", "session", "spec", "storage", "stores",
+        "records", "refs", "replicate", "retry", "runner", "session", "spec", "storage", "stores",
         "transfer", "versions", "xarray",
     }
 )  # fmt: skip
@@ -131,6 +132,7 @@ __all__ = [
     "ConflictError",
     "CopyReport",
     "CorruptChunkError",
+    "DivergedError",
     "FormatError",
     "GCReport",
     "Hub",

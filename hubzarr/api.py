@@ -665,13 +665,24 @@ class Hub:
         tag: str | None = None,
         storage_options: dict[str, Any] | None = None,
         progress: Progress | None = None,
+        from_root: Hub | RootLike = None,
+        to_root: Hub | RootLike = None,
     ) -> CopyReport:
-        """Copy data into a repository, or a version out of one.
+        """Copy a repository to another root or name, data into a repository, or a version
+        out of one.
 
         Each of ``src`` and ``dst`` is a repository (``user/name[:ref]`` at this hub's root,
-        or ``ROOT::user/name[:ref]`` at another) or a file or store outside any hub (a local
-        path or an fsspec URL); :mod:`hubzarr.addresses` gives the rule that tells them apart,
-        and refuses a word that could be both.
+        ``ROOT::user/name[:ref]`` at another, or at ``from_root`` / ``to_root``) or a file or
+        store outside any hub (a local path or an fsspec URL); :mod:`hubzarr.addresses` gives
+        the rule that tells them apart, and refuses a word that could be both.
+
+        - repository to repository: the whole repository, every version, tag and branch
+          (:mod:`hubzarr.replicate`): objects byte for byte with their checksums checked,
+          only what the destination lacks (a killed copy resumes; a repeated one copies
+          nothing), a new destination visible only once complete, one that shares history
+          brought up to date (refused, unchanged, if its branches have changes the source
+          lacks). With a ref on the source (``alice/mnist:v1``), a new repository holding
+          only that state as its first version (a shallow copy; a tag keeps its name);
 
         - repository to ``.zarr`` folder or URL (any path not ending in ``.npy``): a plain
           zarr (format 2) store of that version, objects copied byte for byte (checksums
@@ -690,7 +701,11 @@ class Hub:
         storage_options : dict, optional
             fsspec options for the file or store side, when it is a URL.
         progress : callable, optional
-            Called as ``progress(objects done, objects, bytes done, bytes)`` (exports).
+            Called as ``progress(objects done, objects, bytes done, bytes)``.
+        from_root, to_root : Hub or str, optional
+            The root of the source or destination repository, when not this hub's (a
+            :class:`Hub` carries its storage options); not together with ``ROOT::`` in that
+            word.
 
         Returns
         -------
@@ -704,12 +719,18 @@ class Hub:
             missing, corrupt, truncated or of a kind hubzarr does not import, or holds objects,
             strings or records (nothing is created).
         AlreadyExistsError
-            If the destination repository exists, or the destination store holds a store or
+            If the destination repository exists (an import, a shallow copy) or is another
+            repository than the source (a copy), or the destination store holds a store or
             files this export would not write.
+        DivergedError
+            If a branch or tag of the destination repository has changes the source lacks.
+        ReadOnlyError
+            If the destination is a read-only (HTTP) root.
         NotFoundError
             If the source repository or ref does not exist.
         CorruptChunkError
-            If a source object fails its checksum (an export's store then never opens).
+            If a source object fails its checksum (nothing is published: a copy's new
+            repository or refs, an export's store metadata).
         """
         import time
 
@@ -727,27 +748,64 @@ class Hub:
         if isinstance(source, RepoLocation) and isinstance(target, PathLocation):
             if tag is not None:
                 raise InvalidArgumentError("tag= names the state of an import; an export has none")
-            hub = self._at(source.root)
+            hub = self._at(source.root, from_root)
             done = hub._export(source.name, target, storage_options, progress)
         elif isinstance(source, PathLocation) and isinstance(target, RepoLocation):
-            done = self._at(target.root)._import(source, target.name, tag)
-        elif isinstance(source, RepoLocation):
-            raise InvalidArgumentError(
-                f"copying a repository to another repository ({src} -> {dst}) is not available "
-                "yet; export it (hub cp NAME out.zarr) and import that instead"
+            done = self._at(target.root, to_root)._import(source, target.name, tag)
+        elif isinstance(source, RepoLocation) and isinstance(target, RepoLocation):
+            if tag is not None:
+                raise InvalidArgumentError(
+                    "tag= names the state of an import; a copy carries the source's tags"
+                )
+            done = self._at(source.root, from_root)._replicate(
+                source.name, self._at(target.root, to_root), target.name, progress
             )
         else:
             raise InvalidArgumentError(
                 f"neither {src!r} nor {dst!r} is a repository: one side must be user/name[:ref] "
                 "or ROOT::user/name[:ref]; see `hub cp --help` for how words are read"
             )
-        objects, nbytes, skipped, versions = done
-        return CopyReport(
-            str(source), str(target), objects, nbytes, skipped, versions, 0,
-            time.perf_counter() - start,
-        )  # fmt: skip
+        return CopyReport(str(source), str(target), *done, time.perf_counter() - start)
 
-    def _at(self, root: str | None) -> Hub:
+    def _replicate(
+        self, name: Name, dest: Hub, dest_name: Name, progress: Progress | None
+    ) -> tuple[int, int, int, int, int]:
+        from hubzarr.replicate import replicate, shallow_copy
+
+        if dest_name.ref is not None:
+            raise InvalidArgumentError(
+                f"the destination of a copy is a repository, named without a ref, not "
+                f"{dest_name}: a copy carries every branch and tag (or, with a ref on the "
+                "source, makes a new repository of that one state)"
+            )
+        if self.storage.url == dest.storage.url and name.with_ref(None) == dest_name:
+            raise InvalidArgumentError(
+                f"{name} and {dest_name} under {self.storage.url} are the same repository; "
+                "copy it to another name or root"
+            )
+        if dest.storage.read_only:
+            raise ReadOnlyError(
+                f"cannot copy to {dest.storage.url}: that root is read-only (HTTP); copy to "
+                "a local folder, memory, S3 or GCS root"
+            )
+        src, dst = Repository(self.storage, name), Repository(dest.storage, dest_name)
+        if name.ref is None:
+            done = _run(replicate(src, dst, progress))
+        else:
+            done = _run(shallow_copy(src, name.ref, dst, progress))
+        return done.objects, done.bytes, done.skipped, done.versions, done.refs
+
+    def _at(self, root: str | None, given: Hub | RootLike) -> Hub:
+        """The hub of one side of a copy: its ``ROOT::`` or the root given for it."""
+        if root is not None and given is not None:
+            raise InvalidArgumentError(
+                f"a root is given twice for one side of the copy ({root}:: and {given!r}); "
+                "give it once"
+            )
+        if isinstance(given, Hub):
+            return given
+        if given is not None:
+            return Hub(given)
         return self if root is None else Hub(root)
 
     def _export(
@@ -756,7 +814,7 @@ class Hub:
         target: PathLocation,
         storage_options: dict[str, Any] | None,
         progress: Progress | None,
-    ) -> tuple[int, int, int, int]:
+    ) -> tuple[int, int, int, int, int]:
         from hubzarr.transfer import export_zarr
 
         if target.suffix == ".npy":
@@ -766,9 +824,9 @@ class Hub:
         if dest.read_only:
             raise ReadOnlyError(f"cannot export to {target}: that location is read-only")
         objects, nbytes, skipped = _run(export_zarr(session, dest, progress))
-        return objects, nbytes, skipped, 0
+        return objects, nbytes, skipped, 0, 0
 
-    def _export_npy(self, name: Name, target: PathLocation) -> tuple[int, int, int, int]:
+    def _export_npy(self, name: Name, target: PathLocation) -> tuple[int, int, int, int, int]:
         import numpy as np
 
         if "://" in target.path:
@@ -791,14 +849,14 @@ class Hub:
         finally:
             if os.path.exists(partial):
                 os.unlink(partial)
-        return 1, os.path.getsize(path), 0, 0
+        return 1, os.path.getsize(path), 0, 0, 0
 
     def _import(
         self,
         source: PathLocation,
         name: Name,
         tag: str | None,
-    ) -> tuple[int, int, int, int]:
+    ) -> tuple[int, int, int, int, int]:
         from hubzarr.transfer import open_npy, open_npz
 
         if name.ref is not None:
@@ -833,7 +891,8 @@ class Hub:
         if tag is not None:
             self.tag(str(name), tag)
         nbytes = sum(npy.nbytes for npy in files.values())
-        return sum(arr.zarr.nchunks for arr in made), nbytes, 0, 1
+        refs = 1 if tag is None else 2  # the default branch, and the tag
+        return sum(arr.zarr.nchunks for arr in made), nbytes, 0, 1, refs
 
     def _new_group(self, name: Name) -> HubGroup:
         """A new repository holding an empty group (``AlreadyExistsError`` if it exists)."""
@@ -1049,6 +1108,16 @@ def copy(
     storage_options: dict[str, Any] | None = None,
     progress: Progress | None = None,
     root: RootLike = None,
+    from_root: Hub | RootLike = None,
+    to_root: Hub | RootLike = None,
 ) -> CopyReport:
     """:meth:`Hub.copy` on the default hub (or ``root``)."""
-    return Hub(root).copy(src, dst, tag=tag, storage_options=storage_options, progress=progress)
+    return Hub(root).copy(
+        src,
+        dst,
+        tag=tag,
+        storage_options=storage_options,
+        progress=progress,
+        from_root=from_root,
+        to_root=to_root,
+    )

@@ -380,11 +380,21 @@ def cp(
     tag_as: Annotated[
         str | None, typer.Option("--tag", help="Tag the imported repository's state.")
     ] = None,
+    from_root: Annotated[
+        str | None, typer.Option("--from-root", help="The source repository's root.")
+    ] = None,
+    to_root: Annotated[
+        str | None, typer.Option("--to-root", help="The destination repository's root.")
+    ] = None,
     root: RootOption = None,
 ) -> None:
-    """Import a file into a repository, or export a version of one.
+    """Copy a repository between roots, import a file into one, or export a version.
 
     \b
+      hub cp alice/x s3://bucket/hub::alice/x      every version, tag and branch;
+                                                   again: only what is new
+      hub cp alice/x --to-root s3://bucket/hub alice/x      the same
+      hub cp alice/x:v1 s3://bucket/hub::alice/x1  only that state (a new repository)
       hub cp ./images.npy alice/images --tag v0    .npy -> an array
       hub cp data.npz alice/data                   .npz -> a group of arrays
       hub cp alice/images:v0 out.zarr              a version -> a plain zarr store
@@ -425,7 +435,9 @@ def cp(
                 task, description=f"{done}/{total} objects", completed=nbytes, total=total_bytes
             )
 
-        report = hub.copy(src, dst, tag=tag_as, progress=progress)
+        report = hub.copy(
+            src, dst, tag=tag_as, progress=progress, from_root=from_root, to_root=to_root
+        )
     typer.echo(str(report))
 
 

@@ -14,7 +14,9 @@ code written against numpy, zarr or the filesystem keeps working::
     ├── ReadOnlyError (PermissionError,        writing to a tag, a sealed version, or a store
     │                  ValueError)             opened read-only: branch, then write
     ├── ConflictError (RuntimeError)           other writers kept changing the chunks a partial
-    │                                          write read, more often than it retried: retry
+    │   │                                      write read, more often than it retried: retry
+    │   └── DivergedError                      a copy's destination has changes its source
+    │                                          lacks: copy to a new name
     └── StorageError (OSError)                 the storage backend failed or holds bad data
         ├── AccessDeniedError (PermissionError) the credential may not do that: names the bucket
         │                                      and which credential was used, never a secret
@@ -37,6 +39,7 @@ __all__ = [
     "AlreadyExistsError",
     "ConflictError",
     "CorruptChunkError",
+    "DivergedError",
     "FormatError",
     "HubError",
     "InvalidArgumentError",
@@ -82,7 +85,13 @@ class ReadOnlyError(HubError, PermissionError, ValueError):
 
 
 class ConflictError(HubError, RuntimeError):
-    """A partial-chunk write lost its compare-and-swap race more often than it retries."""
+    """A partial-chunk write lost its compare-and-swap race more often than it retries, or a
+    copy found its destination changed while it ran."""
+
+
+class DivergedError(ConflictError):
+    """A copy's destination has changes its source lacks (a branch written there, a tag of
+    the same name on other data): nothing is copied."""
 
 
 class StorageError(HubError, OSError):

@@ -548,12 +548,16 @@ class VersionRecord:
         first, ending at a checkpoint or at the first version.
     created : float
         When the version was opened, in seconds since the epoch.
+    origin : str or None
+        For a snapshot a copy made of another root's open head (:mod:`hubzarr.replicate`):
+        that head's id, whose writes this version holds. ``None`` for every other version.
     """
 
     id: str
     parent: str | None
     chain: tuple[str, ...]
     created: float
+    origin: str | None = None
 
     @property
     def is_checkpoint(self) -> bool:
@@ -567,12 +571,15 @@ class VersionRecord:
 
     def to_dict(self) -> dict[str, Any]:
         """The record as stored."""
-        return {
+        record = {
             "id": self.id,
             "parent": self.parent,
             "chain": list(self.chain),
             "created": self.created,
         }
+        if self.origin is not None:
+            record["origin"] = self.origin
+        return record
 
     @classmethod
     def parse(cls, data: dict[str, Any], where: str, version: str) -> VersionRecord:
@@ -600,7 +607,9 @@ class VersionRecord:
             raise _damaged(where, "has a parent or chain that leads back to itself (a cycle)")
         if (ids[0] if ids else None) != parent:
             raise _damaged(where, "has a chain that does not start at its parent")
-        return cls(version, parent, ids, _time(_member(data, "created", where), "created", where))
+        origin = _optional_version_id(data.get("origin"), "origin", where)
+        created = _time(_member(data, "created", where), "created", where)
+        return cls(version, parent, ids, created, origin)
 
 
 @dataclass(frozen=True, slots=True)

@@ -440,8 +440,7 @@ class Session:
         )
         if len(path) == 1:
             return state
-        index = dict(state.index)
-        await state.repo.extend_index(index, path[:-1])
+        index = await state.repo.advance_index(dict(state.index), path)
         resolved = Resolved(state.resolved.kind, state.resolved.ref, path[-1], sealed=False)
         self._state = _State(state.repo, resolved, index)
         return self._state

@@ -75,9 +75,13 @@ class CopyReport:
     seconds: float
 
     def __str__(self) -> str:
-        if not self.objects and self.skipped:
-            return f"{self.destination} already holds all {self.skipped} objects: nothing copied"
-        done = f"{self.objects} objects, {self.bytes} bytes in {self.seconds:.2f} s"
+        if not (self.objects or self.versions or self.refs):
+            held = f"all {self.skipped} objects" if self.skipped else "everything"
+            return f"{self.destination} already holds {held}: nothing copied"
+        done = f"{self.objects} objects, {self.bytes} bytes"
+        if self.versions or self.refs:
+            done += f", {self.versions} versions, {self.refs} refs"
+        done += f" in {self.seconds:.2f} s"
         if self.skipped:
             done += f" ({self.skipped} already there)"
         return f"{self.source} -> {self.destination}: {done}"

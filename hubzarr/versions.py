@@ -38,7 +38,13 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from hubzarr import frame
-from hubzarr.errors import AlreadyExistsError, FormatError, InvalidArgumentError, NotFoundError
+from hubzarr.errors import (
+    AlreadyExistsError,
+    ConflictError,
+    FormatError,
+    InvalidArgumentError,
+    NotFoundError,
+)
 from hubzarr.files import RepoFiles
 from hubzarr.manifests import Index, Manifests, apply, build, merge
 from hubzarr.names import Name, check_ref
@@ -60,12 +66,12 @@ from hubzarr.records import (
 from hubzarr.refs import Refs
 from hubzarr.storage import Storage
 
-__all__ = ["LogEntry", "Repository", "Resolved", "list_repositories"]
+__all__ = ["LogEntry", "Repository", "Resolved", "author", "list_repositories"]
 
 _ADVICE = "the repository is damaged: restore that file from a copy"
 
 
-def _author() -> str:
+def author() -> str:
     try:
         return getpass.getuser()
     except (KeyError, OSError):
@@ -348,7 +354,7 @@ class Repository:
                 branch=branch,
                 time=time.time(),
                 message=f"branch {branch} deleted",
-                author=_author(),
+                author=author(),
             )
             try:
                 await self.files.create_record(self.files.seal_path(head), seal.to_dict())
@@ -508,14 +514,22 @@ class Repository:
         manifests = await asyncio.gather(*(self.read_manifest(v) for v in chain))
         return merge(reversed(manifests))
 
-    async def extend_index(self, index: Index, sealed: list[str]) -> None:
-        """Apply the manifests of ``sealed`` versions (oldest first) to ``index`` in place.
+    async def advance_index(self, index: Index, path: list[str]) -> Index:
+        """Return the starting index of ``path[-1]``, given ``index``, that of ``path[0]``.
 
-        Turns the starting index of an open head into that of the head that took over after it
-        was sealed, without reloading the whole chain.
+        ``path`` is a head and the heads that took over from it (:meth:`successors`). A
+        successor that continues its sealed predecessor starts from the predecessor's sealed
+        state: its manifest is applied to ``index``, without reloading the whole chain. A
+        successor that a copy moved elsewhere (its parent is another version,
+        :mod:`hubzarr.replicate`) starts from its own chain.
         """
-        for version in sealed:
-            apply(index, await self.read_manifest(version))
+        records = await asyncio.gather(*(self._require_version(v) for v in path[1:]))
+        for sealed, record in zip(path[:-1], records, strict=True):
+            if record.parent == sealed:
+                apply(index, await self.read_manifest(sealed))
+            else:
+                index = await self.load_index(record.chain)
+        return index
 
     async def version_index(self, version: str, *, sealed: bool) -> Index:
         """Return the index a reader of ``version`` resolves keys with.
@@ -573,7 +587,7 @@ class Repository:
             branch=branch,
             time=time.time(),
             message=message,
-            author=_author(),
+            author=author(),
         )
         try:
             await self.files.create_record(self.files.seal_path(head), seal.to_dict())
@@ -589,6 +603,40 @@ class Repository:
             seal = won
         await self._finish_seal(head, seal)
         return head
+
+    async def move_head(self, branch: str, old: str, new: str, message: str) -> list[str]:
+        """Seal the head ``old`` of ``branch`` with ``new``, a head whose record starts from
+        another state, as its successor (a copy moving the branch forward,
+        :mod:`hubzarr.replicate`); return the keys ``old`` wrote before the seal fenced it.
+
+        The caller checked that ``old`` had written nothing; the keys returned are writes that
+        landed since, which it applies to ``new`` so that none is lost.
+
+        Raises
+        ------
+        ConflictError
+            If ``old`` was sealed by someone else meanwhile (nothing is changed).
+        """
+        seal = SealRecord(
+            version=old,
+            successor=new,
+            branch=branch,
+            time=time.time(),
+            message=message,
+            author=author(),
+        )
+        try:
+            await self.files.create_record(self.files.seal_path(old), seal.to_dict())
+        except AlreadyExistsError:
+            raise ConflictError(
+                f"the branch {branch!r} of {self.name} changed meanwhile (its head {old} was "
+                "sealed by another writer); run the copy again"
+            ) from None
+        await self._finish_seal(old, seal)
+        manifest = await self.read_manifest(old)
+        if isinstance(manifest, Checkpoint):
+            return sorted(k for k, loc in manifest.locations().items() if loc.version == old)
+        return sorted({*manifest.locations(), *manifest.deleted})
 
     async def _sealed_version(
         self, ref: str | None, action: str, message: str | None = None

@@ -10,9 +10,12 @@ import os
 # bucket against an emulator. Set before anything imports gcsfs (spawned workers inherit it).
 os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 
+import functools
+import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -164,3 +167,27 @@ _LONGEST_FIRST = ("test_state_machine.py::test_versions_follow_the_model_on_s3",
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Move the longest tests to the front (the order is otherwise unchanged)."""
     items.sort(key=lambda item: not item.nodeid.endswith(_LONGEST_FIRST))
+
+
+class QuietHandler(SimpleHTTPRequestHandler):
+    """Serves a folder without logging each request."""
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[hubzarr.Hub, str]]:
+    """A local hub root, and the URL of an HTTP server on 127.0.0.1 serving that folder."""
+    folder = tmp_path / "hub"
+    folder.mkdir()
+    handler = functools.partial(QuietHandler, directory=str(folder))
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield hubzarr.Hub(str(folder)), f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        thread.join()
+        httpd.server_close()

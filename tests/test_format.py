@@ -70,6 +70,21 @@ def _arrays(state: dict[str, bytes]) -> list[str]:
     return sorted(k[: -len(".zarray")].rstrip("/") for k in state if k.endswith(".zarray"))
 
 
+def _reads_alike(hub: hubzarr.Hub, name: str, ref: str) -> dict[str, bytes]:
+    """What the spec's reader reads at ``name:ref``, checked against hubzarr."""
+    state = spec_reader.Repository(hub.root, name).state(ref)
+    session = hub.reader(f"{name}:{ref}")
+    assert sorted(state) == sorted(sync(session.keys())), ref
+    for key, payload in state.items():
+        assert payload == bytes(sync(session.read(key)) or b""), (ref, key)
+    for path in _arrays(state):
+        node: Any = hub.load(f"{name}:{ref}", mode="r")
+        expected = node[path][:] if path else node[:]
+        got = spec_reader.array(state, path)
+        np.testing.assert_array_equal(got, expected, err_msg=f"{ref} {path}")
+    return state
+
+
 def test_a_reader_written_from_the_spec_reads_what_hubzarr_reads(local_root: str) -> None:
     root = local_root
     hub = hubzarr.Hub(root)
@@ -80,21 +95,29 @@ def test_a_reader_written_from_the_spec_reads_what_hubzarr_reads(local_root: str
         targets = _refs_and_versions(hub, name)
         assert len(targets) > (records.CHECKPOINT_EVERY if name == "spec/arr" else 3)
         for ref in targets:
-            state = repo.state(ref)
-            session = hub.reader(f"{name}:{ref}")
-            assert sorted(state) == sorted(sync(session.keys())), ref
-            for key, payload in state.items():
-                assert payload == bytes(sync(session.read(key)) or b""), (ref, key)
-            for path in _arrays(state):
-                node: Any = hub.load(f"{name}:{ref}", mode="r")
-                expected = node[path][:] if path else node[:]
-                got = spec_reader.array(state, path)
-                np.testing.assert_array_equal(got, expected, err_msg=f"{ref} {path}")
+            _reads_alike(hub, name, ref)
             checked += 1
         sealed = [t for t in targets if spec_reader.VERSION.fullmatch(t)]
         checkpoints = [v for v in sealed if repo.manifest(v)["checkpoint"]]
         assert checkpoints if name == "spec/arr" else not checkpoints
     assert checked > records.CHECKPOINT_EVERY
+
+
+def test_the_reader_reads_copies_as_hubzarr_does(local_root: str, tmp_path: Path) -> None:
+    """Section 13: snapshots of open heads, and branches moved to another state."""
+    hub, copy = hubzarr.Hub(local_root), hubzarr.Hub(str(tmp_path / "copy"))
+    _history(hub)
+    for name in ("spec/arr", "spec/grp"):
+        hub.copy(name, name, to_root=copy)
+    hub.load_array("spec/arr")[3] = 33  # the open head again: a second snapshot
+    hub.tag("spec/arr", "after")
+    hub.load_array("spec/arr")[4] = 44
+    hub.copy("spec/arr", "spec/arr", to_root=copy)  # main moved forward
+    for name in ("spec/arr", "spec/grp"):
+        for ref in _refs_and_versions(copy, name):
+            copied = _reads_alike(copy, name, ref)
+            if not spec_reader.VERSION.fullmatch(ref):
+                assert copied == spec_reader.Repository(local_root, name).state(ref), ref
 
 
 def test_the_reader_refuses_a_newer_layout(local_root: str) -> None:

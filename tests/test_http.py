@@ -7,13 +7,14 @@ import posixpath
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
 import numpy as np
 import pytest
+from conftest import QuietHandler
 from typer.testing import CliRunner
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
@@ -23,12 +24,7 @@ from hubzarr.cli import app
 from hubzarr.errors import InvalidArgumentError
 
 
-class _QuietHandler(SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-class _RecordingHandler(_QuietHandler):
+class _RecordingHandler(QuietHandler):
     """Serves a folder and records the path of every request it gets."""
 
     def __init__(self, *args: Any, requests: list[str], **kwargs: Any) -> None:
@@ -57,23 +53,6 @@ class Site:
         """Requests for anything outside the hub root, as the server resolves them."""
         resolved = [posixpath.normpath(unquote(r.split("?", 1)[0])) for r in self.requests]
         return [r for r in resolved if not (r == "/hub" or r.startswith("/hub/"))]
-
-
-@pytest.fixture
-def served(tmp_path: Path) -> Iterator[tuple[hubzarr.Hub, str]]:
-    """A local hub root, and the URL of an HTTP server on 127.0.0.1 serving that folder."""
-    folder = tmp_path / "hub"
-    folder.mkdir()
-    handler = functools.partial(_QuietHandler, directory=str(folder))
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield hubzarr.Hub(str(folder)), f"http://127.0.0.1:{httpd.server_address[1]}"
-    finally:
-        httpd.shutdown()
-        thread.join()
-        httpd.server_close()
 
 
 @pytest.fixture

@@ -29,6 +29,7 @@ import contextlib
 import ctypes
 import errno
 import math
+import mmap
 import os
 import platform
 import re
@@ -297,6 +298,29 @@ class Storage(ABC):
         AlreadyExistsError
             If the object exists; it is left unchanged.
         """
+
+    async def create_copy(
+        self, path: str, source: Storage, source_path: str, check: Callable[[memoryview], Any]
+    ) -> int | None:
+        """Create ``path`` (put-if-absent, not flushed) with the bytes of ``source_path`` at
+        ``source``, once ``check`` accepted them (it raises to refuse); return the size, or
+        ``None`` if the source object does not exist.
+
+        Backends may copy without the bytes passing through Python (local to local: the
+        kernel copies, and ``check`` reads the copy before it is published).
+
+        Raises
+        ------
+        AlreadyExistsError
+            If ``path`` exists; it is left unchanged.
+        """
+        check_path(path)  # before anything is read
+        raw = await source.read(source_path)
+        if raw is None:
+            return None
+        check(memoryview(raw))
+        await self.create(path, raw, durable=False, unique=False)
+        return len(raw)
 
     async def empty(self, path: str) -> None:
         """Drop the object's data but keep its name (a zero-byte object); an absent object is
@@ -656,6 +680,83 @@ def _local_write(root: str, rel: str, data: Parts, durable: bool, create: bool) 
         os.close(folder)
 
 
+def _local_copy(
+    root: str, rel: str, source_root: str, source_rel: str, check: Callable[[memoryview], Any]
+) -> int | None:
+    """Copy ``source_root/source_rel`` to a temporary file beside ``root/rel`` in the kernel,
+    let ``check`` read the copy (mapped, not read into memory), then link it into place."""
+    opened = _open_file(source_root, source_rel)
+    if opened is None:
+        return None
+    source, size = opened
+    folders, name = _split(rel)
+    try:
+        folder = _open_folder(root, folders, create=True)
+        assert folder is not None
+        try:
+            tmp = f"{name}.{uuid.uuid4().hex}{TMP_SUFFIX}"
+            flags = (_TEMPORARY_FLAGS & ~os.O_WRONLY) | os.O_RDWR  # mapped for the check
+            fd = os.open(tmp, flags, 0o666, dir_fd=folder)
+            try:
+                _copy_range(source, fd, size)
+                if size:
+                    with mmap.mmap(fd, size, prot=mmap.PROT_READ) as mapped:
+                        _check_mapped(mapped, check)
+                else:
+                    check(memoryview(b""))
+                os.close(fd)
+                fd = -1
+                try:
+                    os.link(tmp, name, src_dir_fd=folder, dst_dir_fd=folder)
+                except FileExistsError:
+                    if _is_link(folder, name):
+                        raise _RefusedEntryError(rel, _LINK) from None
+                    raise
+            finally:
+                if fd >= 0:
+                    os.close(fd)
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp, dir_fd=folder)
+        finally:
+            os.close(folder)
+    finally:
+        os.close(source)
+    return size
+
+
+def _check_mapped(mapped: mmap.mmap, check: Callable[[memoryview], Any]) -> None:
+    """``check(view of mapped)``; the views it made are gone before the map closes, even when
+    it raises (its traceback would keep them alive, and a map with views cannot close)."""
+    view = memoryview(mapped)
+    failure: BaseException | None = None
+    try:
+        check(view)
+    except BaseException as exc:  # re-raised below, once the views are released
+        failure = exc.with_traceback(None)
+    view.release()
+    if failure is not None:
+        raise failure
+
+
+def _copy_range(source: int, target: int, size: int) -> None:
+    """Copy ``size`` bytes between two files, in the kernel where it can."""
+    done = 0
+    try:
+        while done < size:
+            copied = os.copy_file_range(source, target, size - done)
+            if not copied:
+                break
+            done += copied
+    except OSError as exc:
+        if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL):
+            raise
+    if done < size:  # another filesystem, or no copy_file_range: through a buffer
+        os.lseek(source, done, os.SEEK_SET)
+        os.lseek(target, done, os.SEEK_SET)
+        while chunk := os.read(source, 2**20):
+            os.write(target, chunk)
+
+
 def _write_in(
     folder: int,
     rel: str,
@@ -881,6 +982,20 @@ class LocalStorage(Storage):
             rel = check_path(path)
             try:
                 await asyncio.to_thread(_local_write, self._root_str, rel, data, durable, True)
+            except FileExistsError as exc:
+                raise AlreadyExistsError(f"{path!r} already exists under {self.url}") from exc
+
+    async def create_copy(
+        self, path: str, source: Storage, source_path: str, check: Callable[[memoryview], Any]
+    ) -> int | None:
+        if not isinstance(source, LocalStorage):
+            return await super().create_copy(path, source, source_path, check)
+        with _translating(self.url, path):
+            rel, source_rel = check_path(path), check_path(source_path)
+            try:
+                return await asyncio.to_thread(
+                    _local_copy, self._root_str, rel, source._root_str, source_rel, check
+                )
             except FileExistsError as exc:
                 raise AlreadyExistsError(f"{path!r} already exists under {self.url}") from exc
 

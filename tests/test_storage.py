@@ -16,6 +16,7 @@ import pytest
 
 from hubzarr.errors import (
     AlreadyExistsError,
+    CorruptChunkError,
     HubError,
     InvalidArgumentError,
     ReadOnlyError,
@@ -218,6 +219,28 @@ class StorageContract:
         await storage.create("obj", b"whole")
         assert await storage.read("obj") == b"whole"
 
+    async def test_create_copy_copies_what_the_check_accepts(self, storage: Storage) -> None:
+        seen: list[bytes] = []
+        await storage.write("a/src", b"payload" * 1000)
+        size = await storage.create_copy("b/dst", storage, "a/src", lambda v: seen.append(bytes(v)))
+        assert size == 7000 and seen == [b"payload" * 1000]
+        assert await storage.read("b/dst") == b"payload" * 1000
+        with pytest.raises(AlreadyExistsError):
+            await storage.create_copy("b/dst", storage, "a/src", lambda v: None)
+        assert await storage.create_copy("b/new", storage, "a/none", lambda v: None) is None
+
+    async def test_create_copy_refused_by_the_check_leaves_nothing(self, storage: Storage) -> None:
+        await storage.write("a/src", b"bad")
+
+        def refuse(view: memoryview) -> None:
+            kept = view[1:]  # a view the raise carries away in its traceback
+            raise CorruptChunkError(f"refused {bytes(kept)!r}")
+
+        with pytest.raises(CorruptChunkError, match="refused b'ad'"):
+            await storage.create_copy("b/dst", storage, "a/src", refuse)
+        assert await storage.read("b/dst") is None
+        assert sorted(self.raw_names(storage)) == ["a/src"]
+
     async def test_concurrent_creates_have_one_winner(self, storage: Storage) -> None:
         contents = [bytes([i]) * (1000 + i) for i in range(8)]
         outcomes = await asyncio.gather(
@@ -351,6 +374,7 @@ class StorageContract:
             lambda: storage.write(bad, b"x"),
             lambda: storage.write(bad, b"x", durable=True),
             lambda: storage.create(bad, b"x"),
+            lambda: storage.create_copy(bad, storage, "ok", lambda v: None),
             lambda: storage.delete_prefix(bad),
             lambda: storage.list(bad),
             lambda: storage.list_dir(bad),

@@ -28,6 +28,8 @@ from hubzarr.api import (
     delete,
     delete_branch,
     delete_tag,
+    describe,
+    describe_all,
     from_dask,
     from_numpy,
     gc,
@@ -59,6 +61,7 @@ from hubzarr.errors import (
     StorageError,
     UnsafeCastError,
 )
+from hubzarr.summaries import RepoSummary
 from hubzarr.versions import LogEntry
 
 if TYPE_CHECKING:
@@ -103,7 +106,7 @@ _MODULES = frozenset(
         "addresses", "api", "arrays", "bulk", "chunks", "cli", "collect", "config", "errors",
         "files", "frame", "groups", "indexing", "integrity", "manifests", "metadata", "names",
         "records", "refs", "replicate", "retry", "runner", "session", "spec", "storage", "stores",
-        "transfer", "versions", "xarray",
+        "summaries", "transfer", "versions", "xarray",
     }
 )  # fmt: skip
 
@@ -149,6 +152,7 @@ __all__ = [
     "ObjectEntry",
     "Problem",
     "ReadOnlyError",
+    "RepoSummary",
     "Session",
     "StorageError",
     "UnsafeCastError",
@@ -160,6 +164,8 @@ __all__ = [
     "delete",
     "delete_branch",
     "delete_tag",
+    "describe",
+    "describe_all",
     "from_dask",
     "from_numpy",
     "gc",

@@ -13,16 +13,23 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from hubzarr.collect import DEFAULT_GRACE_S, GCReport, collect
 from hubzarr.config import resolve_namespace, resolve_root, resolve_storage_options
-from hubzarr.errors import AlreadyExistsError, InvalidArgumentError, NotFoundError, ReadOnlyError
+from hubzarr.errors import (
+    AlreadyExistsError,
+    InvalidArgumentError,
+    InvalidNameError,
+    NotFoundError,
+    ReadOnlyError,
+)
 from hubzarr.names import Name, check_ref, parse_name
 from hubzarr.records import check_message
 from hubzarr.runner import run as _run
 from hubzarr.storage import Storage, check_root, open_storage, public_options
+from hubzarr.summaries import RepoSummary, summarize, summarize_all
 from hubzarr.versions import LogEntry, Repository, list_repositories
 
 # Arrays, groups, stores and what they need (zarr, numpy, dask) are imported where first
-# needed: the repository-level operations (ls, log, tag, branch, gc, delete) need none of
-# them, and the quick commands of the CLI start without.
+# needed: the repository-level operations (ls, describe, log, tag, branch, gc, delete) need
+# none of them, and the quick commands of the CLI start without.
 if TYPE_CHECKING:
     from hubzarr.addresses import PathLocation
     from hubzarr.arrays import HubArray
@@ -40,6 +47,8 @@ __all__ = [
     "delete",
     "delete_branch",
     "delete_tag",
+    "describe",
+    "describe_all",
     "from_dask",
     "from_numpy",
     "gc",
@@ -934,6 +943,58 @@ class Hub:
             raise InvalidArgumentError(f"prefix must be a string, not {prefix!r}")
         return _run(list_repositories(self.storage, prefix))
 
+    def describe(self, name: str) -> RepoSummary:
+        """Summarise a repository: bytes and objects stored, versions, branches, tags and
+        when it last changed.
+
+        One listing of the repository's folder and the reads of its refs, run concurrently.
+
+        Parameters
+        ----------
+        name : str
+            ``user/name``, without a ref.
+
+        Returns
+        -------
+        RepoSummary
+            The repository at a glance.
+
+        Raises
+        ------
+        InvalidNameError
+            If ``name`` is malformed (checked before any I/O).
+        InvalidArgumentError
+            If ``name`` has a ref (a summary is of the whole repository).
+        NotFoundError
+            If the repository does not exist.
+        """
+        repo, _ = self._repo_only(name, "describe")
+        return _run(summarize(repo))
+
+    def describe_all(self, prefix: str = "") -> list[RepoSummary]:
+        """Summarise (as :meth:`describe` does) the repositories whose name starts with
+        ``prefix``, sorted by name: what ``hub ls -l`` shows.
+
+        The repositories are summarised concurrently; one deleted meanwhile is left out.
+
+        Raises
+        ------
+        InvalidArgumentError
+            If ``prefix`` is not a string.
+        """
+        if not isinstance(prefix, str):
+            raise InvalidArgumentError(f"prefix must be a string, not {prefix!r}")
+
+        async def listed() -> list[RepoSummary]:
+            names = await list_repositories(self.storage, prefix)
+            return await summarize_all(
+                Repository(self.storage, parsed)
+                for parsed in map(_repository_name, names)
+                if parsed is not None
+            )
+
+        return _run(listed())
+
     def delete(self, name: str) -> None:
         """Delete a repository with all its versions.
 
@@ -960,6 +1021,15 @@ def _fill(arr: HubArray, npy: NpyFile) -> None:
         return
     for lo, band in npy.bands(arr.chunks[0]):
         arr[lo : lo + len(band)] = band
+
+
+def _repository_name(name: str) -> Name | None:
+    """The parsed name of a listed repository folder; ``None`` for a folder no name can
+    address (written by hand: ``hub ls`` shows it, but no operation reaches it)."""
+    try:
+        return parse_name(name, default_user=name.partition("/")[0])  # always user/name
+    except InvalidNameError:
+        return None
 
 
 def _rebuild_hub(root: str, options: dict[str, Any], storage: Storage | None) -> Hub:
@@ -1069,6 +1139,16 @@ def log(name: str, *, root: RootLike = None) -> list[LogEntry]:
 def ls(prefix: str = "", *, root: RootLike = None) -> list[str]:
     """List repositories; see :meth:`Hub.ls`."""
     return Hub(root).ls(prefix)
+
+
+def describe(name: str, *, root: RootLike = None) -> RepoSummary:
+    """Summarise a repository; see :meth:`Hub.describe`."""
+    return Hub(root).describe(name)
+
+
+def describe_all(prefix: str = "", *, root: RootLike = None) -> list[RepoSummary]:
+    """Summarise the repositories under a root; see :meth:`Hub.describe_all`."""
+    return Hub(root).describe_all(prefix)
 
 
 def delete(name: str, *, root: RootLike = None) -> None:

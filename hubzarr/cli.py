@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import functools
+import json
 import os
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
@@ -25,6 +27,8 @@ app = typer.Typer(
 if TYPE_CHECKING:
     from hubzarr.config import Settings
     from hubzarr.groups import HubGroup
+    from hubzarr.summaries import RepoSummary
+    from hubzarr.versions import LogEntry
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -37,6 +41,9 @@ RootOption = Annotated[
     ),
 ]
 NameArgument = Annotated[str, typer.Argument(help="Repository name: user/name[:ref].")]
+JsonOption = Annotated[
+    bool, typer.Option("--json", help="Print one JSON document instead, for scripts.")
+]
 
 
 def _handles_errors(command: F) -> F:
@@ -54,9 +61,28 @@ def _handles_errors(command: F) -> F:
 
 
 def _size(nbytes: int) -> str:
-    from dask.utils import format_bytes
+    """``nbytes`` as people read it (``3.00 MiB``), as dask's ``format_bytes`` writes it:
+    without importing dask, which ``hub ls -l`` would spend most of its time on."""
+    for unit, scale in (
+        ("PiB", 2**50), ("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("kiB", 2**10)
+    ):  # fmt: skip
+        if nbytes >= scale * 0.9:
+            return f"{nbytes / scale:.2f} {unit}"
+    return f"{nbytes} B"
 
-    return str(format_bytes(nbytes))
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}{'' if count == 1 else 'es' if word.endswith('ch') else 's'}"
+
+
+def _json(document: Any) -> None:
+    """Print ``document`` as one JSON document on stdout."""
+    typer.echo(json.dumps(document, indent=2))
+
+
+def _utc(moment: datetime) -> str:
+    """An aware UTC time in ISO 8601, ``Z`` for the zone (``2025-01-02T03:04:05.678000Z``)."""
+    return moment.isoformat().replace("+00:00", "Z")
 
 
 def _rows(rows: list[tuple[str, ...]], *, indent: int = 0, first: int = 0) -> None:
@@ -156,7 +182,7 @@ def demo(
         typer.echo(_log_line(entry))
 
 
-def _log_line(entry: Any) -> str:
+def _log_line(entry: LogEntry) -> str:
     refs = f" ({', '.join(entry.refs)})" if entry.refs else ""
     state = "" if entry.sealed else " [open head]"
     message = f"  {entry.message}" if entry.message else ""
@@ -167,18 +193,120 @@ def _log_line(entry: Any) -> str:
 @_handles_errors
 def ls_command(
     prefix: Annotated[str, typer.Argument(help="Only names starting with this.")] = "",
+    long: Annotated[
+        bool,
+        typer.Option("--long", "-l", help="A table: size, versions, last change and refs of each."),
+    ] = False,
+    as_json: JsonOption = False,
     root: RootOption = None,
 ) -> None:
-    """List the repositories under the hub root."""
+    """List the repositories under the hub root.
+
+    With -l, a table: the bytes each stores (what 'hub gc' has yet to free included), its
+    versions (branch heads included), when it last changed and its branches and tags.
+    """
     from hubzarr.api import Hub
 
-    for name in Hub(root).ls(prefix):
-        typer.echo(name)
+    hub = Hub(root)
+    if not long:
+        names = hub.ls(prefix)
+        if as_json:
+            _json(names)
+            return
+        for name in names:
+            typer.echo(name)
+        return
+    summaries = hub.describe_all(prefix)
+    if as_json:
+        _json([_summary_document(summary) for summary in summaries])
+        return
+    if summaries:
+        _rows(
+            [
+                ("name", "size", "versions", "last change", "refs"),
+                *(
+                    (
+                        s.name,
+                        _size(s.nbytes),
+                        str(s.versions),
+                        f"{s.last_change:%Y-%m-%d %H:%M:%S}Z" if s.last_change else "-",
+                        ", ".join((*s.branches, *(f"tag: {t}" for t in s.tags))) or "-",
+                    )
+                    for s in summaries
+                ),
+            ]
+        )
+
+
+def _summary_document(summary: RepoSummary) -> dict[str, Any]:
+    return {
+        "name": summary.name,
+        "nbytes": summary.nbytes,
+        "objects": summary.objects,
+        "versions": summary.versions,
+        "branches": list(summary.branches),
+        "tags": list(summary.tags),
+        "last_change": _utc(summary.last_change) if summary.last_change else None,
+    }
+
+
+@app.command("rm")
+@_handles_errors
+def rm(
+    name: Annotated[str, typer.Argument(help="Repository name: user/name, without a ref.")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Delete without asking.")] = False,
+    root: RootOption = None,
+) -> None:
+    """Delete the repository NAME with all its versions, branches and tags.
+
+    Asks first, showing what will be lost; without a terminal to ask in, --yes is needed.
+
+    To delete one tag or branch instead, use 'hub tag -d' or 'hub branch -d'.
+    """
+    from hubzarr.api import Hub
+    from hubzarr.config import resolve_namespace
+    from hubzarr.names import parse_name
+
+    hub = Hub(root)
+    parsed = parse_name(name, default_user=resolve_namespace())
+    if parsed.ref is not None:
+        repo, ref = parsed.with_ref(None), parsed.ref
+        raise InvalidArgumentError(
+            f"hub rm deletes a whole repository and takes a name without a ref, not {name!r}; "
+            f"to delete the tag or branch {ref!r} only, run 'hub tag -d {repo} {ref}' or "
+            f"'hub branch -d {repo} {ref}'"
+        )
+    summary = hub.describe(name)
+    lost = (
+        f"{_plural(summary.versions, 'version')}, {_refs_line(summary)}, "
+        f"{_size(summary.nbytes)} in {_plural(summary.objects, 'object')}"
+    )
+    if not yes:
+        if not _stdin_is_tty():
+            raise InvalidArgumentError(
+                f"not deleting {summary.name} under {hub.root} ({lost}): there is no terminal "
+                "to confirm in; pass --yes to delete it"
+            )
+        question = f"delete {summary.name} under {hub.root}: {lost}? This cannot be undone."
+        if not typer.confirm(question, default=False, err=True):
+            typer.echo(f"not deleted: {summary.name}", err=True)
+            raise typer.Exit(1)
+    hub.delete(summary.name)
+    typer.echo(f"deleted {summary.name} under {hub.root} ({lost})")
+
+
+def _refs_line(summary: RepoSummary) -> str:
+    """``2 branches (dev, main), 1 tag (v1)``."""
+    parts = []
+    for word, refs in (("branch", summary.branches), ("tag", summary.tags)):
+        listed = f" ({', '.join(refs)})" if refs else ""
+        parts.append(f"{_plural(len(refs), word)}{listed}")
+    return ", ".join(parts)
 
 
 @app.command()
 @_handles_errors
-def info(name: NameArgument, root: RootOption = None) -> None:
+def info(name: NameArgument, as_json: JsonOption = False, root: RootOption = None) -> None:
     """Show an array's ref, version, shape, dtype, chunks and compressor; for a group, each of
     its arrays (with subgroups' arrays) by key."""
     from hubzarr.api import Hub
@@ -187,6 +315,13 @@ def info(name: NameArgument, root: RootOption = None) -> None:
     arr = Hub(root).load(name, mode="r")
     resolved = arr.store.session.pinned
     assert resolved is not None
+    document: dict[str, Any] = {
+        "name": arr.name,
+        "ref": resolved.ref,
+        "ref_kind": resolved.kind,
+        "version": resolved.version,
+        "sealed": resolved.sealed,
+    }
     rows = {
         "name": arr.name,
         "ref": f"{resolved.ref} ({resolved.kind})",
@@ -194,8 +329,22 @@ def info(name: NameArgument, root: RootOption = None) -> None:
     }
     if isinstance(arr, HubGroup):
         arrays = _group_arrays(arr)
+        total = sum(a.nbytes for _, a in arrays)
+        if as_json:
+            members = [
+                {
+                    "path": path,
+                    "shape": list(a.shape),
+                    "dtype": str(a.dtype),
+                    "chunks": list(a.chunks),
+                    "nbytes": a.nbytes,
+                }
+                for path, a in arrays
+            ]
+            _json(document | {"kind": "group", "nbytes": total, "arrays": members})
+            return
         count = f"{len(arrays)} array{'' if len(arrays) == 1 else 's'}"
-        rows["group"] = f"{count}, {_size(sum(a.nbytes for _, a in arrays))}"
+        rows["group"] = f"{count}, {_size(total)}"
         _rows([(f"{key}:", value) for key, value in rows.items()], first=_KEY_WIDTH)
         if arrays:
             _rows(
@@ -212,7 +361,22 @@ def info(name: NameArgument, root: RootOption = None) -> None:
                 indent=2,
             )
         return
-    compressor = arr.zarr.metadata.to_dict().get("compressor")
+    metadata = arr.zarr.metadata.to_dict()  # the fill value as zarr stores it: JSON
+    compressor = metadata.get("compressor")
+    if as_json:
+        _json(
+            document
+            | {
+                "kind": "array",
+                "shape": list(arr.shape),
+                "dtype": str(arr.dtype),
+                "chunks": list(arr.chunks),
+                "nbytes": arr.nbytes,
+                "compressor": compressor,
+                "fill_value": metadata.get("fill_value"),
+            }
+        )
+        return
     rows |= {
         "shape": str(arr.shape),
         "dtype": str(arr.dtype),
@@ -237,11 +401,27 @@ def _group_arrays(group: HubGroup) -> list[tuple[str, Any]]:
 
 @app.command()
 @_handles_errors
-def log(name: NameArgument, root: RootOption = None) -> None:
+def log(name: NameArgument, as_json: JsonOption = False, root: RootOption = None) -> None:
     """Show the versions leading to NAME, newest first."""
     from hubzarr.api import Hub
 
-    for entry in Hub(root).log(name):
+    entries = Hub(root).log(name)
+    if as_json:
+        _json(
+            [
+                {
+                    "id": entry.id,
+                    "parent": entry.parent,
+                    "time": _utc(entry.time),
+                    "message": entry.message,
+                    "refs": list(entry.refs),
+                    "sealed": entry.sealed,
+                }
+                for entry in entries
+            ]
+        )
+        return
+    for entry in entries:
         typer.echo(_log_line(entry))
 
 

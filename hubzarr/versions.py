@@ -291,15 +291,15 @@ class Repository:
     async def list_refs(self) -> dict[str, tuple[RefKind, str]]:
         """Return ``{ref: (kind, version)}`` for every branch (its head) and tag."""
         await self.open()
-        out: dict[str, tuple[RefKind, str]] = {}
-        kinds: tuple[RefKind, ...] = ("branch", "tag")
-        for kind in kinds:
+
+        async def live(kind: RefKind) -> list[tuple[str, tuple[RefKind, str]]]:
             names = await self.refs.names(kind)
             versions = await asyncio.gather(*(self.refs.live(kind, n) for n in names))
-            out.update(
-                (n, (kind, v)) for n, v in zip(names, versions, strict=True) if v is not None
-            )
-        return out
+            return [(n, (kind, v)) for n, v in zip(names, versions, strict=True) if v is not None]
+
+        # Both kinds at once: two round trips to an object store instead of four.
+        branches, tags = await asyncio.gather(live("branch"), live("tag"))
+        return dict(branches + tags)
 
     async def delete_ref(self, kind: RefKind, ref: str) -> str:
         """Delete a tag or branch; return the version it pointed at.

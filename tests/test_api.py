@@ -3,6 +3,7 @@ object, and the zarr store that zarr and xarray use."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -185,6 +186,80 @@ def test_load_of_a_missing_repository_names_close_matches(hub: hubzarr.Hub) -> N
     assert hub.ls() == ["team/images", "zoo/penguins"]
 
 
+# -- describe ------------------------------------------------------------------------------
+
+
+def test_describe_summarises_a_repository(hub: hubzarr.Hub) -> None:
+    arr = hub.array((4, 2), "sum/arr", dtype="int32", chunks=(1, 2))
+    first = hub.describe("sum/arr")
+    listed = sync(hub.storage.list("sum/arr"))
+    assert first == hubzarr.RepoSummary(
+        name="sum/arr",
+        nbytes=sum(listed.values()),
+        objects=len(listed),
+        versions=1,
+        branches=("main",),
+        tags=(),
+        last_change=first.last_change,
+    )
+    assert first.last_change is not None
+    assert first.last_change.utcoffset() == timedelta(0)
+
+    arr[:] = np.arange(8).reshape(4, 2)
+    hub.tag("sum/arr", "v1")
+    hub.branch("sum/arr:v1", "dev")
+    hub.tag("sum/arr", "v2")
+    hub.delete_tag("sum/arr", "v2")  # a deleted ref is no longer listed
+    second = hub.describe("sum/arr")
+    listed = sync(hub.storage.list("sum/arr"))
+    assert (second.nbytes, second.objects) == (sum(listed.values()), len(listed))
+    assert second.objects > first.objects + 4
+    # v1's version, v2's (until gc), and the heads of main and dev.
+    assert second.versions == len(hub.log("sum/arr")) + 1 == 4
+    assert (second.branches, second.tags) == (("dev", "main"), ("v1",))
+    assert second.last_change is not None and second.last_change >= first.last_change
+    assert hubzarr.describe("sum/arr", root=hub.root) == second
+
+
+def test_describe_all_is_ls_with_summaries(hub: hubzarr.Hub) -> None:
+    for name in ("b/two", "a/one", "ab/three"):
+        hub.array((2,), name)
+    hub.tag("a/one", "v1")
+    summaries = hub.describe_all()
+    assert [s.name for s in summaries] == hub.ls() == ["a/one", "ab/three", "b/two"]
+    assert summaries == [hub.describe(name) for name in hub.ls()]
+    assert [s.tags for s in summaries] == [("v1",), (), ()]
+    assert [s.name for s in hubzarr.describe_all("a/", root=hub.root)] == ["a/one"]
+    assert hub.describe_all("c") == []
+    with pytest.raises(hubzarr.InvalidArgumentError):
+        hub.describe_all(3)  # type: ignore[arg-type]
+
+
+def test_describe_all_leaves_out_what_no_name_reaches(hub: hubzarr.Hub) -> None:
+    from hubzarr.names import parse_name
+    from hubzarr.summaries import summarize_all
+    from hubzarr.versions import Repository
+
+    hub.array((2,), "real/arr")
+    sync(hub.storage.write("Hand/Made/repo.json", b"{}"))  # no name can address it
+    assert [s.name for s in hub.describe_all()] == ["real/arr"]
+    # A repository deleted after it was listed is left out, not an error.
+    gone = Repository(hub.storage, parse_name("gone/arr", default_user="gone"))
+    real = Repository(hub.storage, parse_name("real/arr", default_user="real"))
+    assert [s.name for s in sync(summarize_all([gone, real]))] == ["real/arr"]
+
+
+def test_describe_refuses_refs_and_missing_repositories(hub: hubzarr.Hub) -> None:
+    hub.array((2,), "sum/arr")
+    hub.tag("sum/arr", "v1")
+    with pytest.raises(hubzarr.InvalidArgumentError, match="without a ref"):
+        hub.describe("sum/arr:v1")
+    with pytest.raises(hubzarr.NotFoundError, match="did you mean sum/arr"):
+        hub.describe("sum/ar")
+    with pytest.raises(hubzarr.InvalidNameError):
+        hub.describe("../sum")
+
+
 # -- Hub ---------------------------------------------------------------------------------
 
 
@@ -340,19 +415,22 @@ def test_options_after_the_name_are_keyword_only(memory_root: str) -> None:
 
 
 def test_quick_commands_import_neither_zarr_nor_numpy_nor_dask(tmp_path: Path) -> None:
-    """``hub --help``, ``hub ls`` and ``hub log`` start without the heavy libraries (what
-    made them take most of a second)."""
+    """``hub --help``, ``hub ls`` (``-l``, ``--json``), ``hub log`` and ``hub rm`` start without
+    the heavy libraries (what made them take most of a second)."""
     import subprocess
     import sys
 
     root = str(tmp_path / "hub")
     hubzarr.Hub(root).array((2,), "quick/arr")
+    hubzarr.Hub(root).array((2,), "quick/gone")
     hubzarr.tag("quick/arr", "v1", root=root)
     script = (
         "import sys\n"
         "from hubzarr.cli import app\n"
-        "for args in (['--help'], ['ls', '--root', sys.argv[1]], "
-        "['log', 'quick/arr:v1', '--root', sys.argv[1]]):\n"
+        "root = ['--root', sys.argv[1]]\n"
+        "for args in (['--help'], ['ls', *root], ['ls', '-l', '--json', *root], "
+        "['ls', '-l', *root], ['log', 'quick/arr:v1', *root], "
+        "['log', '--json', 'quick/arr:v1', *root], ['rm', '--yes', 'quick/gone', *root]):\n"
         "    try:\n"
         "        app(args)\n"
         "    except SystemExit as exit:\n"

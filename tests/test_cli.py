@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+from datetime import datetime
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
 import hubzarr
+from hubzarr import cli
 from hubzarr.cli import app
 
 VERSION_ID = r"[0-9a-f]{20}"
@@ -270,8 +274,260 @@ def test_credentials_in_root_are_refused(runner: CliRunner) -> None:
 def test_no_arguments_shows_help(runner: CliRunner) -> None:
     result = runner.invoke(app, [])
     assert result.exit_code == 2
-    for command in ("demo", "ls", "info", "log", "tag", "branch", "configure"):
+    for command in ("demo", "ls", "rm", "info", "log", "tag", "branch", "configure"):
         assert command in result.output
+
+
+# -- rm ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def two_repos(hub_root: str) -> str:
+    """A root holding alice/data (3 versions: v1's, the heads of main and dev) and
+    alice/other; return the root."""
+    hub = hubzarr.Hub(hub_root)
+    arr = hub.array((8, 4), "alice/data", dtype="int32", chunks=(2, 4))
+    arr[0] = 1
+    hub.tag("alice/data", "v1", message="first")
+    hub.branch("alice/data:v1", "dev")
+    hub.array((2,), "alice/other")
+    return hub_root
+
+
+def on_disk(root: str, name: str) -> int:
+    """Bytes in the files under a repository's folder, as the operating system counts them."""
+    return sum(
+        os.path.getsize(os.path.join(folder, f))
+        for folder, _, files in os.walk(Path(root, name))
+        for f in files
+    )
+
+
+@pytest.mark.parametrize("flag", ["--yes", "-y"])
+def test_rm_deletes_one_repository(runner: CliRunner, two_repos: str, flag: str) -> None:
+    lines = invoke_ok(runner, "rm", "alice/data", flag, "--root", two_repos)
+    assert len(lines) == 1
+    assert lines[0].startswith(
+        f"deleted alice/data under {two_repos} (3 versions, 2 branches (dev, main), 1 tag (v1), "
+    )
+    assert invoke_ok(runner, "ls", "--root", two_repos) == ["alice/other"]
+    with pytest.raises(hubzarr.NotFoundError):
+        hubzarr.Hub(two_repos).load("alice/data:v1")
+    error = invoke_error(runner, "rm", "alice/data", "--yes", "--root", two_repos)
+    assert "no repository alice/data" in error
+
+
+def test_rm_asks_and_keeps_on_no(
+    runner: CliRunner, two_repos: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cli, "_stdin_is_tty", lambda: True)
+    result = runner.invoke(app, ["rm", "alice/data", "--root", two_repos], input="n\n")
+    assert result.exit_code == 1, result.output
+    assert result.stdout.strip() == "n"  # the runner echoes the answer, as a terminal would
+    summary = hubzarr.Hub(two_repos).describe("alice/data")
+    assert (
+        f"delete alice/data under {two_repos}: 3 versions, 2 branches (dev, main), 1 tag (v1), "
+        f"{cli._size(summary.nbytes)} in {summary.objects} objects? This cannot be undone. "
+        "[y/N]:"
+    ) in result.stderr
+    assert result.stderr.endswith("not deleted: alice/data\n")
+    assert invoke_ok(runner, "ls", "--root", two_repos) == ["alice/data", "alice/other"]
+    assert (hubzarr.Hub(two_repos).load("alice/data:v1")[0] == 1).all()
+
+
+def test_rm_asks_and_deletes_on_yes(
+    runner: CliRunner, two_repos: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cli, "_stdin_is_tty", lambda: True)
+    result = runner.invoke(app, ["rm", "alice/data", "--root", two_repos], input="y\n")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[-1].startswith("deleted alice/data under ")
+    assert invoke_ok(runner, "ls", "--root", two_repos) == ["alice/other"]
+
+
+def test_rm_without_a_terminal_needs_yes(runner: CliRunner, two_repos: str) -> None:
+    # CliRunner's stdin is no terminal, as in a script or CI.
+    error = invoke_error(runner, "rm", "alice/data", "--root", two_repos)
+    assert error.startswith(f"error: not deleting alice/data under {two_repos} (3 versions, ")
+    assert "pass --yes" in error
+    assert invoke_ok(runner, "ls", "--root", two_repos) == ["alice/data", "alice/other"]
+    assert (hubzarr.Hub(two_repos).load("alice/data:v1")[0] == 1).all()
+
+
+@pytest.mark.parametrize("ref", ["v1", "dev", "main"])
+def test_rm_refuses_a_name_with_a_ref(runner: CliRunner, two_repos: str, ref: str) -> None:
+    error = invoke_error(runner, "rm", f"alice/data:{ref}", "--yes", "--root", two_repos)
+    assert f"'hub tag -d alice/data {ref}'" in error
+    assert f"'hub branch -d alice/data {ref}'" in error
+    assert invoke_ok(runner, "ls", "--root", two_repos) == ["alice/data", "alice/other"]
+    refs = hubzarr.Hub(two_repos).describe("alice/data")
+    assert (refs.branches, refs.tags) == (("dev", "main"), ("v1",))
+
+
+def test_rm_of_a_missing_or_malformed_name(runner: CliRunner, two_repos: str) -> None:
+    error = invoke_error(runner, "rm", "alice/dat", "--yes", "--root", two_repos)
+    assert error.startswith(f"error: no repository alice/dat under {Path(two_repos).as_uri()}")
+    assert "did you mean alice/data?" in error
+    assert invoke_error(runner, "rm", "../x", "--root", two_repos).startswith("error: invalid")
+    assert invoke_ok(runner, "ls", "--root", two_repos) == ["alice/data", "alice/other"]
+
+
+# -- ls -l, --json ---------------------------------------------------------------------------
+
+
+def long_rows(runner: CliRunner, root: str) -> dict[str, re.Match[str]]:
+    """``hub ls -l``'s rows by name, each matched into size, versions, last change, refs."""
+    lines = invoke_ok(runner, "ls", "-l", "--root", root)
+    assert re.fullmatch(r"name +size +versions +last change +refs", lines[0]), lines[0]
+    row = re.compile(
+        r"(?P<name>\S+) +(?P<size>\d+(?:\.\d\d)? (?:B|kiB|MiB)) +(?P<versions>\d+) +"
+        r"(?P<time>\d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ) +(?P<refs>.+)"
+    )
+    matches = [row.fullmatch(line) for line in lines[1:]]
+    assert all(matches), lines
+    return {m["name"]: m for m in matches if m}
+
+
+def test_ls_long(runner: CliRunner, two_repos: str) -> None:
+    rows = long_rows(runner, two_repos)
+    assert list(rows) == ["alice/data", "alice/other"]
+    assert rows["alice/data"]["versions"] == "3"
+    assert rows["alice/data"]["refs"] == "dev, main, tag: v1"
+    assert rows["alice/other"]["versions"] == "1"
+    assert rows["alice/other"]["refs"] == "main"
+    before = on_disk(two_repos, "alice/data")
+    assert rows["alice/data"]["size"] == cli._size(before)
+
+    # Incompressible data written, and a tag: the size, the versions and the refs follow.
+    hub = hubzarr.Hub(two_repos)
+    hub.load("alice/data")[2:8] = np.random.default_rng(0).integers(-(2**31), 2**31, (6, 4))
+    hub.tag("alice/data", "v2")
+    after = on_disk(two_repos, "alice/data")
+    assert after > before + 6 * 4 * 4
+    rows = long_rows(runner, two_repos)
+    assert rows["alice/data"]["size"] == cli._size(after)
+    assert rows["alice/data"]["versions"] == "4"
+    assert rows["alice/data"]["refs"] == "dev, main, tag: v1, tag: v2"
+    assert list(long_rows(runner, two_repos)) == ["alice/data", "alice/other"]
+    assert invoke_ok(runner, "ls", "-l", "alice/o", "--root", two_repos)[1].startswith(
+        "alice/other "
+    )
+
+
+def test_ls_long_of_an_empty_root(runner: CliRunner, hub_root: str) -> None:
+    assert invoke_ok(runner, "ls", "--long", "--root", hub_root) == []
+    assert json.loads("".join(invoke_ok(runner, "ls", "-l", "--json", "--root", hub_root))) == []
+
+
+def test_ls_json(runner: CliRunner, two_repos: str) -> None:
+    out = json.loads("\n".join(invoke_ok(runner, "ls", "--json", "--root", two_repos)))
+    assert out == hubzarr.Hub(two_repos).ls() == ["alice/data", "alice/other"]
+    out = json.loads("\n".join(invoke_ok(runner, "ls", "alice/d", "--json", "--root", two_repos)))
+    assert out == ["alice/data"]
+
+
+def test_ls_long_json_is_the_library_summary(runner: CliRunner, two_repos: str) -> None:
+    out = json.loads("\n".join(invoke_ok(runner, "ls", "-l", "--json", "--root", two_repos)))
+    summaries = hubzarr.Hub(two_repos).describe_all()
+    assert [doc["name"] for doc in out] == [s.name for s in summaries]
+    for doc, summary in zip(out, summaries, strict=True):
+        assert doc["nbytes"] == summary.nbytes == on_disk(two_repos, summary.name)
+        assert doc["objects"] == summary.objects
+        assert doc["versions"] == summary.versions
+        assert doc["branches"] == list(summary.branches)
+        assert doc["tags"] == list(summary.tags)
+        assert datetime.fromisoformat(doc["last_change"]) == summary.last_change
+    assert (out[0]["versions"], out[0]["branches"], out[0]["tags"]) == (3, ["dev", "main"], ["v1"])
+
+
+# -- info, log --json ------------------------------------------------------------------------
+
+
+def test_info_json_of_an_array(runner: CliRunner, two_repos: str) -> None:
+    hub = hubzarr.Hub(two_repos)
+    hub.array((3, 5), "alice/floats", dtype="float32", chunks=(1, 5), fill_value=float("nan"))
+    out = json.loads(
+        "\n".join(invoke_ok(runner, "info", "alice/floats", "--json", "--root", two_repos))
+    )
+    head = hub.log("alice/floats")[0]
+    assert out == {
+        "name": "alice/floats",
+        "ref": "main",
+        "ref_kind": "branch",
+        "version": head.id,
+        "sealed": False,
+        "kind": "array",
+        "shape": [3, 5],
+        "dtype": "float32",
+        "chunks": [1, 5],
+        "nbytes": 60,
+        "compressor": out["compressor"],
+        "fill_value": "NaN",
+    }
+    assert out["compressor"]["id"] == "blosc"
+    tagged = json.loads(
+        "\n".join(invoke_ok(runner, "info", "alice/data:v1", "--json", "--root", two_repos))
+    )
+    assert (tagged["ref"], tagged["ref_kind"], tagged["sealed"]) == ("v1", "tag", True)
+    assert tagged["version"] == hub.log("alice/data:v1")[0].id
+    assert (tagged["dtype"], tagged["shape"], tagged["fill_value"]) == ("int32", [8, 4], 0)
+
+
+def test_info_json_of_a_group(runner: CliRunner, hub_root: str) -> None:
+    group = hubzarr.Hub(hub_root).group("alice/mnist")
+    group.create_array("images", (6, 28, 28), dtype="uint8")
+    group.create_array("train/labels", (6,), dtype="int64")
+    out = json.loads(
+        "\n".join(invoke_ok(runner, "info", "alice/mnist", "--json", "--root", hub_root))
+    )
+    assert (out["kind"], out["ref"], out["ref_kind"]) == ("group", "main", "branch")
+    assert out["arrays"] == [
+        {
+            "path": "images",
+            "shape": [6, 28, 28],
+            "dtype": "uint8",
+            "chunks": out["arrays"][0]["chunks"],
+            "nbytes": 6 * 28 * 28,
+        },
+        {"path": "train/labels", "shape": [6], "dtype": "int64", "chunks": [6], "nbytes": 48},
+    ]
+    assert out["nbytes"] == 6 * 28 * 28 + 48
+
+
+def test_log_json_is_the_library_log(runner: CliRunner, two_repos: str) -> None:
+    hub = hubzarr.Hub(two_repos)
+    for name in ("alice/data", "alice/data:v1", "alice/data:dev"):
+        out = json.loads("\n".join(invoke_ok(runner, "log", name, "--json", "--root", two_repos)))
+        entries = hub.log(name)
+        assert [doc["id"] for doc in out] == [entry.id for entry in entries]
+        for doc, entry in zip(out, entries, strict=True):
+            assert doc["parent"] == entry.parent
+            assert doc["time"].endswith("Z")
+            assert datetime.fromisoformat(doc["time"]) == entry.time
+            assert doc["message"] == entry.message
+            assert doc["refs"] == list(entry.refs)
+            assert doc["sealed"] is entry.sealed
+    out = json.loads(
+        "\n".join(invoke_ok(runner, "log", "alice/data", "--json", "--root", two_repos))
+    )
+    assert [(d["refs"], d["sealed"], d["message"]) for d in out] == [
+        (["main"], False, None),
+        (["tag: v1"], True, "first"),
+    ]
+
+
+@pytest.mark.parametrize("command", ["log", "info", "rm"])
+def test_json_errors_go_to_stderr(runner: CliRunner, two_repos: str, command: str) -> None:
+    args = ["--json"] if command != "rm" else ["--yes"]
+    error = invoke_error(runner, command, "alice/nosuch", *args, "--root", two_repos)
+    assert "no repository alice/nosuch" in error
+
+
+def test_size_reads_as_dask_writes_it() -> None:
+    from dask.utils import format_bytes
+
+    for n in (0, 1, 921, 922, 1023, 1024, 1234, 12345678, 1234567890, 2**40 * 909, 2**60):
+        assert cli._size(n) == format_bytes(n)
 
 
 # -- configure -----------------------------------------------------------------------------

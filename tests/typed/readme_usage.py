@@ -32,6 +32,9 @@ def refs_and_history() -> list[str]:
     report = hub.gc("test/bigarray", grace=3600.0, dry_run=True)
     checked = hub.verify("test/bigarray:v1", progress=lambda done, total: None)
     lines = [f"{e.id} {e.time:%Y-%m-%d} {e.message}" for e in hub.log("test/bigarray")]
+    summary: hub.RepoSummary = hub.describe("test/bigarray")
+    sizes = [f"{s.name} {s.nbytes} {s.versions} {s.last_change}" for s in hub.describe_all()]
+    lines += [*sizes, *summary.branches, *summary.tags]
     return [*lines, str(report.bytes), str(checked.ok), *hub.ls("test/")]
 
 

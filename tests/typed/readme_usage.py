@@ -74,4 +74,10 @@ def errors() -> str:
 def copies() -> tuple[int, float]:
     imported: hub.CopyReport = hub.copy("./train.npy", "alice/train", tag="v0")
     exported = hub.copy("alice/train:v0", "train.zarr", progress=lambda o, n, b, t: None)
-    return imported.objects + exported.objects, exported.seconds
+    bucket = hub.Hub("s3://bucket/hub")
+    copied = hub.copy("alice/train", "alice/train", to_root=bucket)
+    try:
+        hub.copy("alice/train", "s3://bucket/hub::alice/train")
+    except hub.DivergedError as err:
+        print(err)
+    return imported.objects + exported.objects + copied.versions, exported.seconds

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import secrets
 import time
@@ -202,16 +203,23 @@ async def _lineage(
     repo: Repository, start: str | None, known: dict[str, VersionRecord]
 ) -> set[str]:
     """The sealed versions from ``start`` back to the first, their records added to ``known``."""
+
+    async def read(version: str) -> VersionRecord:
+        record = await repo.read_version(version)
+        if record is None:
+            raise FormatError(f"{repo.name}: the record of version {version} is missing")
+        return record
+
     out: set[str] = set()
     current = start
     while current is not None and current not in out:
         out.add(current)
         record = known.get(current)
         if record is None:
-            record = await repo.read_version(current)
-            if record is None:
-                raise FormatError(f"{repo.name}: the record of version {current} is missing")
-            known[current] = record
+            record = known[current] = await read(current)
+            # Its chain names the next ancestors (up to 50): read them at once.
+            ahead = [v for v in record.chain if v not in known]
+            known.update(zip(ahead, await asyncio.gather(*map(read, ahead)), strict=True))
         current = record.parent
     return out
 
@@ -308,20 +316,18 @@ class _Copier:
         todo = [c for c in copies if not c.there]
         self.copied.skipped += len(copies) - len(todo)
         self.total = (len(todo), sum(c.size for c in todo))
-        gate = asyncio.Semaphore(CONCURRENCY)
 
         async def one(copy: _ObjectCopy) -> None:
-            async with gate:
-                if copy.read_as == copy.write_as:
-                    size = await self._copy_as_is(copy)
-                else:
-                    size = await self._copy_bound_again(copy)
+            if copy.read_as == copy.write_as:
+                size = await self._copy_as_is(copy)
+            else:
+                size = await self._copy_bound_again(copy)
             self.copied.objects += 1
             self.copied.bytes += size
             self._tick(1, size)
 
         self._tick(0, 0)
-        await _gather_all(one(c) for c in todo)
+        await _bounded(functools.partial(one, c) for c in todo)
 
     def _missing_error(self, copy: _ObjectCopy) -> CorruptChunkError:
         return CorruptChunkError(
@@ -431,6 +437,7 @@ class _Copier:
                 plan.objects += await self.snapshot_objects(head, base)
         move = _Move(head.branch, base, snapshot=snapshot)
         if self.existing:
+            await self.dst.refs.finish_claim(head.branch)  # a killed copy's half-made branch
             found = await self.dst.refs.read("branch", head.branch)
             if found is not None:
                 if not isinstance(found, BranchRef):
@@ -487,6 +494,7 @@ class _Copier:
     async def plan_tags(self, plan: _Plan) -> None:
         for tag, record in self.source.tags.items():
             if self.existing:
+                await self.dst.refs.finish_claim(tag)  # a killed copy's half-made tag
                 found = await self.dst.refs.read("tag", tag)
                 if isinstance(found, TagRef) and found.version == record.version:
                     continue
@@ -598,9 +606,16 @@ class _Copier:
         self.copied.refs += 1
 
 
-async def _gather_all(coroutines: Iterable[Awaitable[None]]) -> None:
-    """Run them all; on the first failure cancel the rest and raise it."""
-    tasks = [asyncio.ensure_future(c) for c in coroutines]
+async def _bounded(calls: Iterable[Callable[[], Awaitable[None]]]) -> None:
+    """Run the calls, :data:`CONCURRENCY` at a time; on the first failure cancel the rest and
+    raise it."""
+    gate = asyncio.Semaphore(CONCURRENCY)
+
+    async def gated(call: Callable[[], Awaitable[None]]) -> None:
+        async with gate:
+            await call()
+
+    tasks = [asyncio.ensure_future(gated(c)) for c in calls]
     try:
         await asyncio.gather(*tasks)
     except BaseException:
@@ -667,9 +682,7 @@ async def replicate(src: Repository, dst: Repository, progress: Progress | None 
         for head in source.heads.values():
             await copier.plan_branch(head, plan)
         await copier.copy_objects(plan.objects)
-        # Oldest first: a checkpoint's finisher may read its chain's manifests.
-        for version in sorted(plan.versions):
-            await copier.copy_version(version)
+        await _bounded(functools.partial(copier.copy_version, v) for v in plan.versions)
         for tag in plan.tags:
             await copier.publish_tag(tag)
         default_first = sorted(plan.moves, key=lambda m: m.branch != info.default_branch)

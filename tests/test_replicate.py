@@ -25,6 +25,7 @@ from typer.testing import CliRunner
 import hubzarr
 from hubzarr.cli import app
 from hubzarr.errors import (
+    AccessDeniedError,
     AlreadyExistsError,
     CorruptChunkError,
     DivergedError,
@@ -468,3 +469,17 @@ def test_hub_cp_copies_between_roots(tmp_path: Path, a: hubzarr.Hub, b: hubzarr.
     )
     assert result.exit_code == 1
     assert "'main'" in result.output and "new name" in result.output
+
+
+def test_missing_credentials_at_either_end_are_named(
+    a: hubzarr.Hub, b: hubzarr.Hub, s3_server: Any
+) -> None:
+    history(a)
+    make_bucket(s3_server.url, "nokeys")
+    options = {k: v for k, v in s3_options(s3_server.url).items() if k not in ("key", "secret")}
+    bucket = hubzarr.Hub("s3://nokeys/hub", storage_options=options)
+    with pytest.raises(AccessDeniedError, match="no credentials were found for s3://nokeys/hub"):
+        a.copy("alice/m", "alice/m", to_root=bucket)
+    with pytest.raises(AccessDeniedError, match="no credentials"):
+        bucket.copy("alice/m", "alice/m", to_root=b)
+    assert b.ls() == []

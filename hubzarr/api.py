@@ -733,6 +733,9 @@ class Hub:
             files this export would not write.
         DivergedError
             If a branch or tag of the destination repository has changes the source lacks.
+        ConflictError
+            If a copy's source or destination branch changed while it ran in a way it
+            cannot carry (run it again: it resumes).
         ReadOnlyError
             If the destination is a read-only (HTTP) root.
         NotFoundError

@@ -47,6 +47,7 @@ from typing import Any
 from hubzarr import frame
 from hubzarr.errors import (
     AlreadyExistsError,
+    ConflictError,
     CorruptChunkError,
     DivergedError,
     FormatError,
@@ -357,6 +358,11 @@ class _Copier:
         raw = await self.src.storage.read(copy.source)
         if raw is None:
             raise self._missing_error(copy)
+        if not raw:  # an open head's superseded generation, emptied since it was listed
+            raise ConflictError(
+                f"{copy.where} was rewritten while the copy ran; run the copy again (it "
+                "resumes), or copy a tag of that state"
+            )
         payload = frame.decode(raw, copy.where, copy.read_as)
         data: bytes | tuple[bytes, memoryview] = raw
         if payload is not None:
@@ -650,6 +656,9 @@ async def replicate(src: Repository, dst: Repository, progress: Progress | None 
         If ``dst`` exists and is another repository (nothing is written).
     CorruptChunkError
         If a source object fails its checksum (the copy stops; nothing new is published).
+    ConflictError
+        If a branch was written at either end while the copy ran in a way it cannot carry
+        (run it again: it resumes).
     """
     source = await _read_source(src)
     info = src.files.info
@@ -674,13 +683,14 @@ async def replicate(src: Repository, dst: Repository, progress: Progress | None 
     try:
         copier = _Copier(source, dst, progress, existing=published is None)
         plan = _Plan()
-        if published is not None:
-            # The draft's mark: the first object, so a killed copy is found and resumed.
-            await copier.copy_record("versions", info.root_version, required=False)
         await copier.plan_versions(plan)
         await copier.plan_tags(plan)
         for head in source.heads.values():
             await copier.plan_branch(head, plan)
+        # Planned, and refused if it must be, before the first write.
+        if published is not None:
+            # The draft's mark: its first object, by which a killed copy is found and resumed.
+            await copier.copy_record("versions", info.root_version, required=False)
         await copier.copy_objects(plan.objects)
         await _bounded(functools.partial(copier.copy_version, v) for v in plan.versions)
         for tag in plan.tags:

@@ -942,8 +942,7 @@ class Hub:
         InvalidArgumentError
             If ``prefix`` is not a string.
         """
-        if not isinstance(prefix, str):
-            raise InvalidArgumentError(f"prefix must be a string, not {prefix!r}")
+        _check_prefix(prefix)
         return _run(list_repositories(self.storage, prefix))
 
     def describe(self, name: str) -> RepoSummary:
@@ -985,8 +984,7 @@ class Hub:
         InvalidArgumentError
             If ``prefix`` is not a string.
         """
-        if not isinstance(prefix, str):
-            raise InvalidArgumentError(f"prefix must be a string, not {prefix!r}")
+        _check_prefix(prefix)
 
         async def listed() -> list[RepoSummary]:
             names = await list_repositories(self.storage, prefix)
@@ -1010,6 +1008,11 @@ class Hub:
         """
         repo, _ = self._repo_only(name, "delete")
         _run(repo.delete())
+
+
+def _check_prefix(prefix: object) -> None:
+    if not isinstance(prefix, str):
+        raise InvalidArgumentError(f"prefix must be a string, not {prefix!r}")
 
 
 def _fill(arr: HubArray, npy: NpyFile) -> None:

@@ -680,6 +680,17 @@ def _local_write(root: str, rel: str, data: Parts, durable: bool, create: bool) 
         os.close(folder)
 
 
+def _link(folder: int, tmp: str, name: str, rel: str) -> None:
+    """Publish the temporary file ``tmp`` as ``name`` unless ``name`` exists (put-if-absent:
+    ``FileExistsError``; a link planted there is refused, not taken for an object)."""
+    try:
+        os.link(tmp, name, src_dir_fd=folder, dst_dir_fd=folder)
+    except FileExistsError:
+        if _is_link(folder, name):
+            raise _RefusedEntryError(rel, _LINK) from None
+        raise
+
+
 def _local_copy(
     root: str, rel: str, source_root: str, source_rel: str, check: Callable[[memoryview], Any]
 ) -> int | None:
@@ -706,12 +717,7 @@ def _local_copy(
                     check(memoryview(b""))
                 os.close(fd)
                 fd = -1
-                try:
-                    os.link(tmp, name, src_dir_fd=folder, dst_dir_fd=folder)
-                except FileExistsError:
-                    if _is_link(folder, name):
-                        raise _RefusedEntryError(rel, _LINK) from None
-                    raise
+                _link(folder, tmp, name, rel)
             finally:
                 if fd >= 0:
                     os.close(fd)
@@ -780,11 +786,7 @@ def _write_in(
                 os.fsync(f.fileno())
         if create:
             try:
-                os.link(tmp, name, src_dir_fd=folder, dst_dir_fd=folder)
-            except FileExistsError:
-                if _is_link(folder, name):
-                    raise _RefusedEntryError(rel, _LINK) from None
-                raise
+                _link(folder, tmp, name, rel)
             finally:
                 os.unlink(tmp, dir_fd=folder)
         else:

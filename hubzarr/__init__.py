@@ -100,8 +100,8 @@ _LAZY = {
 _MODULES = frozenset(
     {
         "addresses", "api", "arrays", "bulk", "chunks", "cli", "collect", "config", "errors",
-        "files", "frame", "groups", "indexing", "integrity", "manifests", "metadata", "names",
-        "records", "refs", "retry", "runner", "session", "spec", "storage", "stores",
+        "files", "frame", "groups", "imports", "indexing", "integrity", "manifests", "metadata",
+        "names", "records", "refs", "retry", "runner", "session", "spec", "storage", "stores",
         "transfer", "versions", "xarray",
     }
 )  # fmt: skip

@@ -380,13 +380,28 @@ def cp(
     tag_as: Annotated[
         str | None, typer.Option("--tag", help="Tag the imported repository's state.")
     ] = None,
+    resize: Annotated[
+        str | None,
+        typer.Option(
+            "--resize",
+            metavar="HxW",
+            help="Resize every image of an imported folder to H x W pixels (and convert "
+            "each to the mode most have).",
+            show_default=False,
+        ),
+    ] = None,
     root: RootOption = None,
 ) -> None:
-    """Import a file into a repository, or export a version of one.
+    """Import a file, folder or store into a repository, or export a version of one.
 
     \b
       hub cp ./images.npy alice/images --tag v0    .npy -> an array
       hub cp data.npz alice/data                   .npz -> a group of arrays
+      hub cp data.h5 alice/data                    HDF5 -> a group (needs h5py)
+      hub cp ./photos alice/photos                 photos/<class>/*.png -> images,
+                                                   labels (needs Pillow)
+      hub cp ./photos alice/p --resize 224x224     ... of several sizes or modes
+      hub cp s3://bucket/d.zarr alice/d            zarr (format 2 or 3) -> a group
       hub cp alice/images:v0 out.zarr              a version -> a plain zarr store
       hub cp alice/images:v0 out.npy               an array -> a .npy file
       hub cp s3://bucket/hub::alice/x:v1 x.zarr    a repository at another root
@@ -411,6 +426,14 @@ def cp(
 
     from hubzarr.api import Hub
 
+    size = None
+    if resize is not None:
+        height, x, width = resize.lower().partition("x")
+        if not (x and height.strip().isdigit() and width.strip().isdigit()):
+            raise InvalidArgumentError(
+                f"--resize takes HEIGHTxWIDTH in pixels, such as 224x224, not {resize!r}"
+            )
+        size = (int(height), int(width))
     hub = Hub(root)  # a refused root is reported before the progress bar starts
     columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn())
     console = Console(stderr=True)
@@ -425,7 +448,7 @@ def cp(
                 task, description=f"{done}/{total} objects", completed=nbytes, total=total_bytes
             )
 
-        report = hub.copy(src, dst, tag=tag_as, progress=progress)
+        report = hub.copy(src, dst, tag=tag_as, resize=size, progress=progress)
     typer.echo(str(report))
 
 

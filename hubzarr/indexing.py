@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import math
 import operator
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from itertools import pairwise
+from itertools import accumulate, pairwise, product
 from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
@@ -290,6 +290,20 @@ def aligned_chunks(
         tuple(sum(run) for run in split_runs(lengths, n))
         for lengths, n in zip(per_axis, counts, strict=True)
     )
+
+
+def chunk_regions(
+    shape: Sequence[int], chunks: Sequence[int], itemsize: int, target: int
+) -> Iterator[tuple[slice, ...]]:
+    """Regions of whole chunks (merged as :func:`aligned_chunks` merges them, up to about
+    ``target`` bytes) that cover an array of ``shape`` once, in C order."""
+    whole = [slice(0, n) for n in shape]
+    per_axis = [
+        list(zip(accumulate(lengths, initial=0), lengths, strict=False))
+        for lengths in aligned_chunks(whole, chunks, itemsize, target)
+    ]
+    for pieces in product(*per_axis):
+        yield tuple(slice(start, start + n) for start, n in pieces)
 
 
 class Shaped:

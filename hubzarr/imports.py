@@ -308,6 +308,10 @@ def _check_numeric(dtype: np.dtype[Any], label: str) -> None:
         raise _refused(label, exc) from None
 
 
+def _show_region(region: Region) -> str:
+    return "[" + ", ".join(f"{s.start}:{s.stop}" for s in region) + "]"
+
+
 def _random_access(
     read: Callable[[Region], Any], grain: Sequence[int] | None = None
 ) -> Callable[[dict[str, Any]], Generator[Block, None, None]]:
@@ -606,12 +610,19 @@ def _hdf5_dataset(h5py: Any, ds: Any, key: str, label: str) -> SourceArray:
             )
     shape = tuple(int(n) for n in ds.shape)
     chunks = _hdf5_chunks(ds.chunks, shape, dtype.itemsize)
+
+    def read(region: Region) -> Any:
+        try:
+            return ds[region]
+        except (OSError, ValueError, RuntimeError) as exc:  # a corrupt or truncated chunk
+            raise _bad(where, f"cannot be read at {_show_region(region)} ({exc})") from None
+
     return _array(
         key,
         where,
         shape,
         dtype,
-        _random_access(ds.__getitem__),
+        _random_access(read),
         chunks=chunks,
         fill_value=_fill_value(ds.fillvalue, dtype),
         attrs=_hdf5_attrs(ds, where),
@@ -991,7 +1002,8 @@ def _zarr_array(arr: Any, key: str, label: str) -> SourceArray:
         except HubError:
             raise
         except Exception as exc:  # zarr lets every codec's and store's own error through
-            raise _bad(where, f"cannot be read at {region} ({type(exc).__name__}: {exc})") from exc
+            what = f"{type(exc).__name__}: {exc}"
+            raise _bad(where, f"cannot be read at {_show_region(region)} ({what})") from exc
 
     return _array(
         key,

@@ -15,7 +15,7 @@ import math
 import operator
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from itertools import accumulate, pairwise, product
+from itertools import pairwise, product
 from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
@@ -295,15 +295,25 @@ def aligned_chunks(
 def chunk_regions(
     shape: Sequence[int], chunks: Sequence[int], itemsize: int, target: int
 ) -> Iterator[tuple[slice, ...]]:
-    """Regions of whole chunks (merged as :func:`aligned_chunks` merges them, up to about
-    ``target`` bytes) that cover an array of ``shape`` once, in C order."""
-    whole = [slice(0, n) for n in shape]
-    per_axis = [
-        list(zip(accumulate(lengths, initial=0), lengths, strict=False))
-        for lengths in aligned_chunks(whole, chunks, itemsize, target)
-    ]
-    for pieces in product(*per_axis):
-        yield tuple(slice(start, start + n) for start, n in pieces)
+    """Regions of whole chunks, of about ``target`` bytes (at least one chunk), that cover an
+    array of ``shape`` once, in C order.
+
+    A region takes as many chunks of the last axis as fit, then (if it took the whole axis)
+    as many of the one before, and so on: its rows stay contiguous when the trailing axes fit.
+    """
+    block = list(chunks)
+    size = itemsize * math.prod(chunks)
+    for a in reversed(range(len(shape))):
+        count = min(-(-shape[a] // chunks[a]), max(1, target // size))
+        block[a] = count * chunks[a]
+        size *= count
+        if block[a] < shape[a]:
+            break
+    starts = [range(0, n, b) for n, b in zip(shape, block, strict=True)]
+    for corner in product(*starts):
+        yield tuple(
+            slice(lo, min(lo + b, n)) for lo, b, n in zip(corner, block, shape, strict=True)
+        )
 
 
 class Shaped:

@@ -333,11 +333,11 @@ def _random_access(
 # -- optional libraries --------------------------------------------------------------------------
 
 
-def _optional(module: str, extra: str, what: str) -> Any:
+def _optional(module: str, package: str, extra: str, what: str) -> Any:
+    """Import ``module`` of an optional dependency (installed by the extra ``extra``)."""
     try:
         return importlib.import_module(module)
     except ImportError:
-        package = module.split(".", maxsplit=1)[0]
         raise InvalidArgumentError(
             f"importing {what} needs {package}, which is not installed: "
             f"pip install 'hubzarr[{extra}]'"
@@ -682,7 +682,7 @@ def open_hdf5(
         is not a valid group key, the groups form a cycle, or a dataset is refused (see the
         module's rules).
     """
-    h5py = _optional("h5py", "hdf5", "HDF5 files")
+    h5py = _optional("h5py", "h5py", "hdf5", "HDF5 files")
     text = str(path)
     label = repr(text)
     handle: Any = None
@@ -908,7 +908,7 @@ def open_images(path: str | os.PathLike[str], resize: Any = None) -> Source:
         readable or not 8-bit, or (without ``resize``) the images differ in size or mode: the
         message names the first that differs.
     """
-    pil = _optional("PIL.Image", "images", "folders of images")
+    pil = _optional("PIL.Image", "Pillow", "images", "folders of images")
     size = check_resize(resize)
     folder = Path(path).expanduser()
     label = repr(str(path))

@@ -276,7 +276,9 @@ def test_missing_extras_are_named(
     monkeypatch.setitem(sys.modules, "h5py", None)
     monkeypatch.setitem(sys.modules, "PIL.Image", None)
     refused(hub, "d.h5", r"needs h5py, which is not installed: pip install 'hubzarr\[hdf5\]'")
-    refused(hub, "./photos", r"needs PIL.* pip install 'hubzarr\[images\]'")
+    refused(
+        hub, "./photos", r"needs Pillow, which is not installed: pip install 'hubzarr\[images\]'"
+    )
 
 
 # -- folders of images -----------------------------------------------------------------------

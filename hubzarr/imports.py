@@ -44,7 +44,8 @@ The rules, by kind:
   value. Format 3 arrays become format 2: a single Blosc, Zstd or GZip compressor (or none) is
   kept as its format 2 twin, any other codec chain becomes hubzarr's default compressor (the
   values are decoded and encoded again); sharded arrays keep their inner chunks and are read
-  a shard at a time.
+  a shard at a time; ``dimension_names`` become the ``_ARRAY_DIMENSIONS`` attribute (as
+  xarray writes format 2). Arrays of strings or objects are refused.
 """
 
 from __future__ import annotations
@@ -1014,8 +1015,18 @@ def _zarr_array(arr: Any, key: str, label: str) -> SourceArray:
         chunks=tuple(arr.chunks),
         fill_value=_fill_value(arr.fill_value, dtype) if arr.fill_value is not None else 0,
         compressor=_format2_compressor(arr),
-        attrs=dict(arr.attrs.asdict()),
+        attrs=_zarr_attrs(arr),
     )
+
+
+def _zarr_attrs(arr: Any) -> dict[str, Any]:
+    """An array's attributes, with format 3 ``dimension_names`` as xarray's format 2
+    ``_ARRAY_DIMENSIONS`` attribute."""
+    attrs = dict(arr.attrs.asdict())
+    names = getattr(arr.metadata, "dimension_names", None)
+    if names and all(isinstance(n, str) for n in names):
+        attrs.setdefault("_ARRAY_DIMENSIONS", list(names))
+    return attrs
 
 
 def _is_zarr_folder(folder: Path) -> bool:

@@ -16,7 +16,9 @@ The rules, by kind:
 - HDF5 (``.h5``, ``.hdf5``, ``.hdf``, ``.he5``, ``.nc``; h5py, the ``hubzarr[hdf5]`` extra):
   the file's root group becomes the repository's group, its groups subgroups, its datasets
   arrays. Only the members themselves (hard links) are imported: soft and external links are
-  never followed (an object a soft link names is imported where it lies, under its own name).
+  never followed (an object a soft link names is imported where it lies, under its own name;
+  one hard-linked at two places is imported at both; a group linked inside itself, a cycle,
+  is refused).
   Datasets of strings, variable-length values, references, records (compound types), enums
   or opaque bytes, 0-dimensional (scalar) and empty datasets are refused, as ``.npy`` files
   of those are; so are datasets compressed with a filter h5py cannot decode here. An HDF5
@@ -546,7 +548,7 @@ def _json_value(value: Any) -> Any:
     return _SKIP  # complex numbers, references, records, h5py.Empty
 
 
-def _hdf5_attrs(node: Any, label: str) -> dict[str, Any]:
+def _hdf5_attrs(node: Any) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name in node.attrs:
         try:
@@ -626,7 +628,7 @@ def _hdf5_dataset(h5py: Any, ds: Any, key: str, label: str) -> SourceArray:
         _random_access(read),
         chunks=chunks,
         fill_value=_fill_value(ds.fillvalue, dtype),
-        attrs=_hdf5_attrs(ds, where),
+        attrs=_hdf5_attrs(ds),
     )
 
 
@@ -638,7 +640,7 @@ def _hdf5_tree(h5py: Any, file: Any, label: str) -> tuple[list[SourceGroup], lis
     while stack:
         group, key, above = stack.pop()
         where = f"{label} (group '/{key}')"
-        groups.append(_group(key, where, _hdf5_attrs(group, where)))
+        groups.append(_group(key, where, _hdf5_attrs(group)))
         for name in group:
             if not isinstance(group.get(name, getlink=True), h5py.HardLink):
                 continue  # soft and external links are never followed

@@ -106,11 +106,12 @@ def peak_mb(fn: Callable[[], Any]) -> float:
 def report(title: str, contenders: dict[str, Callable[[], Any]], repeats: int) -> None:
     times = measure(contenders, repeats)
     peaks = {name: peak_mb(fn) for name, fn in contenders.items()}
+    width = 5 * repeats
     print(f"\n{title}")
-    print(f"{'':36} {'median s':>9} {'runs':>30} {'peak MiB':>9}")
+    print(f"{'':36} {'median s':>9} {'peak MiB':>9}  {'runs (s)':<{width}}")
     for name, ts in times.items():
         runs = " ".join(f"{t:.2f}" for t in ts)
-        print(f"{name:36} {statistics.median(ts):9.2f} {runs:>30} {peaks[name]:9.0f}")
+        print(f"{name:36} {statistics.median(ts):9.2f} {peaks[name]:9.0f}  {runs}")
 
 
 def main() -> None:

@@ -31,6 +31,7 @@ __all__ = [
     "aligned_chunks",
     "axis_pieces",
     "block_counts",
+    "chunk_regions",
     "combine_pieces",
     "compose",
     "plan",

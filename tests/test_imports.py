@@ -16,6 +16,8 @@ import numpy as np
 import pytest
 import zarr
 import zarr.codecs
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -23,6 +25,7 @@ import hubzarr
 from hubzarr import imports
 from hubzarr.cli import app
 from hubzarr.errors import InvalidArgumentError
+from hubzarr.indexing import chunk_regions
 from hubzarr.runner import run
 from hubzarr.spec import default_chunks
 
@@ -62,6 +65,26 @@ def stored_zarray(hub: hubzarr.Hub, name: str, key: str) -> dict[str, Any]:
     assert payload is not None
     loaded: dict[str, Any] = json.loads(bytes(payload))
     return loaded
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(1, 40), st.integers(1, 12)), min_size=1, max_size=4),
+    st.integers(1, 5000),
+)
+def test_blocks_are_whole_chunks_that_cover_the_array_once(
+    dims: list[tuple[int, int]], target: int
+) -> None:
+    shape = tuple(n for n, _ in dims)
+    chunks = tuple(min(c, n) for n, c in dims)
+    seen = np.zeros(shape, dtype=int)
+    for region in chunk_regions(shape, chunks, 2, target):
+        for s, c, n in zip(region, chunks, shape, strict=True):
+            assert s.start % c == 0 and (s.stop % c == 0 or s.stop == n)
+        size = 2 * np.prod([s.stop - s.start for s in region])
+        assert size <= max(target, 2 * np.prod(chunks))
+        seen[region] += 1
+    assert (seen == 1).all()
 
 
 # -- HDF5 ------------------------------------------------------------------------------------

@@ -104,9 +104,9 @@ _LAZY = {
 _MODULES = frozenset(
     {
         "addresses", "api", "arrays", "bulk", "chunks", "cli", "collect", "config", "errors",
-        "files", "frame", "groups", "indexing", "integrity", "manifests", "metadata", "names",
-        "records", "refs", "replicate", "retry", "runner", "session", "spec", "storage", "stores",
-        "summaries", "transfer", "versions", "xarray",
+        "files", "frame", "groups", "imports", "indexing", "integrity", "manifests", "metadata",
+        "names", "records", "refs", "replicate", "retry", "runner", "session", "spec", "storage",
+        "stores", "summaries", "transfer", "versions", "xarray",
     }
 )  # fmt: skip
 

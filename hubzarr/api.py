@@ -6,6 +6,7 @@ argument, ``HUBZARR_ROOT``, the config file, or the embedded default folder.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from collections.abc import Callable
@@ -15,6 +16,7 @@ from hubzarr.collect import DEFAULT_GRACE_S, GCReport, collect
 from hubzarr.config import resolve_namespace, resolve_root, resolve_storage_options
 from hubzarr.errors import (
     AlreadyExistsError,
+    HubError,
     InvalidArgumentError,
     InvalidNameError,
     NotFoundError,
@@ -34,10 +36,11 @@ if TYPE_CHECKING:
     from hubzarr.addresses import PathLocation
     from hubzarr.arrays import HubArray
     from hubzarr.groups import HubGroup
+    from hubzarr.imports import Source as ImportSource
     from hubzarr.integrity import VerifyReport
     from hubzarr.session import Session
     from hubzarr.stores import HubStore
-    from hubzarr.transfer import CopyReport, NpyFile, Progress
+    from hubzarr.transfer import CopyReport, Progress
 
 __all__ = [
     "Hub",
@@ -672,6 +675,7 @@ class Hub:
         dst: str,
         *,
         tag: str | None = None,
+        resize: tuple[int, int] | None = None,
         storage_options: dict[str, Any] | None = None,
         progress: Progress | None = None,
         from_root: Hub | RootLike = None,
@@ -692,14 +696,26 @@ class Hub:
           brought up to date (refused, unchanged, if its branches have changes the source
           lacks). With a ref on the source (``alice/mnist:v1``), a new repository holding
           only that state as its first version (a shallow copy; a tag keeps its name);
-
         - repository to ``.zarr`` folder or URL (any path not ending in ``.npy``): a plain
           zarr (format 2) store of that version, objects copied byte for byte (checksums
           checked), the metadata last: what zarr, xarray and TensorStore open without hubzarr.
           An interrupted export resumes where it stopped when run again;
         - repository to ``.npy``: the array, written in bounded memory;
-        - ``.npy`` file to repository: an array; ``.npz``: a group of its arrays. The file is
-          checked whole before anything is created, and read in bounded memory.
+        - ``.npy`` file to repository: an array; ``.npz``: a group of its arrays;
+        - HDF5 file (``.h5``, ``.hdf5``, ``.hdf``, ``.he5``, ``.nc``; needs
+          ``hubzarr[hdf5]``) to repository: a group of its groups and datasets, attributes
+          kept;
+        - folder of images (``folder/<class>/<image>``, or images directly in it; needs
+          ``hubzarr[images]``) to repository: a group of ``images`` (N, H, W, C) uint8 and
+          ``labels`` (class indices; the ``classes`` attribute names them);
+        - zarr store (format 2 or 3: a ``.zarr`` folder or a URL) to repository: its arrays
+          and groups, rewritten as format 2.
+
+        An import checks the whole source before the repository is created (a refused one
+        leaves the root as it was), reads it in bounded memory while it writes chunks in
+        parallel, and deletes the new repository again if reading the values fails. The
+        rules of each kind (links, attributes, dtypes, chunks, image modes) are in
+        :mod:`hubzarr.imports`.
 
         Parameters
         ----------
@@ -707,6 +723,10 @@ class Hub:
             Where from and where to.
         tag : str, optional
             Tag the imported repository's state with this name (imports only).
+        resize : tuple of int, optional
+            ``(height, width)``: resize every image of an imported folder of images (and
+            convert each to the mode most have); without it, images must all have one size
+            and mode.
         storage_options : dict, optional
             fsspec options for the file or store side, when it is a URL.
         progress : callable, optional
@@ -724,9 +744,10 @@ class Hub:
         Raises
         ------
         InvalidArgumentError
-            If either side is ambiguous, both or neither are repositories, the file is
-            missing, corrupt, truncated or of a kind hubzarr does not import, or holds objects,
-            strings or records (nothing is created).
+            If either side is ambiguous, both or neither are repositories, the source is
+            missing, corrupt, truncated or of a kind hubzarr does not import, holds objects,
+            strings or records, holds images of several sizes or modes without ``resize``, or
+            needs an extra that is not installed (nothing is created).
         AlreadyExistsError
             If the destination repository exists (an import, a shallow copy) or is another
             repository than the source (a copy), or the destination store holds a store or
@@ -756,6 +777,8 @@ class Hub:
         user = resolve_namespace()
         source = classify(src, default_user=user, exists=os.path.lexists)
         target = classify(dst, default_user=user, exists=os.path.lexists)
+        if resize is not None and not isinstance(source, PathLocation):
+            raise InvalidArgumentError("resize= applies to imports of folders of images")
         start = time.perf_counter()
         if isinstance(source, RepoLocation) and isinstance(target, PathLocation):
             if tag is not None:
@@ -763,7 +786,10 @@ class Hub:
             hub = self._at(source.root, from_root)
             done = hub._export(source.name, target, storage_options, progress)
         elif isinstance(source, PathLocation) and isinstance(target, RepoLocation):
-            done = self._at(target.root, to_root)._import(source, target.name, tag)
+            done = self._at(target.root, to_root)._import(
+                source, target.name, tag, resize=resize, storage_options=storage_options,
+                progress=progress,
+            )  # fmt: skip
         elif isinstance(source, RepoLocation) and isinstance(target, RepoLocation):
             if tag is not None:
                 raise InvalidArgumentError(
@@ -868,43 +894,33 @@ class Hub:
         source: PathLocation,
         name: Name,
         tag: str | None,
+        *,
+        resize: tuple[int, int] | None = None,
+        storage_options: dict[str, Any] | None = None,
+        progress: Progress | None = None,
     ) -> tuple[int, int, int, int, int]:
-        from hubzarr.transfer import open_npy, open_npz
+        from hubzarr.imports import open_source
 
         if name.ref is not None:
             raise InvalidArgumentError(
                 f"an import creates a repository; name it without a ref, not {name} "
                 "(tag= / --tag tags the result)"
             )
-        if "://" in source.path:
-            raise InvalidArgumentError(
-                f"cannot import {source}: .npy and .npz files are imported from local paths"
-            )
-        if source.suffix == ".npy":
-            npy = open_npy(source.path)
-            arr = self.array(npy.shape, str(name), dtype=npy.dtype)
-            _fill(arr, npy)
-            files, made = {"": npy}, [arr]
-        elif source.suffix == ".npz":
-            from hubzarr.groups import check_key
-
-            files = open_npz(source.path)
-            for key in files:  # every array's name checked before the repository is made
-                check_key(key)
-            group = self._new_group(name)
-            made = [group.create_array(k, f.shape, dtype=f.dtype) for k, f in files.items()]
-            for arr, npy in zip(made, files.values(), strict=True):
-                _fill(arr, npy)
-        else:
-            raise InvalidArgumentError(
-                f"cannot import {source}: hubzarr imports .npy and .npz files "
-                f"(not {source.suffix or 'files without a suffix'})"
-            )
+        # The whole source is checked before the repository is created; what only reading the
+        # values finds (a corrupt chunk, a truncated image) deletes the repository again.
+        with open_source(source.path, resize=resize, storage_options=storage_options) as found:
+            branch = _DEFAULT_BRANCH
+            _run(Repository(self.storage, name).create(branch, initial=found.documents()))
+            try:
+                _fill(self._store(name.with_ref(branch), read_only=False), found, progress)
+            except BaseException:
+                with contextlib.suppress(HubError):
+                    _run(Repository(self.storage, name).delete())
+                raise
         if tag is not None:
             self.tag(str(name), tag)
-        nbytes = sum(npy.nbytes for npy in files.values())
         refs = 1 if tag is None else 2  # the default branch, and the tag
-        return sum(arr.zarr.nchunks for arr in made), nbytes, 0, 1, refs
+        return found.nchunks, found.nbytes, 0, 1, refs
 
     def _new_group(self, name: Name) -> HubGroup:
         """A new repository holding an empty group (``AlreadyExistsError`` if it exists)."""
@@ -1015,18 +1031,68 @@ def _check_prefix(prefix: object) -> None:
         raise InvalidArgumentError(f"prefix must be a string, not {prefix!r}")
 
 
-def _fill(arr: HubArray, npy: NpyFile) -> None:
-    """Write an imported array's values, in parallel and bounded memory."""
-    if npy.mapped is not None:
-        import dask.array as da
+#: Chunks of a block read from a source are written in pieces of about this many bytes ...
+_PIECE_BYTES = 8 * 2**20
+#: ... on this many threads (encoding, checksums and storage calls release the GIL) ...
+_WRITERS = max(2, os.cpu_count() or 1)
+#: ... with at most this many pieces waiting or in flight (bounded memory).
+_PIECES_IN_FLIGHT = 2 * _WRITERS
 
-        from hubzarr.bulk import assign
 
-        values = da.from_array(npy.array(), chunks=arr.chunks)  # type: ignore[no-untyped-call]
-        assign(arr, Ellipsis, values, new=True)
-        return
-    for lo, band in npy.bands(arr.chunks[0]):
-        arr[lo : lo + len(band)] = band
+def _fill(store: HubStore, source: ImportSource, progress: Progress | None) -> None:
+    """Write the values of every array of ``source`` into the new repository at ``store``.
+
+    This thread reads the source a block of whole chunks at a time (its reader decodes in
+    parallel where it can) while a pool of threads encodes and stores the pieces of the blocks
+    read before, with the fenced writes of any bulk write; chunks of fill values are not
+    stored. ``progress`` is called here, after each piece is stored.
+    """
+    from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+
+    from hubzarr.arrays import HubArray
+    from hubzarr.bulk import write_region
+    from hubzarr.imports import Block
+    from hubzarr.indexing import chunk_regions
+    from hubzarr.metadata import open_zarr_array
+
+    objects, nbytes = source.nchunks, source.nbytes
+    done = [0, 0]
+    pending: set[Future[tuple[int, int]]] = set()
+
+    def write(arr: HubArray, piece: Block) -> tuple[int, int]:
+        write_region(arr, piece.values, piece.origin, new=True)
+        grid = (-(-n // c) for n, c in zip(piece.values.shape, arr.chunks, strict=True))
+        return math.prod(grid), piece.values.nbytes
+
+    def settle(until: int) -> None:
+        nonlocal pending
+        while len(pending) > until:
+            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for future in finished:
+                chunks, size = future.result()
+                done[0] += chunks
+                done[1] += size
+                if progress is not None:
+                    progress(done[0], objects, done[1], nbytes)
+
+    with ThreadPoolExecutor(_WRITERS) as pool:
+        try:
+            for item in source.arrays:
+                arr = HubArray(store, open_zarr_array(store, item.key), item.key)
+                with contextlib.closing(item.blocks()) as blocks:
+                    for block in blocks:  # whole chunks, from a chunk edge: so are the pieces
+                        shape, itemsize = block.values.shape, item.dtype.itemsize
+                        for inside in chunk_regions(shape, item.chunks, itemsize, _PIECE_BYTES):
+                            origin = tuple(
+                                o + s.start for o, s in zip(block.origin, inside, strict=True)
+                            )
+                            piece = Block(origin, block.values[inside])
+                            pending.add(pool.submit(write, arr, piece))
+                            settle(_PIECES_IN_FLIGHT)
+            settle(0)
+        finally:
+            for future in pending:
+                future.cancel()
 
 
 def _repository_name(name: str) -> Name | None:
@@ -1191,6 +1257,7 @@ def copy(
     dst: str,
     *,
     tag: str | None = None,
+    resize: tuple[int, int] | None = None,
     storage_options: dict[str, Any] | None = None,
     progress: Progress | None = None,
     root: RootLike = None,
@@ -1202,6 +1269,7 @@ def copy(
         src,
         dst,
         tag=tag,
+        resize=resize,
         storage_options=storage_options,
         progress=progress,
         from_root=from_root,

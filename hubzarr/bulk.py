@@ -892,6 +892,18 @@ def write_block(writer: _Writer, block: npt.NDArray[Any], origin: tuple[int, ...
     return len(whole) + len(partial)
 
 
+def write_region(
+    array: HubArray, values: npt.NDArray[Any], origin: tuple[int, ...], *, new: bool = False
+) -> int:
+    """Write ``values`` into ``array`` with their first element at ``origin``, on the calling
+    thread, as one task of :func:`assign` writes its block (see :func:`write_block`).
+
+    ``new``: the array was just created, so chunks of fill values need not be stored. Returns
+    the number of chunks written.
+    """
+    return write_block(_Writer(array, array.layout, new), values, origin)
+
+
 def assign(array: HubArray, key: Any, value: Any, *, new: bool = False) -> None:
     """``array[key] = value`` for a dask array ``value``: written block by block, in parallel
     on dask's current scheduler (threads, or a dask.distributed cluster).

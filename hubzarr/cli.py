@@ -566,9 +566,20 @@ def cp(
     to_root: Annotated[
         str | None, typer.Option("--to-root", help="The destination repository's root.")
     ] = None,
+    resize: Annotated[
+        str | None,
+        typer.Option(
+            "--resize",
+            metavar="HxW",
+            help="Resize every image of an imported folder to H x W pixels (and convert "
+            "each to the mode most have).",
+            show_default=False,
+        ),
+    ] = None,
     root: RootOption = None,
 ) -> None:
-    """Copy a repository between roots, import a file into one, or export a version.
+    """Copy a repository between roots, import a file, folder or store into one, or export a
+    version.
 
     \b
       hub cp alice/x s3://bucket/hub::alice/x      every version, tag and branch;
@@ -577,6 +588,11 @@ def cp(
       hub cp alice/x:v1 s3://bucket/hub::alice/x1  only that state (a new repository)
       hub cp ./images.npy alice/images --tag v0    .npy -> an array
       hub cp data.npz alice/data                   .npz -> a group of arrays
+      hub cp data.h5 alice/data                    HDF5 -> a group (needs h5py)
+      hub cp ./photos alice/photos                 photos/<class>/*.png -> images,
+                                                   labels (needs Pillow)
+      hub cp ./photos alice/p --resize 224x224     ... of several sizes or modes
+      hub cp s3://bucket/d.zarr alice/d            zarr (format 2 or 3) -> a group
       hub cp alice/images:v0 out.zarr              a version -> a plain zarr store
       hub cp alice/images:v0 out.npy               an array -> a .npy file
       hub cp s3://bucket/hub::alice/x:v1 x.zarr    a repository at another root
@@ -601,6 +617,14 @@ def cp(
 
     from hubzarr.api import Hub
 
+    size = None
+    if resize is not None:
+        height, x, width = resize.lower().partition("x")
+        if not (x and height.strip().isdigit() and width.strip().isdigit()):
+            raise InvalidArgumentError(
+                f"--resize takes HEIGHTxWIDTH in pixels, such as 224x224, not {resize!r}"
+            )
+        size = (int(height), int(width))
     hub = Hub(root)  # a refused root is reported before the progress bar starts
     columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn())
     console = Console(stderr=True)
@@ -616,7 +640,13 @@ def cp(
             )
 
         report = hub.copy(
-            src, dst, tag=tag_as, progress=progress, from_root=from_root, to_root=to_root
+            src,
+            dst,
+            tag=tag_as,
+            resize=size,
+            progress=progress,
+            from_root=from_root,
+            to_root=to_root,
         )
     typer.echo(str(report))
 

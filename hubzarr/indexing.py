@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import math
 import operator
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from itertools import pairwise
+from itertools import pairwise, product
 from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
@@ -31,6 +31,7 @@ __all__ = [
     "aligned_chunks",
     "axis_pieces",
     "block_counts",
+    "chunk_regions",
     "combine_pieces",
     "compose",
     "plan",
@@ -290,6 +291,30 @@ def aligned_chunks(
         tuple(sum(run) for run in split_runs(lengths, n))
         for lengths, n in zip(per_axis, counts, strict=True)
     )
+
+
+def chunk_regions(
+    shape: Sequence[int], chunks: Sequence[int], itemsize: int, target: int
+) -> Iterator[tuple[slice, ...]]:
+    """Regions of whole chunks, of about ``target`` bytes (at least one chunk), that cover an
+    array of ``shape`` once, in C order.
+
+    A region takes as many chunks of the last axis as fit, then (if it took the whole axis)
+    as many of the one before, and so on: its rows stay contiguous when the trailing axes fit.
+    """
+    block = list(chunks)
+    size = itemsize * math.prod(chunks)
+    for a in reversed(range(len(shape))):
+        count = min(-(-shape[a] // chunks[a]), max(1, target // size))
+        block[a] = count * chunks[a]
+        size *= count
+        if block[a] < shape[a]:
+            break
+    starts = [range(0, n, b) for n, b in zip(shape, block, strict=True)]
+    for corner in product(*starts):
+        yield tuple(
+            slice(lo, min(lo + b, n)) for lo, b, n in zip(corner, block, shape, strict=True)
+        )
 
 
 class Shaped:

@@ -129,7 +129,7 @@ def test_npz_imports_as_a_group_of_its_arrays(hub: hubzarr.Hub, work: Path, save
 def test_compressed_npz_is_read_a_band_at_a_time(hub: hubzarr.Hub, work: Path) -> None:
     values = data((1000, 64), "f8")
     np.savez_compressed(work / "d.npz", v=values)
-    (npy,) = hubzarr.transfer.open_npz(work / "d.npz").values()
+    (npy,) = hubzarr.imports.open_npz(work / "d.npz").values()
     bands = list(npy.bands(100))
     assert [lo for lo, _ in bands] == list(range(0, 1000, 100))
     assert max(b.nbytes for _, b in bands) == 100 * 64 * 8
@@ -205,9 +205,9 @@ def test_missing_files_unknown_kinds_and_existing_repositories(
 ) -> None:
     with pytest.raises(InvalidArgumentError, match="no such file"):
         hub.copy("missing.npy", "alice/x")
-    (work / "x.h5").write_bytes(b"\x89HDF\r\n\x1a\n")
-    with pytest.raises(InvalidArgumentError, match=r"imports \.npy and \.npz"):
-        hub.copy("x.h5", "alice/x")
+    (work / "x.txt").write_text("hello")
+    with pytest.raises(InvalidArgumentError, match=r"imports \.npy and \.npz files, HDF5"):
+        hub.copy("./x.txt", "alice/x")
     np.save(work / "x.npy", data())
     hub.copy("x.npy", "alice/x")
     before = files_under(work / "hub")

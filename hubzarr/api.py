@@ -132,7 +132,7 @@ class Hub:
     def _parse(self, name: str) -> Name:
         return parse_name(name, default_user=resolve_namespace())
 
-    def _store(self, name: Name, *, read_only: bool) -> HubStore:
+    def _store(self, name: Name, *, read_only: bool, session: Session | None = None) -> HubStore:
         from hubzarr.stores import HubStore
 
         return HubStore(
@@ -141,6 +141,7 @@ class Hub:
             storage_options=self.storage_options,
             read_only=read_only,
             storage=self._injected,
+            session=session,
         )
 
     def array(
@@ -900,6 +901,7 @@ class Hub:
         progress: Progress | None = None,
     ) -> tuple[int, int, int, int, int]:
         from hubzarr.imports import open_source
+        from hubzarr.session import Session
 
         if name.ref is not None:
             raise InvalidArgumentError(
@@ -909,16 +911,22 @@ class Hub:
         # The whole source is checked before the repository is created; what only reading the
         # values finds (a corrupt chunk, a truncated image) deletes the repository again.
         with open_source(source.path, resize=resize, storage_options=storage_options) as found:
-            branch = _DEFAULT_BRANCH
-            _run(Repository(self.storage, name).create(branch, initial=found.documents()))
+            # Filled (and tagged) as a draft, published whole: an import killed at any point
+            # leaves no repository, and one that fails deletes its draft.
+            repo, at = Repository(self.storage, name), name.with_ref(_DEFAULT_BRANCH)
+            _run(repo.create(_DEFAULT_BRANCH, initial=found.documents(), publish=False))
             try:
-                _fill(self._store(name.with_ref(branch), read_only=False), found, progress)
+                store = self._store(
+                    at, read_only=False, session=Session(self.storage, at, repository=repo)
+                )
+                _fill(store, found, progress)
+                if tag is not None:
+                    _run(repo.tag(None, tag))
+                _run(repo.publish())
             except BaseException:
                 with contextlib.suppress(HubError):
-                    _run(Repository(self.storage, name).delete())
+                    _run(repo.discard())
                 raise
-        if tag is not None:
-            self.tag(str(name), tag)
         refs = 1 if tag is None else 2  # the default branch, and the tag
         return found.nchunks, found.nbytes, 0, 1, refs
 

@@ -292,6 +292,9 @@ class Session:
         Never empty superseded generations (see the module docstring), so that a
         :class:`HeadSnapshot` can be restored; set while a snapshot is held, and kept by
         pickled copies made meanwhile.
+    repository : Repository, optional
+        The repository, opened already: a draft being filled before it is published
+        (:meth:`Repository.create` with ``publish=False``), which only this object knows.
     """
 
     def __init__(
@@ -302,9 +305,11 @@ class Session:
         read_only: bool = False,
         pinned: Resolved | None = None,
         keep_superseded: bool = False,
+        repository: Repository | None = None,
     ) -> None:
         self.storage = storage
         self.name = name
+        self._repository = repository
         self._read_only = read_only
         self._pinned = pinned
         self._keep_superseded = keep_superseded
@@ -343,7 +348,7 @@ class Session:
 
     async def _open(self) -> _State:
         if self._state is None:
-            repo = Repository(self.storage, self.name)
+            repo = self._repository or Repository(self.storage, self.name)
             await repo.open()
             resolved = self._pinned or await repo.resolve(self.name.ref)
             if resolved.kind == "version" and not resolved.sealed:

@@ -164,6 +164,9 @@ class HubStore(KeySetListing, Store):
     storage : Storage, optional
         The storage to use for ``root`` instead of opening one (a wrapper such as a cache,
         a fault injector or a request counter).
+    session : Session, optional
+        The session to read and write through (one over a draft repository, being filled
+        before it is published); by default the store opens its own.
 
     Raises
     ------
@@ -189,6 +192,7 @@ class HubStore(KeySetListing, Store):
         storage_options: dict[str, Any] | None = None,
         read_only: bool = False,
         storage: Storage | None = None,
+        session: Session | None = None,
     ) -> None:
         super().__init__(read_only=read_only)
         self.root = check_root(resolve_root(root) if storage is None or root else storage.url)
@@ -197,7 +201,7 @@ class HubStore(KeySetListing, Store):
         )
         self._storage_options = resolve_storage_options(self.root, storage_options)
         self._storage = self._injected = storage
-        self._session: Session | None = None
+        self._session: Session | None = session
         # Consolidated metadata built at sealed versions: {(version, group prefix): document}.
         self._zmetadata: dict[tuple[str, str], bytes | None] = {}
 

@@ -69,6 +69,8 @@ from hubzarr.storage import Storage
 __all__ = ["LogEntry", "Repository", "Resolved", "author", "list_repositories"]
 
 _ADVICE = "the repository is damaged: restore that file from a copy"
+#: A new repository's first objects are created this many at a time.
+_CREATING = 64
 
 
 def author() -> str:
@@ -145,6 +147,8 @@ class Repository:
         self.refs = Refs(self.files)
         #: Its manifests.
         self.manifests = Manifests(self.files)
+        #: Whether it is a draft: created, not published (see :meth:`create`).
+        self._draft = False
 
     @property
     def storage(self) -> Storage:
@@ -209,7 +213,9 @@ class Repository:
             )
         self.files.info = info
 
-    async def create(self, branch: str, initial: dict[str, bytes] | None = None) -> str:
+    async def create(
+        self, branch: str, initial: dict[str, bytes] | None = None, *, publish: bool = True
+    ) -> str:
         """Create the repository with one branch; return the branch's head.
 
         Parameters
@@ -220,6 +226,11 @@ class Repository:
             Objects the first version holds from the start (``{zarr key: payload}``, such as
             an array's ``.zarray``): written before the repository is published, so a creator
             killed halfway leaves no repository rather than one without its array.
+        publish : bool
+            ``False``: leave the repository a *draft*, which this object (and a
+            :class:`~hubzarr.session.Session` given it) reads and writes like any other but
+            nobody else sees, until :meth:`publish` (or :meth:`discard`). An import fills its
+            repository so: one killed halfway leaves nothing visible.
 
         Raises
         ------
@@ -242,23 +253,53 @@ class Repository:
         # publishes the lot at once. A loser's folder, or a killed creator's, is left for gc.
         self.files.info = info
         try:
-            for key, payload in (initial or {}).items():
+
+            async def put(key: str, payload: bytes) -> None:
                 bound = frame.binding(root, key, 0)
                 await self.storage.create(
                     self.files.data_path(root, key), (frame.encode_header(payload, bound), payload)
                 )
+
+            objects = list((initial or {}).items())
+            for start in range(0, len(objects), _CREATING):
+                await asyncio.gather(*(put(k, v) for k, v in objects[start : start + _CREATING]))
             await self.refs.recover_default_branch()
-        finally:
+        except BaseException:
             self.files.info = None
+            raise
+        self._draft = True
+        if publish:
+            await self.publish()
+        return root
+
+    async def publish(self) -> None:
+        """Make a draft (:meth:`create` with ``publish=False``) the repository of its name.
+
+        Raises
+        ------
+        AlreadyExistsError
+            If a repository of that name was created meanwhile (the draft is deleted).
+        """
+        assert self._draft, "only a draft is published"
+        info = self.files.info
         try:
             await self.files.create_record(self.files.repo_json, info.to_dict())
         except AlreadyExistsError:
             # Another creator won: our folder was never published, and nobody else knows it.
-            await self.storage.delete_prefix(f"{self.base}/{info.id}")
+            await self.discard()
             raise self._exists_error() from None
-        self.files.info = info
+        self._draft = False
         await self.refs.recover_default_branch()
-        return root
+
+    async def discard(self) -> None:
+        """Delete a draft's folder (what a killed creator would leave for gc); nothing if this
+        is no draft (published, or discarded already)."""
+        if not self._draft:
+            return
+        home = self.files.home
+        self.files.info = None
+        self._draft = False
+        await self.storage.delete_prefix(home)
 
     def _exists_error(self) -> AlreadyExistsError:
         return AlreadyExistsError(
@@ -275,6 +316,8 @@ class Repository:
             If it was deleted (or deleted and created again) since it was opened: a handle
             opened before a deletion must neither read nor write.
         """
+        if self._draft:
+            return  # only its creator knows it, and nobody else can delete it
         if not await self.files.still_open():
             raise self.files.gone()
 

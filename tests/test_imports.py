@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import zarr
 import zarr.codecs
+from _copyprocs import kill_copy
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -591,3 +592,33 @@ def test_hub_cp_imports_a_folder_with_a_tag_and_resizes(work: Path) -> None:
     assert group["images"].shape == (2, 8, 6, 3)
     np.testing.assert_array_equal(group["labels"][:], [0, 1])
     assert os.listdir(work / "hub") == ["alice"]
+
+
+# -- killed imports --------------------------------------------------------------------------
+
+
+def test_a_killed_import_leaves_no_repository(work: Path) -> None:
+    """An import fills (and tags) a draft and publishes it last: killed at any write, it leaves
+    nothing that `hub ls` shows; the next import makes it whole."""
+    values = np.arange(64 * 50, dtype="f8").reshape(64, 50)
+    np.save(work / "x.npy", values)
+    root = str(work / "hub")
+    counted = kill_copy(
+        "x.npy", "alice/x", str(work / "probe"), "before", 10**9, work / "log", "v0"
+    )
+    assert counted is not None
+    writes = [e for e in counted if e.startswith(("create", "write "))]
+    published = writes.index("create alice/x/repo.json") + 1  # the n-th write publishes
+    assert published > 3
+    hub = hubzarr.Hub(root)
+    for at in sorted({1, 2, published // 2, published - 1, published, len(writes)}):
+        for when in ("before", "after"):
+            log = work / f"log-{at}-{when}"
+            assert kill_copy("x.npy", "alice/x", root, when, at, log, "v0") is None
+            if at > published or (at, when) == (published, "after"):
+                np.testing.assert_array_equal(hub.load_array("alice/x:v0")[:], values)
+                hub.delete("alice/x")
+            assert hub.ls() == [], (at, when)
+            hub.copy("x.npy", "alice/x", tag="v0")
+            np.testing.assert_array_equal(hub.load_array("alice/x:v0")[:], values)
+            hub.delete("alice/x")

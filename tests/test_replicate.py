@@ -6,18 +6,16 @@ destination has; shallow copies of one state."""
 from __future__ import annotations
 
 import asyncio
-import json
-import multiprocessing
 import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import _copyprocs
 import fsspec
 import numpy as np
 import pytest
+from _copyprocs import kill_copy
 from conftest import Backend
 from servers import gcs_options, make_bucket, make_gcs_bucket, s3_options
 from typer.testing import CliRunner
@@ -382,20 +380,6 @@ def test_a_copy_from_an_http_root(served: tuple[hubzarr.Hub, str], b: hubzarr.Hu
 # -- killed copies ---------------------------------------------------------------------------
 
 
-def _kill(src: str, dst: str, root: str, when: str, at: int, log: Path) -> list[str] | None:
-    """Run the copy in a child SIGKILLed at the ``at``-th storage write; return the events
-    it counted if it finished."""
-    context = multiprocessing.get_context("spawn")
-    only = r"^(create|create_copy|write) "
-    child = context.Process(
-        target=_copyprocs.copy_until_killed, args=(src, dst, root, when, at, only, str(log))
-    )
-    child.start()
-    child.join(timeout=120)
-    assert child.exitcode is not None, "the copy hung"
-    return json.loads(log.read_text()) if log.exists() else None
-
-
 @pytest.mark.parametrize("update", [False, True], ids=["new", "update"])
 def test_a_killed_copy_leaves_no_half_copy_and_the_next_one_finishes(
     a: hubzarr.Hub, tmp_path: Path, update: bool
@@ -418,7 +402,7 @@ def test_a_killed_copy_leaves_no_half_copy_and_the_next_one_finishes(
     full = a.copy("alice/m", "alice/m", to_root=str(tmp_path / "probe"))
     shutil.copytree(pristine, tmp_path / "probe2")
     root = str(tmp_path / "a")
-    counted = _kill(
+    counted = kill_copy(
         "alice/m", f"{tmp_path / 'probe2'}::alice/m", root, "before", 10**9, tmp_path / "log"
     )
     assert counted is not None
@@ -429,7 +413,7 @@ def test_a_killed_copy_leaves_no_half_copy_and_the_next_one_finishes(
             shutil.rmtree(folder)
             shutil.copytree(pristine, folder)
             log = tmp_path / f"log-{at}-{when}"
-            assert _kill("alice/m", f"{folder}::alice/m", root, when, at, log) is None
+            assert kill_copy("alice/m", f"{folder}::alice/m", root, when, at, log) is None
             # Every ref reads whole, the old state or the new, never half of one.
             assert b.ls() == ([] if not update and (at, when) != (writes, "after") else ["alice/m"])
             for ref in (*REFS, "v3") if b.ls() else ():

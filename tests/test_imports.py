@@ -320,8 +320,16 @@ def save(path: Path, pixels: np.ndarray, mode: str | None = None) -> None:
     (image.convert(mode) if mode else image).save(path)
 
 
+@pytest.fixture(params=["threads", "processes"])
+def decoders(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Images read and decoded on threads, or (as many are) in processes."""
+    if request.param == "processes":
+        monkeypatch.setattr(imports, "_PROCESS_FROM", 1)
+    return str(request.param)
+
+
 def test_a_folder_of_class_folders_becomes_images_labels_and_classes(
-    hub: hubzarr.Hub, work: Path
+    hub: hubzarr.Hub, work: Path, decoders: str
 ) -> None:
     expected = []
     for cls, n in [("dog", 3), ("cat", 2), ("emu", 1)]:
@@ -448,7 +456,9 @@ def test_folders_without_usable_images_are_refused(hub: hubzarr.Hub, work: Path)
     refused(hub, "./deep", r"'deep/2.png': it is a I;16 image")
 
 
-def test_unreadable_images_are_refused_naming_the_file(hub: hubzarr.Hub, work: Path) -> None:
+def test_unreadable_images_are_refused_naming_the_file(
+    hub: hubzarr.Hub, work: Path, decoders: str
+) -> None:
     np.save(work / "first.npy", np.arange(3))
     hub.copy("first.npy", "alice/first")
     save(work / "f" / "1.png", picture(0))

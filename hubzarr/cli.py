@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
@@ -291,7 +292,8 @@ def rm(
         if not typer.confirm(question, default=False, err=True):
             typer.echo(f"not deleted: {summary.name}", err=True)
             raise typer.Exit(1)
-    hub.delete(summary.name)
+    with _progress(f"deleting {summary.name}", nbytes=False):
+        hub.delete(summary.name)
     typer.echo(f"deleted {summary.name} under {hub.root} ({lost})")
 
 
@@ -514,7 +516,9 @@ def gc(
     """
     from hubzarr.api import Hub
 
-    report = Hub(root).gc(name, grace=_duration(grace), dry_run=not yes)
+    hub, seconds = Hub(root), _duration(grace)
+    with _progress(f"collecting {name}" if yes else f"looking through {name}", nbytes=False):
+        report = hub.gc(name, grace=seconds, dry_run=not yes)
     verb = "would free" if report.dry_run else "freed"
     typer.echo(
         f"{name}: {verb} {report.objects} objects ({_size(report.bytes)}) and "
@@ -534,13 +538,8 @@ def verify(name: NameArgument, root: RootOption = None) -> None:
     from hubzarr.api import Hub
 
     hub = Hub(root)  # a refused root is reported before the progress bar starts
-    with typer.progressbar(length=0, label="verifying", file=sys.stderr) as bar:
-
-        def progress(done: int, total: int) -> None:
-            bar.length = total
-            bar.update(1)
-
-        report = hub.verify(name, progress=progress)
+    with _progress("verifying", nbytes=False) as update:
+        report = hub.verify(name, progress=update)
     for problem in report.problems:
         typer.echo(f"error: {problem.message}", err=True)
     status = "OK" if report.ok else f"{len(report.problems)} problems"
@@ -605,16 +604,6 @@ def cp(
       user/name[:ref]           a repository; if a local file or folder of that
                                 name exists too, an error: write ./WORD or ::WORD
     """
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        DownloadColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-        TransferSpeedColumn,
-    )
-
     from hubzarr.api import Hub
 
     size = None
@@ -626,18 +615,10 @@ def cp(
             )
         size = (int(height), int(width))
     hub = Hub(root)  # a refused root is reported before the progress bar starts
-    columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn())
-    console = Console(stderr=True)
-    with Progress(
-        *columns, TransferSpeedColumn(), TimeRemainingColumn(), console=console, transient=True,
-        disable=not console.is_terminal,
-    ) as bar:  # fmt: skip
-        task = bar.add_task("copying", total=None)
+    with _progress("copying", nbytes=True) as update:
 
         def progress(done: int, total: int, nbytes: int, total_bytes: int) -> None:
-            bar.update(
-                task, description=f"{done}/{total} objects", completed=nbytes, total=total_bytes
-            )
+            update(nbytes, total_bytes, f"{done}/{total} objects")
 
         report = hub.copy(
             src,
@@ -649,6 +630,40 @@ def cp(
             to_root=to_root,
         )
     typer.echo(str(report))
+
+
+@contextlib.contextmanager
+def _progress(label: str, *, nbytes: bool) -> Iterator[Callable[..., None]]:
+    """A progress bar on stderr while a long command runs (none unless stderr is a terminal);
+    yields ``update(completed, total, description=label)``. Without updates it pulses."""
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        MofNCompleteColumn,
+        Progress,
+        ProgressColumn,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    console = Console(stderr=True)
+    columns: list[ProgressColumn] = [TextColumn("{task.description}"), BarColumn()]
+    columns += [DownloadColumn(), TransferSpeedColumn()] if nbytes else [MofNCompleteColumn()]
+    with Progress(
+        *columns,
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+        disable=not console.is_terminal,
+    ) as bar:
+        task = bar.add_task(label, total=None)
+
+        def update(completed: int, total: int, description: str = label) -> None:
+            bar.update(task, completed=completed, total=total, description=description)
+
+        yield update
 
 
 def _stdin_is_tty() -> bool:

@@ -225,9 +225,15 @@ class StorageContract:
         size = await storage.create_copy("b/dst", storage, "a/src", lambda v: seen.append(bytes(v)))
         assert size == 7000 and seen == [b"payload" * 1000]
         assert await storage.read("b/dst") == b"payload" * 1000
+        assert await storage.create_copy("b/new", storage, "a/none", lambda v: None) is None
+        assert await storage.read("b/new") is None
+
+    async def test_create_copy_refuses_an_existing_object(self, storage: Storage) -> None:
+        await storage.write("a/src", b"new")
+        await storage.write("b/dst", b"old")
         with pytest.raises(AlreadyExistsError):
             await storage.create_copy("b/dst", storage, "a/src", lambda v: None)
-        assert await storage.create_copy("b/new", storage, "a/none", lambda v: None) is None
+        assert await storage.read("b/dst") == b"old"
 
     async def test_create_copy_refused_by_the_check_leaves_nothing(self, storage: Storage) -> None:
         await storage.write("a/src", b"bad")

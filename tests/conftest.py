@@ -64,6 +64,13 @@ def _memory_root() -> Iterator[str]:
 
 
 @pytest.fixture
+def work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A working folder, made the current directory (relative paths of files to import)."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.fixture
 def memory_root() -> Iterator[str]:
     """A fresh ``memory://`` hub root, removed afterwards."""
     yield from _memory_root()

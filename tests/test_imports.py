@@ -32,14 +32,8 @@ from hubzarr.spec import default_chunks
 
 
 @pytest.fixture
-def work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A working folder (the current directory) with a hub root inside it."""
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
-
-@pytest.fixture
 def hub(work: Path) -> hubzarr.Hub:
+    """A hub root inside the working folder."""
     return hubzarr.Hub(str(work / "hub"))
 
 

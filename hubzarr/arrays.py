@@ -10,6 +10,7 @@ hubzarr's own graphs (:mod:`hubzarr.bulk`).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -17,7 +18,7 @@ import numpy.typing as npt
 import zarr
 from zarr.core.sync import sync
 
-from hubzarr.bulk import LazyArray, assign, check_chunks_decode, check_histogram
+from hubzarr.bulk import LazyArray, assign, check_chunks_decode, check_histogram, read_selection
 from hubzarr.chunks import Layout
 from hubzarr.errors import ConflictError, HubError, InvalidArgumentError
 from hubzarr.indexing import Shaped, normalize_index
@@ -27,6 +28,11 @@ from hubzarr.spec import cast_value, check_ddof, check_flag
 from hubzarr.stores import HubStore, StoredNode, conditional_writes
 
 __all__ = ["HubArray"]
+
+#: Selections touching at least this many chunks are read by hubzarr's own path
+#: (:func:`hubzarr.bulk.read_selection`); smaller ones, and xarray's string variables, by
+#: zarr's.
+_OWN_READ_FROM = 2
 
 
 class HubArray(StoredNode, Shaped):
@@ -107,6 +113,15 @@ class HubArray(StoredNode, Shaped):
 
     def _read(self, key: Any) -> npt.NDArray[Any]:
         selection, _, flips = normalize_index(key, self.shape)
+        layout = self.layout
+        axes = [
+            item if isinstance(item, int) else range(*item.indices(n))
+            for item, n in zip(selection, self.shape, strict=True)
+        ]
+        if not layout.strings and _chunks_touched(axes, layout.chunks) >= _OWN_READ_FROM:
+            # hubzarr's own read path: concurrent fetches, decoding straight into the result.
+            out = read_selection(self, axes)
+            return np.flip(out, axis=flips) if flips else out
         target = self.zarr
         try:
             out = np.asarray(target[selection])
@@ -304,6 +319,19 @@ class HubArray(StoredNode, Shaped):
         """
         check_histogram(bins, range, progress)
         return self._whole().histogram(bins, range, progress=progress)
+
+
+def _chunks_touched(axes: Sequence[int | range], chunks: Sequence[int]) -> int:
+    """How many chunks a selection (one ``int`` or positive-step ``range`` per axis) touches."""
+    count = 1
+    for axis, size in zip(axes, chunks, strict=True):
+        if isinstance(axis, int):
+            continue
+        if len(axis) == 0:
+            return 0
+        first, last = axis[0] // size, axis[-1] // size
+        count *= min(last - first + 1, len(axis))
+    return count
 
 
 def _is_dask(value: Any) -> bool:

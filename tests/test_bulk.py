@@ -59,6 +59,26 @@ def test_a_lazy_selection_reads_what_numpy_would(hub: hubzarr.Hub, index: tuple[
     np.testing.assert_array_equal(np.asarray(lazy), want)
 
 
+@pytest.mark.parametrize("index", SELECTIONS)
+def test_numpy_reads_of_many_chunks_take_hubzarrs_own_path(
+    hub: hubzarr.Hub, index: tuple[Any, ...], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, expected = _filled(hub)
+    arr = hub.load_array("bulk/a")
+    through_zarr: list[str] = []
+    get = HubStore.get
+
+    async def counted(self: HubStore, key: str, *args: Any, **kwargs: Any) -> Any:
+        through_zarr.append(key)
+        return await get(self, key, *args, **kwargs)
+
+    monkeypatch.setattr(HubStore, "get", counted)
+    np.testing.assert_array_equal(arr[index], expected[index])
+    chunks = [k for k in through_zarr if not k.rpartition("/")[2].startswith(".")]
+    # One chunk: zarr's path; more: hubzarr's (and none at all: nothing read).
+    assert (chunks != []) == (index == (22, 16, 4))
+
+
 def test_lazy_selections_compose(hub: hubzarr.Hub) -> None:
     arr, expected = _filled(hub)
     lazy = arr.lazy[::-2, 3:][1:7, ::3, 2]
@@ -145,6 +165,8 @@ def test_every_codec_layout_decodes(
     arr = hubzarr.load("bulk/z", root=local_root)
     np.testing.assert_array_equal(arr.dask.compute(), expected)
     np.testing.assert_array_equal(arr.lazy[7:1:-2, 3::3].dask.compute(), expected[7:1:-2, 3::3])
+    np.testing.assert_array_equal(arr[7:1:-2, 3::3], expected[7:1:-2, 3::3])
+    np.testing.assert_array_equal(arr[:], expected)
     assert arr.std() == pytest.approx(expected.std(), rel=1e-12)
 
 
@@ -162,6 +184,8 @@ def test_a_corrupt_chunk_is_reported_by_key(local_root: str) -> None:
         arr.dask.compute()
     with pytest.raises(hubzarr.CorruptChunkError, match="'1'"):
         arr.mean()
+    with pytest.raises(hubzarr.CorruptChunkError, match="'1'"):
+        arr[:]
 
 
 # -- reductions ----------------------------------------------------------------------------

@@ -19,7 +19,7 @@ import asyncio
 import math
 import threading
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import product
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -62,6 +62,9 @@ TASK_BYTES = 32 * 2**20
 MIN_TASKS = 16
 #: Chunk reads in flight ahead of the decoding, per task.
 READ_AHEAD = 8
+#: A task reading at least this many chunks of an object store at a branch lists the array's
+#: objects in the head first: one request for up to 1,000, where probing costs one per chunk.
+LIST_FROM = 16
 #: Partial results combined per reduction task.
 FAN_IN = 16
 #: Deviations from a chunk's mean are taken in float64 in pieces of this many elements.
@@ -86,11 +89,29 @@ class _Reader:
     def __reduce__(self) -> tuple[Any, ...]:
         return (_shared_reader, (self.store, self.layout))
 
-    def fetch(self, coords: Sequence[tuple[int, ...]]) -> Iterator[memoryview | None]:
+    def listing(self) -> dict[str, int] | None:
+        """At a branch of an object store, the array's objects in the head, from one listing
+        (:meth:`Session.head_listing`); else ``None``."""
+        storage = self.store.storage
+        if storage.caller_reads or storage.read_only:
+            # Local files: probing a generation is a system call, not a request. Read-only
+            # (web) roots: a listing is an HTML page that may say less than the root holds.
+            return None
+        prefix = f"{self.layout.path}/" if self.layout.path else ""
+        listed: dict[str, int] | None = submit_coroutine(
+            self.store.session.head_listing(prefix)
+        ).result()
+        return listed
+
+    def fetch(
+        self, coords: Sequence[tuple[int, ...]], listed: Mapping[str, int] | None = None
+    ) -> Iterator[memoryview | None]:
         """Yield the payload (``None``: never written) of each chunk, in order.
 
         Up to :data:`READ_AHEAD` reads run on hubzarr's event loop thread while the caller
-        decodes (reads create nothing tied to a loop, see :mod:`hubzarr.runner`).
+        decodes (reads create nothing tied to a loop, see :mod:`hubzarr.runner`). ``listed``
+        (:meth:`listing`, taken after the read was asked for) makes each read one request; a
+        fetch of many chunks takes one itself.
         """
         store = self.store
         if store.storage.caller_reads:
@@ -100,10 +121,13 @@ class _Reader:
             return
         pending: deque[Any] = deque()
         todo = iter(coords)
+        session = self.store.session
+        if listed is None and len(coords) >= LIST_FROM:
+            listed = self.listing()
 
         def submit() -> None:
             for c in todo:
-                read = self.store.session.read(self.layout.key(c))
+                read = session.read(self.layout.key(c), listed=listed)
                 pending.append(submit_coroutine(read))
                 if len(pending) >= READ_AHEAD:
                     return
@@ -148,11 +172,17 @@ def read_block(
     return np.flip(out, axis=flips) if flips else out
 
 
-def read_into(reader: _Reader, pieces: Sequence[ChunkPiece], out: npt.NDArray[Any]) -> None:
+def read_into(
+    reader: _Reader,
+    pieces: Sequence[ChunkPiece],
+    out: npt.NDArray[Any],
+    listed: Mapping[str, int] | None = None,
+) -> None:
     """Fill ``out`` (a block of a selection, unflipped) from its chunk pieces: their bytes
-    fetched ahead, whole chunks decoded straight into place."""
+    fetched ahead (``listed``: see :meth:`_Reader.fetch`), whole chunks decoded straight into
+    place."""
     layout = reader.layout
-    payloads = reader.fetch([p.coords for p in pieces])
+    payloads = reader.fetch([p.coords for p in pieces], listed)
     for piece, payload in zip(pieces, payloads, strict=True):
         target = out[(*piece.outer, Ellipsis)]  # type: ignore[arg-type]  # a view, even 0-d
         if payload is None:
@@ -254,13 +284,15 @@ def read_selection(array: HubArray, axes: Sequence[Axis]) -> npt.NDArray[Any]:
     target = min(BLOCK_BYTES, max(layout.chunk_nbytes, out.nbytes // (2 * workers)))
     blocks = _Blocks(axes, layout, target)
     tasks = [(block.pieces, out[block.region]) for block in blocks]
+    chunks = sum(len(pieces) for pieces, _ in tasks)
+    listed = reader.listing() if chunks >= LIST_FROM else None  # one for the whole read
     if len(tasks) == 1:
-        read_into(reader, *tasks[0])
+        read_into(reader, *tasks[0], listed)
     else:
         from concurrent.futures import ThreadPoolExecutor
 
         with ThreadPoolExecutor(min(workers, len(tasks))) as pool:
-            for done in [pool.submit(read_into, reader, *task) for task in tasks]:
+            for done in [pool.submit(read_into, reader, *task, listed) for task in tasks]:
                 done.result()
     return np.flip(out, axis=blocks.flips) if blocks.flips else out
 

@@ -43,7 +43,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
@@ -553,7 +553,9 @@ class Session:
                 high = middle
         return low
 
-    async def _read(self, state: _State, key: str) -> memoryview | None:
+    async def _read(
+        self, state: _State, key: str, listed: Mapping[str, int] | None = None
+    ) -> memoryview | None:
         check_key(key)
         owner = state.index.get(key)
         if state.resolved.sealed:
@@ -563,7 +565,7 @@ class Session:
             path = state.repo.files.object_path(owner, key)
             found = await self.storage.read_first([path], decode)
         else:
-            found, observed = await self._read_head(state, key, owner)
+            found, observed = await self._read_head(state, key, owner, listed)
             operation = _operation.get()
             if operation is not None:
                 operation.reads[(id(self), key)] = (state.version, observed)
@@ -581,16 +583,35 @@ class Session:
         return None
 
     async def _read_head(
-        self, state: _State, key: str, owner: Location | None
+        self, state: _State, key: str, owner: Location | None, listed: Mapping[str, int] | None
     ) -> tuple[tuple[int, _Found] | None, int]:
         """Read ``key`` at the open head: its newest generation there, else the ancestor the
         index names. Return what read_first found and the generation read (-1: none in the
-        head)."""
+        head). ``listed``: the head's newest generations from a listing begun after this read
+        was asked for (:meth:`head_listing`), so one request reads the key."""
         files, version = state.repo.files, state.version
         known = state.generations.get(key)
         inherited = [] if owner is None else [(owner, False)]
         inherited_paths = [] if owner is None else [files.object_path(owner, key)]
-        if known is None and owner is not None:
+        if listed is not None and key not in listed:  # not in the head when listed
+            if owner is None:
+                return None, -1
+            found = await self.storage.read_first(
+                inherited_paths, self._decoder(state, key, inherited)
+            )
+            return found, -1
+        if listed is not None:
+            generation, probe = listed[key], False
+            decode = self._decoder(state, key, [(Location(version, generation), True)])
+            found = await self.storage.read_first(
+                [files.data_path(version, key, generation)], decode
+            )
+            if found is None:
+                raise CorruptChunkError(
+                    f"{self._where(state, key)}: generation {generation} vanished while read; "
+                    "is a garbage collection with a too-short grace period running?"
+                )
+        elif known is None and owner is not None:
             # Inherited, and not seen in this head yet: most such keys were not rewritten here,
             # so ask for generation 0 and then the ancestor (generation 1 cannot exist without
             # generation 0).
@@ -643,9 +664,12 @@ class Session:
             state.generations[key] = newest
             return found, newest
 
-    async def read(self, key: str) -> memoryview | None:
+    async def read(self, key: str, *, listed: Mapping[str, int] | None = None) -> memoryview | None:
         """Return the checked payload stored at ``key`` (what zarr stored), or ``None`` if the
         key has no value at this version.
+
+        ``listed``: at a branch, a :meth:`head_listing` covering ``key``, taken after this read
+        was asked for: the read is then one request.
 
         Raises
         ------
@@ -657,7 +681,22 @@ class Session:
         NotFoundError
             If the repository or ref does not exist (or was deleted since opened).
         """
-        return await self._read(await self._open(), key)
+        return await self._read(await self._open(), key, listed)
+
+    async def head_listing(self, prefix: str = "") -> dict[str, int] | None:
+        """At a branch, the newest generation of each key under ``prefix`` (``"images/"``, or
+        ``""`` for all) in the open head, from one listing; ``None`` at a sealed version.
+
+        Given to :meth:`read` for keys under ``prefix``, it lets each read be one request, and
+        still see every write that returned before this call began.
+        """
+        state = await self._open()
+        if state.resolved.sealed:
+            return None
+        folder = state.repo.files.path("data", state.version)
+        found = await self.storage.list(f"{folder}/{prefix}".rstrip("/"))
+        contents = HeadContents.from_listing({prefix + k: n for k, n in found.items()})
+        return {**contents.written, **contents.deleted}
 
     def read_here(self, key: str) -> memoryview | None:
         """:meth:`read` run to the end by the calling thread, with no event loop.

@@ -421,3 +421,26 @@ def test_graphs_pickle_without_secrets(s3_backend: Backend) -> None:
     assert s3_backend.options["key"].encode() not in payload
     writes = dask.delayed(bulk._Writer(arr, arr.layout))
     assert s3_backend.options["secret"].encode() not in pickle.dumps(writes)
+
+
+def test_a_read_at_a_branch_head_is_one_request_per_chunk_and_sees_other_writers(
+    s3_backend: Backend,
+) -> None:
+    hub = s3_backend.hub()
+    arr = hub.array((40, 10), "bulk/head", chunks=(1, 10), dtype="int32")
+    expected = np.arange(400, dtype="int32").reshape(40, 10)
+    arr[:] = expected
+    hub.tag("bulk/head", "v1")  # the head is empty now: every chunk lies in the tag's version
+    reader = hub.load_array("bulk/head")
+    np.testing.assert_array_equal(reader[:], expected)
+    writer = s3_backend.hub().load_array("bulk/head")  # another handle (another process, too)
+    writer[3] = -1
+    writer[7] = -2
+    expected[3], expected[7] = -1, -2
+    server = s3_backend.server
+    assert server is not None
+    server.reset()
+    np.testing.assert_array_equal(reader[:], expected)  # the writes returned before the read
+    data = [r for r in server.requests if r.method == "GET" and "/data/" in r.path]
+    assert len(data) == 40  # one per chunk: the head's two from the head, the rest inherited
+    assert len(server.requests) <= 40 + 3  # and a listing, a seal check

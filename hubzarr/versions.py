@@ -416,10 +416,10 @@ class Repository:
         """
         await self.open()
         ref = ref or self.default_branch
-        head = await self.refs.live("branch", ref)
+        # Both files at once: one round trip (a tag's name is not a branch's).
+        head, tag = await asyncio.gather(self.refs.live("branch", ref), self.refs.live("tag", ref))
         if head is not None:
             return Resolved("branch", ref, await self.current_head(head), sealed=False)
-        tag = await self.refs.live("tag", ref)
         if tag is not None:
             return Resolved("tag", ref, tag, sealed=True)
         if VERSION_ID.fullmatch(ref) and await self.read_version(ref) is not None:
@@ -554,8 +554,10 @@ class Repository:
 
     async def load_index(self, chain: tuple[str, ...]) -> Index:
         """Merge the manifests of ``chain`` (newest first) into the index they lead to."""
-        manifests = await asyncio.gather(*(self.read_manifest(v) for v in chain))
-        return merge(reversed(manifests))
+        return merge(reversed(await self._manifests(chain)))
+
+    async def _manifests(self, versions: tuple[str, ...]) -> list[Manifest | Checkpoint]:
+        return list(await asyncio.gather(*(self.read_manifest(v) for v in versions)))
 
     async def advance_index(self, index: Index, path: list[str]) -> Index:
         """Return the starting index of ``path[-1]``, given ``index``, that of ``path[0]``.
@@ -580,12 +582,15 @@ class Repository:
         For a sealed version, the whole state; for an open head, its starting state (the head's
         own objects are looked up under its prefix first).
         """
-        record = await self._require_version(version)
         if not sealed:
-            return await self.load_index(record.chain)
-        return await self.load_index(
-            (version,) if record.is_checkpoint else (version, *record.chain)
+            return await self.load_index((await self._require_version(version)).chain)
+        # The version's own manifest is read with its record: one round trip less.
+        record, own = await asyncio.gather(
+            self._require_version(version), self.read_manifest(version)
         )
+        if isinstance(own, Checkpoint):
+            return merge([own])
+        return merge([*reversed(await self._manifests(record.chain)), own])
 
     # -- the seal protocol ---------------------------------------------------------------
 

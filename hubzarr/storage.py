@@ -1452,6 +1452,9 @@ class FsspecStorage(Storage):
         return sorted(n for n in names if n is not None and not n.endswith(TMP_SUFFIX))
 
 
+#: Connections an S3 client keeps open: requests in flight to one bucket.
+OBJECT_STORE_CONNECTIONS = 64
+
 #: storage_options that may travel in a pickle: none of them is a credential (a profile is a
 #: name; the receiver looks its keys up itself).
 _PUBLIC_OPTIONS = frozenset(
@@ -1646,4 +1649,9 @@ def open_storage(root: str, storage_options: dict[str, Any] | None = None) -> St
         # s3fs otherwise sends a HEAD before every GET of a whole object (to size a concurrent
         # download), doubling the requests and halving small-chunk throughput.
         options.setdefault("max_concurrency", 1)
+        # aiobotocore keeps 10 connections by default: 10 requests in flight at most, where
+        # hubzarr sends tens to hide the latency of each.
+        config = dict(options.get("config_kwargs") or {})
+        config.setdefault("max_pool_connections", OBJECT_STORE_CONNECTIONS)
+        options["config_kwargs"] = config
     return FsspecStorage(parts.scheme, root, options, read_only=parts.scheme in ("http", "https"))

@@ -180,11 +180,13 @@ def tally(exchanges: list[Exchange]) -> Counter[str]:
     return counts
 
 
-def cold_read(proxy: ProxyProcess, opener: Callable[[], Any]) -> dict[str, Any]:
+def cold_read(
+    proxy: ProxyProcess, opener: Callable[[Remote], Any], remote: Remote
+) -> dict[str, Any]:
     """Open afresh, then read everything; time both, and count what the proxy saw of each."""
     proxy.take()
     start = time.perf_counter()
-    arr = opener()
+    arr = opener(remote)
     opened = time.perf_counter() - start
     open_counts = tally(proxy.take()[0])
     start = time.perf_counter()
@@ -209,11 +211,11 @@ def remote_block(
     clients = list(REMOTE_CLIENTS)
     runs: dict[str, list[dict[str, Any]]] = {c: [] for c in clients}
     for client in clients:  # warm-up (connections, code paths), and a check of the values
-        run = cold_read(proxy, lambda c=client: REMOTE_CLIENTS[c](remote))
+        run = cold_read(proxy, REMOTE_CLIENTS[client], remote)
         assert np.array_equal(run["out"], data), f"{client} read other values"
     for r in range(repeats):
         for client in clients[r % len(clients) :] + clients[: r % len(clients)]:
-            run = cold_read(proxy, lambda c=client: REMOTE_CLIENTS[c](remote))
+            run = cold_read(proxy, REMOTE_CLIENTS[client], remote)
             del run["out"]
             runs[client].append(run)
     nchunks, mib = data.shape[0], data.nbytes / 2**20
@@ -348,7 +350,7 @@ def local_part(work: Path, gib: float, repeats: int) -> dict[str, Any]:
             reads[client]()
             times[client].append(time.perf_counter() - start)
     hub_s = times["hub tag"]
-    rows = {
+    rows: dict[str, dict[str, Any]] = {
         client: {
             "mbps": mib / median(times[client]),
             "hub_vs": median(times[client]) / median(hub_s),
@@ -386,9 +388,14 @@ def main() -> None:
     parser.add_argument("--large-chunks", type=int, default=20)
     parser.add_argument("--local-gb", type=float, default=1.0, help="GiB read locally (1)")
     parser.add_argument("--dir", default=None, help="where the local part's data goes")
+    parser.add_argument(
+        "--concurrency", type=int, default=None, help="zarr's async.concurrency (zarr's: 10)"
+    )
     parser.add_argument("--skip-remote", action="store_true")
     parser.add_argument("--skip-local", action="store_true")
     args = parser.parse_args()
+    if args.concurrency is not None:  # hubzarr's arr[:] goes through zarr's read path too
+        zarr.config.set({"async.concurrency": args.concurrency})
     result: dict[str, Any] = {
         "machine": platform.platform(),
         "versions": {

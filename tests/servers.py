@@ -295,7 +295,6 @@ class _QuietHTTPServer(HTTPServer):
             super().handle_error(request, client_address)
 
 
-@contextmanager
 def _serve_moto(conn: Connection) -> None:
     with moto_server() as server:
         conn.send(server.url)

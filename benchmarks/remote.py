@@ -36,7 +36,7 @@ from it (the same chunk objects, byte for byte). Page cache warm (one read each 
 
 Usage::
 
-    python benchmarks/remote.py                            # --repeats 5; about 4 minutes
+    python benchmarks/remote.py                            # --repeats 5; about 6 minutes
     python benchmarks/remote.py --repeats 3 --latencies 50 --skip-local   # quicker
 
 Results, with every timing and request count, go to ``benchmarks/results/remote-latest.json``.

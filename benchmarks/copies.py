@@ -23,9 +23,7 @@ every timing, go to ``benchmarks/results/copy-latest.json``.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import multiprocessing
 import platform
 import shutil
 import statistics
@@ -33,8 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from multiprocessing.connection import Connection
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +41,7 @@ import s3fs
 import hubzarr
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from servers import make_bucket, moto_server, s3_options
+from servers import make_bucket, moto_server_process, s3_options
 
 RESULTS = Path(__file__).resolve().parent / "results" / "copy-latest.json"
 CHUNK = 4 * 2**20
@@ -125,25 +122,6 @@ def local_part(work: Path, mb: int, repeats: int) -> dict[str, Any]:
     }
 
 
-def _serve_moto(conn: Connection) -> None:
-    with moto_server() as server:
-        conn.send(server.url)
-        conn.recv()  # until told to stop
-
-
-@contextlib.contextmanager
-def moto_process() -> Iterator[str]:
-    """A moto server in a child process; yields its URL."""
-    parent, child = multiprocessing.get_context("spawn").Pipe()
-    process = multiprocessing.get_context("spawn").Process(target=_serve_moto, args=(child,))
-    process.start()
-    try:
-        yield parent.recv()
-    finally:
-        parent.send("stop")
-        process.join(30)
-
-
 def s3_part(work: Path, objects: int, repeats: int) -> dict[str, Any]:
     local = hubzarr.Hub(str(work / "small"))
     arr = local.array(
@@ -153,7 +131,7 @@ def s3_part(work: Path, objects: int, repeats: int) -> dict[str, Any]:
     folder = work / "small" / "bench" / "small"
     count = sum(1 for p in folder.rglob("*") if p.is_file())
     out: dict[str, Any] = {"objects": count}
-    with moto_process() as url:
+    with moto_server_process() as url:
         options = s3_options(url)
         options.pop("max_concurrency", None)
         fs = s3fs.S3FileSystem(**options)

@@ -43,15 +43,17 @@ from __future__ import annotations
 
 import io
 import json
+import multiprocessing
 import sys
 import threading
 import urllib.request
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from email.parser import BytesParser
 from functools import partial
 from http.server import HTTPServer
+from multiprocessing.connection import Connection
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -293,6 +295,49 @@ class _QuietHTTPServer(HTTPServer):
             super().handle_error(request, client_address)
 
 
+def _serve_moto(conn: Connection) -> None:
+    with moto_server() as server:
+        conn.send(server.url)
+        conn.recv()  # until told to stop
+
+
+@contextmanager
+def moto_server_process() -> Iterator[str]:
+    """Run :func:`moto_server` in a child process of its own; yield its URL.
+
+    For benchmarks: in a thread of the measured process, moto would share its interpreter lock
+    and take CPU time the client's own work is measured by. The child is spawned (not forked:
+    the parent may hold threads and event loops) and sends the URL once its socket listens; on
+    exit it is told to stop, stops as :func:`moto_server` does, and is joined. Its requests are
+    recorded in the child, out of reach: count them at a proxy in front
+    (``faults.latency_proxy`` or ``faults.proxy_process``).
+
+    Raises
+    ------
+    RuntimeError
+        If the child exits before it is serving (its traceback is on stderr).
+    """
+    context = multiprocessing.get_context("spawn")
+    parent, child = context.Pipe()
+    process = context.Process(target=_serve_moto, args=(child,), name="moto-server")
+    process.start()
+    child.close()  # the child's end lives in the child: recv() sees EOF if the child dies
+    try:
+        try:
+            url: str = parent.recv()
+        except EOFError:
+            raise RuntimeError("the moto process exited before serving") from None
+        yield url
+    finally:
+        with suppress(OSError):  # BrokenPipeError: the child is gone already
+            parent.send("stop")
+        process.join(30)
+        if process.is_alive():
+            process.kill()
+            process.join()
+        parent.close()
+
+
 @contextmanager
 def gcs_emulator() -> Iterator[Server]:
     """Run gcp-storage-emulator, in memory, on ``127.0.0.1`` and a free port, in this process.
@@ -385,5 +430,6 @@ __all__ = [
     "make_gcs_bucket",
     "moto_reset",
     "moto_server",
+    "moto_server_process",
     "s3_options",
 ]

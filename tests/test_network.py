@@ -13,10 +13,13 @@ import time
 import uuid
 from urllib.parse import urlsplit
 
+import numpy as np
 import pytest
 import s3fs
 from faults import latency_proxy, proxy_process
 from servers import Server, make_bucket, moto_server_process, s3_options
+
+import hubzarr
 
 LATENCY_S = 0.05
 MIB = 2**20
@@ -155,3 +158,21 @@ def test_moto_and_the_proxy_run_in_processes_of_their_own() -> None:
             assert proxy.take() == ([], 0)
         assert not _accepts(proxy.url)
     assert not _accepts(moto_url)
+
+
+def test_hubzarr_keeps_tens_of_requests_in_flight(s3_server: Server, bucket: str) -> None:
+    """A numpy read of many chunks over a slow network: far more than the 10 requests in
+    flight an S3 client's default connection pool allows."""
+    root = f"s3://{bucket}/hub"
+    writer = hubzarr.Hub(root, storage_options=s3_options(s3_server.url))
+    arr = writer.array((128, 16), "net/a", chunks=(1, 16), dtype="float32")
+    arr[:] = np.arange(128 * 16, dtype="float32").reshape(128, 16)
+    writer.tag("net/a", "v1")
+    with latency_proxy(s3_server.url, latency_s=LATENCY_S) as proxy:
+        reader = hubzarr.Hub(root, storage_options=s3_options(proxy.url))
+        tagged = reader.load_array("net/a:v1")
+        proxy.take()
+        np.testing.assert_array_equal(tagged[:], np.arange(128 * 16).reshape(128, 16))
+        exchanges, most = proxy.take()
+    assert len([e for e in exchanges if "/data/" in e.path]) == 128  # one GET per chunk
+    assert most > 10

@@ -352,7 +352,8 @@ class HubArray(StoredNode, Shaped):
             async def fetch(key: str) -> None:
                 nonlocal done, found
                 async with limit:
-                    found += await session.read(key) is not None
+                    payload = await session.read(key)
+                found += payload is not None
                 done += 1
                 if progress is not None:
                     progress(done, len(keys))

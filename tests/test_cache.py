@@ -11,20 +11,23 @@ import sqlite3
 import subprocess
 import sys
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+import test_storage
 from _cacheprocs import fill, payload, write_and_tag
-from conftest import Backend
+from conftest import Backend, _memory_root
 from counting import CountingStorage
+from test_storage import StorageContract
 from typer.testing import CliRunner
 
 import hubzarr
 from hubzarr import cache as cache_module
 from hubzarr.cache import CachedStorage, CacheWarning, ChunkCache, cacheable, open_cached
 from hubzarr.cli import app
-from hubzarr.storage import LocalStorage, open_storage
+from hubzarr.storage import LocalStorage, Storage, open_storage
 
 
 @pytest.fixture(autouse=True)
@@ -446,3 +449,24 @@ def test_no_warning_when_the_folder_works(tmp_path: Path) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         hubzarr.Hub(root, cache=_fresh(tmp_path / "cache")).load_array("c/arr:v1")[:]
+
+
+class TestCachedStorage(StorageContract):
+    """The wrapper keeps every promise of a storage (over memory, whose contract suite runs
+    without a server)."""
+
+    @pytest.fixture
+    def root_url(self, tmp_path: Path) -> Iterator[str]:
+        self.folder = tmp_path / "cache"
+        yield from _memory_root()
+
+    def open(self, url: str) -> Storage:
+        return CachedStorage(open_storage(url), ChunkCache(self.folder, size_limit="1GiB"))
+
+    def put_raw(self, storage: Storage, path: str, data: bytes) -> None:
+        assert isinstance(storage, CachedStorage)
+        test_storage.TestMemoryStorage().put_raw(storage.inner, path, data)
+
+    def raw_names(self, storage: Storage) -> list[str]:
+        assert isinstance(storage, CachedStorage)
+        return test_storage.TestMemoryStorage().raw_names(storage.inner)

@@ -146,7 +146,10 @@ class ChunkCache:
     Raises
     ------
     InvalidArgumentError
-        If ``size_limit`` or ``memory_limit`` is not a size.
+        If ``size_limit`` or ``memory_limit`` is not a size, or ``$HUBZARR_CACHE_SIZE`` is
+        needed and is not one.
+    FormatError
+        If the config file is needed and malformed.
     """
 
     def __init__(
@@ -323,8 +326,8 @@ class ChunkCache:
         """Add this process's hits and misses to the folder's totals."""
         with self._lock:
             hits, misses, self._hits, self._misses = self._hits, self._misses, 0, 0
-        disk = self._open() if hits or misses else None
-        if disk is None:
+        disk = self._disk  # never opened (nor the folder made) just for this, at exit say
+        if disk is None or not (hits or misses):
             return
         try:
             with disk.transact():  # atomic against every other process
@@ -338,10 +341,10 @@ class ChunkCache:
     def info(self) -> CacheInfo:
         """Return the folder's size, limit, entries, hits and misses (of every process); a
         folder that cannot be used reports itself empty (with a :class:`CacheWarning`)."""
-        self.flush_stats()
         disk = self._open() if self.directory.is_dir() else None
         if disk is None:
             return CacheInfo(self.directory, 0, self.size_limit, 0, 0, 0)
+        self.flush_stats()
         try:
             hits, misses = disk.reset("hits"), disk.reset("misses")
             return CacheInfo(
@@ -393,6 +396,8 @@ def shared_cache(
     ------
     InvalidArgumentError
         As :class:`ChunkCache`.
+    FormatError
+        If the config file is needed and malformed.
     """
     settings = resolve_cache() if directory is None or size_limit is None else None
     folder = (
@@ -440,6 +445,8 @@ def open_cached(
     ------
     InvalidArgumentError
         If ``cache`` is of another type, or as :func:`hubzarr.storage.open_storage`.
+    FormatError
+        If the config file is needed and malformed.
     """
     inner = storage if storage is not None else open_storage(root, storage_options)
     if isinstance(inner, CachedStorage) or cache is False:

@@ -359,6 +359,9 @@ class HubArray(StoredNode, Shaped):
                     progress(done, len(keys))
 
             await asyncio.gather(*(fetch(key) for key in keys))
+            settle = getattr(self._store.storage, "settle", None)  # a cache's queued writes
+            if settle is not None:
+                await settle()
 
         sync(fetch_all())
         return found

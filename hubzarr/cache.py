@@ -44,6 +44,7 @@ import warnings
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -68,6 +69,8 @@ T = TypeVar("T")
 
 #: The in-memory tier's default bound, per process.
 DEFAULT_MEMORY_LIMIT = 64 * 2**20
+#: Bytes of fills queued behind reads beyond which a read waits for its own fill.
+_MAX_PENDING = 256 * 2**20
 #: Hits and misses are added to the folder's totals every this many reads (and at exit).
 _STATS_EVERY = 64
 
@@ -128,6 +131,20 @@ def _flush_all() -> None:
         cache.flush_stats()
 
 
+def _after_fork() -> None:
+    """In a forked child (a DataLoader worker): locks another thread held at the fork would
+    never be released, and the queued-write thread does not exist there."""
+    global _shared_lock
+    _shared_lock = threading.Lock()
+    for cache in list(_live):
+        cache._lock = threading.Lock()
+        cache._writer = None
+        cache._pending = 0
+
+
+os.register_at_fork(after_in_child=_after_fork)
+
+
 class ChunkCache:
     """A cache folder of immutable objects, shared by every process, and an in-memory tier.
 
@@ -180,8 +197,13 @@ class ChunkCache:
         self._errors: tuple[type[BaseException], ...] = (OSError, sqlite3.Error)
         self._timeout: type[BaseException] = TimeoutError
         self._broken = self.size_limit == 0
+        self._problem: str | None = None
         self._hits = 0
         self._misses = 0
+        #: Writes to the disk tier queued by :meth:`put_later`, one thread (SQLite serialises
+        #: writers anyway), and the bytes they hold.
+        self._writer: ThreadPoolExecutor | None = None
+        self._pending = 0
         _live.add(self)
 
     def __repr__(self) -> str:
@@ -216,17 +238,22 @@ class ChunkCache:
         return self._disk
 
     def _fail(self, exc: BaseException) -> None:
-        """Stop using the folder in this process: reads go on uncached, with one warning."""
+        """Stop using the folder in this process: reads go on uncached, with one warning (given
+        by the caller's thread: a failure of a queued write warns at the next call)."""
         self._broken = True
         disk, self._disk = self._disk, None
         if disk is not None:
             with contextlib.suppress(*self._errors):
                 disk.close()
-        _warn_once(
+        self._problem = self._problem or (
             f"the hubzarr cache folder {self.directory} cannot be used "
             f"({type(exc).__name__}: {exc}); reading without it. Free space there, or choose "
             "another folder with 'hub configure --cache-dir DIR' or $HUBZARR_CACHE_DIR"
         )
+
+    def _warn(self) -> None:
+        if self._problem is not None:
+            _warn_once(self._problem)
 
     # -- reading and filling ---------------------------------------------------------------
 
@@ -244,6 +271,7 @@ class ChunkCache:
             if data is not None:
                 self._remember(key, data)
         self._count(data is not None)
+        self._warn()
         return data
 
     def _get_disk(self, key: str) -> bytes | None:
@@ -266,9 +294,45 @@ class ChunkCache:
     def put(self, key: str, data: bytes) -> None:
         """Cache ``data`` under ``key`` (never an empty object), evicting the least recently
         stored entries beyond the size limit."""
+        if data and not self._broken:
+            self._remember(key, data)
+            self._put_disk(key, data)
+        self._warn()
+
+    def put_later(self, key: str, data: bytes) -> Future[None] | None:
+        """:meth:`put`, the disk write queued to a thread of the cache's own (the object is in
+        the memory tier at once); return the queued write, if any."""
         if not data or self._broken:
-            return
+            self._warn()
+            return None
         self._remember(key, data)
+        with self._lock:
+            if self._writer is None:
+                self._writer = ThreadPoolExecutor(1, thread_name_prefix="hubzarr-cache")
+            self._pending += len(data)
+            return self._writer.submit(self._put_queued, key, data)
+
+    @property
+    def pending(self) -> int:
+        """Bytes queued by :meth:`put_later`, not yet on disk."""
+        return self._pending
+
+    def _put_queued(self, key: str, data: bytes) -> None:
+        try:
+            self._put_disk(key, data)
+        finally:
+            with self._lock:
+                self._pending -= len(data)
+
+    def settle(self) -> None:
+        """Wait until the writes :meth:`put_later` queued are on disk (or dropped)."""
+        with self._lock:
+            writer = self._writer
+        if writer is not None:
+            writer.submit(lambda: None).result()
+        self._warn()
+
+    def _put_disk(self, key: str, data: bytes) -> None:
         disk = self._open()
         if disk is None or len(data) > self.size_limit:
             return
@@ -341,8 +405,10 @@ class ChunkCache:
     def info(self) -> CacheInfo:
         """Return the folder's size, limit, entries, hits and misses (of every process); a
         folder that cannot be used reports itself empty (with a :class:`CacheWarning`)."""
+        self.settle()
         disk = self._open() if self.directory.is_dir() else None
         if disk is None:
+            self._warn()
             return CacheInfo(self.directory, 0, self.size_limit, 0, 0, 0)
         self.flush_stats()
         try:
@@ -352,10 +418,12 @@ class ChunkCache:
             )
         except self._errors as exc:
             self._fail(exc)
+            self._warn()
             return CacheInfo(self.directory, 0, self.size_limit, 0, 0, 0)
 
     def clear(self, prefix: str | None = None) -> int:
         """Drop every entry (or those whose key starts with ``prefix``); return how many."""
+        self.settle()
         with self._lock:
             for key in [k for k in self._memory if prefix is None or k.startswith(prefix)]:
                 self._memory_bytes -= len(self._memory.pop(key))
@@ -369,10 +437,13 @@ class ChunkCache:
             return sum(bool(disk.delete(k, retry=True)) for k in doomed)
         except self._errors as exc:
             self._fail(exc)
+            self._warn()
             return 0
 
     def close(self) -> None:
-        """Flush the statistics and close this process's connection to the folder."""
+        """Wait for queued writes, flush the statistics and close this process's connection
+        to the folder."""
+        self.settle()
         self.flush_stats()
         with self._lock:
             disk, self._disk = self._disk, None
@@ -522,8 +593,16 @@ class CachedStorage(Storage):
     async def _fill(self, key: str, data: bytes) -> None:
         if reading_in_caller():
             self.cache.put(key, data)
-        else:
-            await asyncio.to_thread(self.cache.put, key, data)
+            return
+        # Written behind the read (a file and a SQLite commit: longer than a local hop), unless
+        # the disk falls behind the network.
+        queued = self.cache.put_later(key, data)
+        if queued is not None and self.cache.pending > _MAX_PENDING:
+            await asyncio.wrap_future(queued)
+
+    async def settle(self) -> None:
+        """Wait until what was read is in the cache's folder (:meth:`ChunkCache.settle`)."""
+        await asyncio.to_thread(self.cache.settle)
 
     # -- reads -------------------------------------------------------------------------------
 

@@ -46,6 +46,13 @@ def _chunk_reads(counter: CountingStorage) -> list[str]:
     return [p for p in _data_reads(counter) if not p.rsplit("/", 1)[1].startswith(".")]
 
 
+def _settle(hub: hubzarr.Hub) -> None:
+    """Wait until what ``hub`` read is in its cache folder (fills are written behind reads)."""
+    storage = hub.storage
+    assert isinstance(storage, CachedStorage)
+    storage.cache.settle()
+
+
 def _fresh(directory: Path) -> ChunkCache:
     """The cache folder as another process sees it: nothing in memory."""
     return ChunkCache(directory, size_limit="1GiB", memory_limit=0)
@@ -88,6 +95,7 @@ def test_a_second_read_at_a_tag_reads_no_chunk_from_storage(tmp_path: Path) -> N
     hub = hubzarr.Hub(root, storage=first, cache=_fresh(tmp_path / "cache"))
     np.testing.assert_array_equal(hub.load_array("c/arr:v1")[:], values)
     assert len(_data_reads(first)) >= 10  # every chunk, from storage
+    _settle(hub)
 
     second = CountingStorage(open_storage(root))
     again = hubzarr.Hub(root, storage=second, cache=_fresh(tmp_path / "cache"))
@@ -137,7 +145,9 @@ def _entry_files(directory: Path) -> list[Path]:
 def test_a_damaged_cache_file_is_dropped_and_fetched_again(tmp_path: Path, damage: str) -> None:
     root, cache_dir = str(tmp_path / "hub"), tmp_path / "cache"
     values = _tagged(hubzarr.Hub(root))
-    hubzarr.Hub(root, cache=_fresh(cache_dir)).load_array("c/arr:v1")[:]
+    filler = hubzarr.Hub(root, cache=_fresh(cache_dir))
+    filler.load_array("c/arr:v1")[:]
+    _settle(filler)
     files = _entry_files(cache_dir)
     assert len(files) == 10
     for file in files:
@@ -250,8 +260,14 @@ def test_a_full_disk_warns_once_and_reads_go_on(
     monkeypatch.setattr(diskcache.Disk, "store", full)
     counter = CountingStorage(open_storage(root))
     hub = hubzarr.Hub(root, storage=counter, cache=_fresh(tmp_path / "cache"))
-    with pytest.warns(CacheWarning, match="No space left") as caught:
+
+    def read_all() -> list[np.ndarray]:
         read = [hub.load_array("c/arr:v1")[:] for _ in range(3)]
+        _settle(hub)  # the queued writes failed: the warning comes here at the latest
+        return read
+
+    with pytest.warns(CacheWarning, match="No space left") as caught:
+        read = read_all()
     assert len([w for w in caught if w.category is CacheWarning]) == 1
     for got in read:
         np.testing.assert_array_equal(got, values)
@@ -299,6 +315,7 @@ def test_keys_and_pickles_hold_no_credential(s3_backend: Backend, tmp_path: Path
     hub = hubzarr.Hub(s3_backend.root, options, cache=_fresh(tmp_path / "cache"))
     _tagged(hub)
     hub.load_array("c/arr:v1")[:]
+    _settle(hub)
     storage = hub.storage
     assert isinstance(storage, CachedStorage)
     assert s3_backend.server is not None
@@ -330,6 +347,7 @@ def test_a_second_read_of_a_tag_on_s3_sends_no_get_for_chunks(
     cold = hubzarr.Hub(s3_backend.root, s3_backend.options, cache=_fresh(tmp_path / "cache"))
     np.testing.assert_array_equal(cold.load_array("c/arr:v1")[:], values)
     assert chunk_gets() >= 10
+    _settle(cold)
     server.reset()
     warm = hubzarr.Hub(s3_backend.root, s3_backend.options, cache=_fresh(tmp_path / "cache"))
     np.testing.assert_array_equal(warm.load_array("c/arr:v1")[:], values)

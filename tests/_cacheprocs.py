@@ -42,3 +42,10 @@ def write_and_tag(root: str, cache_dir: str, value: int, tag: str) -> None:
     arr = hub.load_array("c/fresh")
     arr[:] = np.full(arr.shape, value, dtype=arr.dtype)
     hub.tag("c/fresh", tag)
+
+
+def fill_in_child(cache: Any) -> None:
+    """In a forked child: queue a fill on the parent's cache object and wait for it."""
+    cache.put_later("child", payload("child"))
+    cache.settle()
+    assert cache.get("child") == payload("child")

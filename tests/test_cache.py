@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import test_storage
-from _cacheprocs import fill, payload, write_and_tag
+from _cacheprocs import fill, fill_in_child, payload, write_and_tag
 from conftest import Backend, _memory_root
 from counting import CountingStorage
 from test_storage import StorageContract
@@ -197,6 +197,17 @@ def test_concurrent_fills_of_the_same_objects_by_processes(tmp_path: Path) -> No
     assert all(cache.get(k) == payload(k) for k in keys)
     # Each object lies in one file: the losers' files were removed.
     assert len(_entry_files(tmp_path / "cache")) == len(keys)
+
+
+def test_a_forked_worker_uses_the_parent_s_cache_object(tmp_path: Path) -> None:
+    cache = _fresh(tmp_path / "cache")
+    cache.put_later("parent", payload("parent"))  # the parent's writer thread exists now
+    cache.settle()
+    child = multiprocessing.get_context("fork").Process(target=fill_in_child, args=(cache,))
+    child.start()
+    child.join(timeout=60)
+    assert child.exitcode == 0
+    assert _fresh(tmp_path / "cache").get("child") == payload("child")
 
 
 def test_the_size_limit_holds_for_processes_filling_together(tmp_path: Path) -> None:

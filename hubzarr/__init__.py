@@ -105,10 +105,9 @@ _LAZY = {
 _MODULES = frozenset(
     {
         "addresses", "api", "arrays", "bulk", "cache", "chunks", "cli", "collect", "config",
-        "errors",
-        "files", "frame", "groups", "imports", "indexing", "integrity", "manifests", "metadata",
-        "names", "records", "refs", "replicate", "retry", "runner", "session", "spec", "storage",
-        "stores", "summaries", "transfer", "versions", "xarray",
+        "errors", "files", "frame", "groups", "imports", "indexing", "integrity", "manifests",
+        "metadata", "names", "records", "refs", "replicate", "retry", "runner", "session", "spec",
+        "storage", "stores", "summaries", "transfer", "versions", "xarray",
     }
 )  # fmt: skip
 

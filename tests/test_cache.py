@@ -499,3 +499,20 @@ class TestCachedStorage(StorageContract):
     def raw_names(self, storage: Storage) -> list[str]:
         assert isinstance(storage, CachedStorage)
         return test_storage.TestMemoryStorage().raw_names(storage.inner)
+
+
+def test_hub_configure_turns_the_cache_off_and_on(tmp_path: Path) -> None:
+    remote = ("s3://bucket/hub", {"anon": True})
+    _cli("configure", "--no-cache")
+    assert not isinstance(hubzarr.Hub(*remote).storage, CachedStorage)
+    _cli("configure", "--cache", "--cache-size", "2GB", "--cache-dir", str(tmp_path / "c"))
+    local = hubzarr.Hub(str(tmp_path / "hub")).storage  # --cache: every root
+    assert isinstance(local, CachedStorage)
+    assert (local.cache.directory, local.cache.size_limit) == (tmp_path / "c", 2 * 10**9)
+    _cli("configure", "--cache-size", "", "--cache-dir", "")  # back to the defaults
+    settings = hubzarr.config.resolve_cache()
+    assert settings.size_limit == 10 * 2**30
+    assert settings.directory == Path.home() / ".cache" / "hubzarr"
+    result = CliRunner().invoke(app, ["configure", "--cache-size", "lots"])
+    assert result.exit_code == 1
+    assert "--cache-size must be a number of bytes" in result.stderr

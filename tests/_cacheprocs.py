@@ -31,9 +31,9 @@ def payload(key: str, size: int = 48 * 1024) -> bytes:
     return (head * (size // len(head) + 1))[:size]
 
 
-def write_and_tag(root: str, cache_dir: str, value: int, tag: str) -> None:
+def write_and_tag(root: str, cache_dir: str, value: int, tag: str | None) -> None:
     """From another process with the cache on: write ``value`` everywhere at the head of
-    ``c/fresh``, then tag it ``tag``."""
+    ``c/fresh``, then tag it ``tag`` (if any)."""
     import numpy as np
 
     import hubzarr
@@ -41,7 +41,8 @@ def write_and_tag(root: str, cache_dir: str, value: int, tag: str) -> None:
     hub = hubzarr.Hub(root, cache=cache_dir)
     arr = hub.load_array("c/fresh")
     arr[:] = np.full(arr.shape, value, dtype=arr.dtype)
-    hub.tag("c/fresh", tag)
+    if tag is not None:
+        hub.tag("c/fresh", tag)
 
 
 def fill_in_child(cache: Any) -> None:

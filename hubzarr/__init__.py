@@ -44,6 +44,7 @@ from hubzarr.api import (
     tag,
     verify,
 )
+from hubzarr.cache import CacheInfo, ChunkCache
 from hubzarr.collect import GCReport
 from hubzarr.errors import (
     AccessDeniedError,
@@ -103,10 +104,10 @@ _LAZY = {
 #: The package's modules, also imported on first use (``hubzarr.storage.open_storage``).
 _MODULES = frozenset(
     {
-        "addresses", "api", "arrays", "bulk", "chunks", "cli", "collect", "config", "errors",
-        "files", "frame", "groups", "imports", "indexing", "integrity", "manifests", "metadata",
-        "names", "records", "refs", "replicate", "retry", "runner", "session", "spec", "storage",
-        "stores", "summaries", "transfer", "versions", "xarray",
+        "addresses", "api", "arrays", "bulk", "cache", "chunks", "cli", "collect", "config",
+        "errors", "files", "frame", "groups", "imports", "indexing", "integrity", "manifests",
+        "metadata", "names", "records", "refs", "replicate", "retry", "runner", "session", "spec",
+        "storage", "stores", "summaries", "transfer", "versions", "xarray",
     }
 )  # fmt: skip
 
@@ -132,6 +133,8 @@ def __dir__() -> list[str]:
 __all__ = [
     "AccessDeniedError",
     "AlreadyExistsError",
+    "CacheInfo",
+    "ChunkCache",
     "ConflictError",
     "CopyReport",
     "CorruptChunkError",

@@ -12,6 +12,7 @@ import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
+from hubzarr.cache import CachedStorage, ChunkCache, open_cached
 from hubzarr.collect import DEFAULT_GRACE_S, GCReport, collect
 from hubzarr.config import resolve_namespace, resolve_root, resolve_storage_options
 from hubzarr.errors import (
@@ -88,12 +89,17 @@ class Hub:
         The storage primitives to use for the root instead of opening them: a wrapper around
         :func:`hubzarr.storage.open_storage`'s (a cache, a fault injector, a request counter).
         Every store, array and group this hub opens uses it.
+    cache : bool, str, os.PathLike or ChunkCache, optional
+        The local cache of immutable objects (:mod:`hubzarr.cache`). ``None``: as configured
+        (by default on for remote roots, off for local and memory ones); ``True``: on, in the
+        configured folder; ``False``: off; a folder; or a :class:`hubzarr.cache.ChunkCache`.
+        With ``storage``, only an explicit ``cache`` wraps it.
 
     Raises
     ------
     InvalidArgumentError
-        If the root URL embeds credentials, or ``storage`` is not a
-        :class:`hubzarr.storage.Storage`.
+        If the root URL embeds credentials, ``storage`` is not a
+        :class:`hubzarr.storage.Storage`, or ``cache`` is of another type.
     """
 
     def __init__(
@@ -102,6 +108,7 @@ class Hub:
         storage_options: dict[str, Any] | None = None,
         *,
         storage: Storage | None = None,
+        cache: bool | str | os.PathLike[str] | ChunkCache | None = None,
     ) -> None:
         if storage is not None and not isinstance(storage, Storage):
             raise InvalidArgumentError(
@@ -111,6 +118,9 @@ class Hub:
             resolve_root(root) if storage is None or root is not None else storage.url
         )
         self.storage_options = resolve_storage_options(self.root, storage_options)
+        if cache is not None:
+            # Decided here, and carried by the storage to every store (and dask worker).
+            storage = open_cached(self.root, self.storage_options, cache=cache, storage=storage)
         self._injected = storage
         self._storage: Storage | None = storage
 
@@ -126,7 +136,7 @@ class Hub:
     def storage(self) -> Storage:
         """The storage primitives of the root."""
         if self._storage is None:
-            self._storage = open_storage(self.root, self.storage_options)
+            self._storage = open_cached(self.root, self.storage_options)
         return self._storage
 
     def _parse(self, name: str) -> Name:
@@ -640,7 +650,7 @@ class Hub:
         """Read and check every stored object of a version.
 
         Checks each object's CRC-32C, validates array metadata, and decompresses each chunk
-        with its array's codecs.
+        with its array's codecs. Objects are read from storage, never from the local cache.
 
         Parameters
         ----------
@@ -666,8 +676,13 @@ class Hub:
                 f"progress must be a function progress(done, total) or None, not {progress!r}"
             )
         from hubzarr.integrity import verify_store
+        from hubzarr.stores import HubStore
 
-        store = self._store(self._parse(name), read_only=True)
+        # What storage holds is checked, never the local cache's copies.
+        storage = self.storage
+        uncached = storage.inner if isinstance(storage, CachedStorage) else storage
+        parsed = self._parse(name)
+        store = HubStore(self.root, parsed, read_only=True, storage=uncached)
         return _run(verify_store(store, progress))
 
     def copy(

@@ -878,11 +878,13 @@ def _change_settings(
     token: str | None,
     interactive: bool,
     secrets: list[str],
+    cache: tuple[bool | None, str | None, str | None] = (None, None, None),
 ) -> None:
     from hubzarr.config import (
         Settings,
         check_settings,
         load_settings,
+        parse_size,
         save_aws_credentials,
         save_settings,
     )
@@ -909,6 +911,13 @@ def _change_settings(
         region=_option(region, current.region),
         profile=_option(profile, current.profile),
         anon=anon if anon is not None else current.anon,
+        cache=cache[0] if cache[0] is not None else current.cache,
+        cache_dir=_option(cache[1], current.cache_dir),
+        cache_size=current.cache_size
+        if cache[2] is None
+        else parse_size(cache[2], what="--cache-size")
+        if cache[2]
+        else None,
     )
     new, aws_key = _credential_settings(
         new,
@@ -993,6 +1002,32 @@ def configure(
             show_default=False,
         ),
     ] = None,
+    cache: Annotated[
+        bool | None,
+        typer.Option(
+            "--cache/--no-cache",
+            help="Read immutable objects through the local cache for every root, or for none "
+            "(default: for remote roots only).",
+            show_default=False,
+        ),
+    ] = None,
+    cache_dir: Annotated[
+        str | None,
+        typer.Option(
+            "--cache-dir",
+            help="The local cache's folder (default: the user cache folder).",
+            show_default=False,
+        ),
+    ] = None,
+    cache_size: Annotated[
+        str | None,
+        typer.Option(
+            "--cache-size",
+            help="The local cache's size limit, shared by all processes: bytes, 500M, 10GB, "
+            "10GiB (default 10 GiB; 0 caches nothing).",
+            show_default=False,
+        ),
+    ] = None,
     check: Annotated[
         bool | None,
         typer.Option(
@@ -1039,12 +1074,16 @@ def configure(
             access_key_id,
             secret_access_key,
             token,
+            cache,
+            cache_dir,
+            cache_size,
         )
     )
     if not (changing or show or check):
         typer.echo(
             "nothing to change: pass --root, --namespace, --endpoint-url, --region, --profile, "
-            "--anon, --access-key-id/--secret-access-key or --token; or --show, --check",
+            "--anon, --access-key-id/--secret-access-key, --token, --cache/--no-cache, "
+            "--cache-dir or --cache-size; or --show, --check",
             err=True,
         )
         raise typer.Exit(2)
@@ -1067,6 +1106,7 @@ def configure(
                 token=token,
                 interactive=interactive,
                 secrets=secrets,
+                cache=(cache, cache_dir, cache_size),
             )
         target = resolve_root()
         if changing or show:
@@ -1078,6 +1118,157 @@ def configure(
     except HubError as exc:
         typer.echo(f"error: {_scrub(str(exc), secrets)}", err=True)
         raise typer.Exit(1) from None
+
+
+cache_app = typer.Typer(
+    help="The local cache of immutable objects (chunks of tags, records), shared by every "
+    "process on this machine.",
+    no_args_is_help=True,
+)
+app.add_typer(cache_app, name="cache")
+
+
+@cache_app.command("info")
+@_handles_errors
+def cache_info(as_json: JsonOption = False, root: RootOption = None) -> None:
+    """Show the cache's folder, size, limit, entries, hits and misses (of every process)."""
+    from hubzarr.cache import shared_cache
+    from hubzarr.config import resolve_cache, resolve_root
+
+    settings = resolve_cache()
+    target = resolve_root(root)
+    found = shared_cache(settings.directory, settings.size_limit).info()
+    used = settings.applies_to(target)
+    if as_json:
+        _json(
+            {
+                "directory": str(found.directory),
+                "size": found.size,
+                "size_limit": found.size_limit,
+                "entries": found.entries,
+                "hits": found.hits,
+                "misses": found.misses,
+                "root": target,
+                "used_for_root": used,
+            }
+        )
+        return
+    rows = {
+        "folder": str(found.directory),
+        "size": f"{_size(found.size)} of {_size(found.size_limit)}",
+        "entries": str(found.entries),
+        "hits": str(found.hits),
+        "misses": str(found.misses),
+        "root": f"{target} ({'cached' if used else 'not cached'})",
+    }
+    _rows([(f"{key}:", value) for key, value in rows.items()], first=_KEY_WIDTH)
+
+
+@cache_app.command("clear")
+@_handles_errors
+def cache_clear(
+    name: Annotated[
+        str | None,
+        typer.Argument(help="Only this repository's objects (user/name), at the hub root."),
+    ] = None,
+    root: RootOption = None,
+) -> None:
+    """Drop every cached object, or those of the repository NAME."""
+    from hubzarr.cache import shared_cache
+    from hubzarr.config import (
+        resolve_cache,
+        resolve_namespace,
+        resolve_root,
+        resolve_storage_options,
+    )
+    from hubzarr.names import parse_name
+    from hubzarr.storage import open_storage
+
+    settings = resolve_cache()
+    cache = shared_cache(settings.directory, settings.size_limit)
+    if name is None:
+        dropped = cache.clear()
+        typer.echo(f"dropped {_plural(dropped, 'object')} from {cache.directory}")
+        return
+    parsed = parse_name(name, default_user=resolve_namespace())
+    target = resolve_root(root)
+    identity = open_storage(target, resolve_storage_options(target, None)).identity
+    dropped = cache.clear(f"{identity}\n{parsed.repository}/")
+    typer.echo(
+        f"dropped {_plural(dropped, 'object')} of {parsed.repository} from {cache.directory}"
+    )
+
+
+def _parse_index(text: str) -> tuple[Any, ...]:
+    """``0:10,:,5`` as the index ``(slice(0, 10), slice(None), 5)``."""
+    items: list[Any] = []
+    for raw in text.split(","):
+        part = raw.strip()
+        try:
+            if part == "...":
+                items.append(Ellipsis)
+            elif ":" in part:
+                bounds = part.split(":")
+                if len(bounds) > 3:
+                    raise ValueError(part)
+                items.append(slice(*(int(b) if b.strip() else None for b in bounds)))
+            else:
+                items.append(int(part))
+        except ValueError:
+            raise InvalidArgumentError(
+                f"--index takes numpy basic indices separated by commas, such as "
+                f"'0:100,:,5' or '...,0', not {text!r}"
+            ) from None
+    return tuple(items)
+
+
+@cache_app.command("warm")
+@_handles_errors
+def cache_warm(
+    name: NameArgument,
+    index: Annotated[
+        str | None,
+        typer.Option(
+            "--index",
+            help="Only the chunks of this selection: numpy indices separated by commas, "
+            "such as '0:1000' or '0:100,:,5' (an array only).",
+            show_default=False,
+        ),
+    ] = None,
+    root: RootOption = None,
+) -> None:
+    """Fetch the chunks of NAME (or of a selection) into the cache ahead of reading."""
+    from hubzarr.api import Hub
+    from hubzarr.arrays import HubArray
+    from hubzarr.config import resolve_cache
+
+    hub = Hub(root)
+    settings = resolve_cache()
+    if not settings.applies_to(hub.root):
+        raise InvalidArgumentError(
+            f"the cache is off for {hub.root} (local and memory roots are not cached by "
+            "default); turn it on with 'hub configure --cache', or give it a size"
+        )
+    node = hub.load(name, mode="r")
+    selection = _parse_index(index) if index is not None else ...
+    if isinstance(node, HubArray):
+        arrays = [node]
+    else:
+        if index is not None:
+            raise InvalidArgumentError(
+                f"{name} is a group: --index selects in an array; warm one with "
+                f"'hub cache warm {name} --index ...' naming it (group members: hub info)"
+            )
+        arrays, groups = [], [node]
+        while groups:
+            group = groups.pop()
+            arrays += [array for _, array in group.arrays()]
+            groups += [sub for _, sub in group.groups()]
+    total = 0
+    with _progress(f"warming {name}", nbytes=False) as update:
+        for array in arrays:
+            total += array.prefetch(selection, progress=update)
+    typer.echo(f"{name}: {_plural(total, 'chunk')} in the cache ({hub.storage.url})")
 
 
 if __name__ == "__main__":  # pragma: no cover

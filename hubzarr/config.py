@@ -46,7 +46,9 @@ from hubzarr.names import parse_name
 
 __all__ = [
     "DEFAULT_AWS_PROFILE",
+    "DEFAULT_CACHE_SIZE",
     "DEFAULT_NAMESPACE",
+    "CacheSettings",
     "Settings",
     "aws_credentials_path",
     "check_settings",
@@ -56,8 +58,10 @@ __all__ = [
     "default_root",
     "load_settings",
     "mask_key_id",
+    "parse_size",
     "probe_root",
     "read_aws_key_id",
+    "resolve_cache",
     "resolve_namespace",
     "resolve_root",
     "resolve_storage_options",
@@ -98,6 +102,13 @@ class Settings:
         key file.
     anon : bool or None
         Access public buckets without credentials.
+    cache : bool or None
+        Use the local cache of immutable objects for every root (``True``), for none
+        (``False``), or by default only for remote roots (``None``).
+    cache_dir : str or None
+        The cache's folder (default: the platform's user cache folder).
+    cache_size : int or None
+        The cache's size limit in bytes (default 10 GiB); 0 caches nothing.
     """
 
     root: str | None = None
@@ -106,10 +117,13 @@ class Settings:
     region: str | None = None
     profile: str | None = None
     anon: bool | None = None
+    cache: bool | None = None
+    cache_dir: str | None = None
+    cache_size: int | None = None
 
 
-_FIELD_TYPES: dict[str, type] = {"anon": bool} | {
-    f.name: str for f in fields(Settings) if f.name != "anon"
+_FIELD_TYPES: dict[str, type] = {"anon": bool, "cache": bool, "cache_size": int} | {
+    f.name: str for f in fields(Settings) if f.name not in ("anon", "cache", "cache_size")
 }
 
 
@@ -154,8 +168,8 @@ def load_settings() -> Settings:
     ):
         raise FormatError(
             f"config file {path} must be a JSON object with string fields 'root', 'namespace', "
-            "'endpoint_url', 'region', 'profile' and a boolean 'anon'; fix it or rerun "
-            "'hub configure'"
+            "'endpoint_url', 'region', 'profile', 'cache_dir', booleans 'anon' and 'cache' and "
+            "an integer 'cache_size'; fix it or rerun 'hub configure'"
         )
     return Settings(**data)
 
@@ -183,7 +197,11 @@ def check_settings(settings: Settings) -> None:
                 "an endpoint URL must not hold credentials (user:password@); give them with "
                 "'hub configure --access-key-id ... --secret-access-key ...'"
             )
-    for name in ("root", "region", "profile"):
+    if settings.cache_size is not None and settings.cache_size < 0:
+        raise InvalidArgumentError(
+            f"the cache size must be a number of bytes >= 0, not {settings.cache_size}"
+        )
+    for name in ("root", "region", "profile", "cache_dir"):
         value = getattr(settings, name)
         if value is not None and (not value or any(ord(c) < 32 for c in value)):
             raise InvalidArgumentError(
@@ -244,6 +262,94 @@ def resolve_root(root: str | os.PathLike[str] | None = None) -> str:
     if configured is not None:
         return check_root(configured, where=f" in the config file {config_path()}")
     return default_root()
+
+
+#: The cache's size limit unless configured otherwise.
+DEFAULT_CACHE_SIZE = 10 * 2**30
+#: Roots whose reads cross a network: the cache is on for them by default.
+_REMOTE_SCHEMES = frozenset({"s3", "s3a", "gs", "gcs", "http", "https"})
+_SIZE = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([KMGTP]?)(I?)(B?)\s*", re.IGNORECASE)
+
+
+def parse_size(text: str | int, *, what: str = "a size") -> int:
+    """Parse a number of bytes: ``1048576``, ``500M``, ``10GB``, ``10 GiB``.
+
+    ``K``, ``M``, ``G``, ``T``, ``P`` alone or with ``iB`` are powers of 1024; with ``B`` alone
+    (``GB``), powers of 1000.
+
+    Raises
+    ------
+    InvalidArgumentError
+        If ``text`` is negative or not a size.
+    """
+    if isinstance(text, int) and not isinstance(text, bool):
+        if text < 0:
+            raise InvalidArgumentError(f"{what} must be >= 0 bytes, not {text}")
+        return text
+    match = _SIZE.fullmatch(str(text))
+    if match is None or (match[3] and not match[2]):
+        raise InvalidArgumentError(
+            f"{what} must be a number of bytes such as 1048576, 500M, 10GB or 10GiB, not {text!r}"
+        )
+    number, unit, binary, byte = match[1], match[2].upper(), match[3], match[4]
+    power = "KMGTP".index(unit) + 1 if unit else 0
+    base = 1000 if byte and not binary else 1024
+    return int(float(number) * base**power)
+
+
+@dataclass(frozen=True, slots=True)
+class CacheSettings:
+    """Where the local cache of immutable objects lies, how large it may grow, for which roots.
+
+    Attributes
+    ----------
+    enabled : bool or None
+        On for every root, off for every root, or ``None``: on for remote roots only.
+    directory : pathlib.Path
+        The cache's folder.
+    size_limit : int
+        Bytes the cache may hold, across all processes; 0 caches nothing.
+    """
+
+    enabled: bool | None
+    directory: Path
+    size_limit: int
+
+    def applies_to(self, root: str) -> bool:
+        """Whether reads from ``root`` go through the cache."""
+        if self.size_limit == 0 or self.enabled is False:
+            return False
+        if self.enabled:
+            return True
+        return "://" in root and root.split("://", 1)[0].lower() in _REMOTE_SCHEMES
+
+
+def resolve_cache() -> CacheSettings:
+    """Return the cache settings in effect: ``HUBZARR_CACHE_DIR`` and ``HUBZARR_CACHE_SIZE``,
+    else the config file, else the platform's user cache folder and 10 GiB.
+
+    Raises
+    ------
+    InvalidArgumentError
+        If ``HUBZARR_CACHE_SIZE`` is not a size.
+    FormatError
+        If the config file is needed and malformed.
+    """
+    settings = load_settings()
+    directory = (
+        os.environ.get("HUBZARR_CACHE_DIR")
+        or settings.cache_dir
+        or platformdirs.user_cache_dir("hubzarr", appauthor=False)
+    )
+    size = os.environ.get("HUBZARR_CACHE_SIZE")
+    limit = (
+        parse_size(size, what="$HUBZARR_CACHE_SIZE")
+        if size
+        else settings.cache_size
+        if settings.cache_size is not None
+        else DEFAULT_CACHE_SIZE
+    )
+    return CacheSettings(settings.cache, Path(directory).expanduser(), limit)
 
 
 def resolve_namespace() -> str:

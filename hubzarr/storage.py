@@ -195,6 +195,12 @@ def _translating(url: str, path: str) -> Iterator[None]:
 _in_caller: ContextVar[bool] = ContextVar("hubzarr_reads_in_caller", default=False)
 
 
+def reading_in_caller() -> bool:
+    """Whether the current thread runs a read coroutine itself (inside :func:`reads_in_caller`),
+    so that a storage wrapper must not suspend either."""
+    return _in_caller.get()
+
+
 @contextlib.contextmanager
 def reads_in_caller() -> Iterator[None]:
     """Let reads of a storage with :attr:`Storage.caller_reads` run in the calling thread.
@@ -230,6 +236,13 @@ class Storage(ABC):
     #: disks an object's data lingers in the page cache and must be written back, and takes
     #: space until garbage collection; on object stores emptying would cost a request.
     reclaims_superseded: bool = False
+
+    @property
+    def identity(self) -> str:
+        """What names this root's objects on any machine, with no credential in it: its URL
+        (object stores add their endpoint: one bucket name on two services names two buckets).
+        A cache keys objects by it."""
+        return self.url
 
     def _writable(self, path: str) -> None:
         if self.read_only:
@@ -1226,6 +1239,19 @@ class FsspecStorage(Storage):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.read_only = state["read_only"]
+
+    @property
+    def identity(self) -> str:
+        client = self._options.get("client_kwargs")
+        endpoint = self._options.get("endpoint_url") or (
+            client.get("endpoint_url") if isinstance(client, dict) else None
+        )
+        if not endpoint:
+            return self.url
+        # Scheme, host, port and path only: a user:password@ in an endpoint never shows.
+        parts = urlsplit(str(endpoint))
+        port = f":{parts.port}" if parts.port else ""
+        return f"{self.url} at {parts.scheme}://{parts.hostname or ''}{port}{parts.path}"
 
     @property
     def fs(self) -> Any:

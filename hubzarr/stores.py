@@ -31,11 +31,12 @@ from zarr.abc.store import (
 from zarr.core.buffer import Buffer, BufferPrototype, default_buffer_prototype
 from zarr.core.sync import sync
 
+from hubzarr.cache import open_cached
 from hubzarr.config import resolve_namespace, resolve_root, resolve_storage_options
 from hubzarr.errors import FormatError
 from hubzarr.names import Name, parse_name
 from hubzarr.session import Session, check_key, conditional_writes
-from hubzarr.storage import Storage, check_root, open_storage, public_options
+from hubzarr.storage import Storage, check_root, public_options
 
 __all__ = [
     "HubStore",
@@ -272,7 +273,7 @@ class HubStore(KeySetListing, Store):
     def storage(self) -> Storage:
         """The storage of the hub root."""
         if self._storage is None:
-            self._storage = open_storage(self.root, self._storage_options)
+            self._storage = open_cached(self.root, self._storage_options)
         return self._storage
 
     @property

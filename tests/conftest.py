@@ -40,8 +40,12 @@ def isolated_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.M
     home = tmp_path_factory.mktemp("home")
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
-    for var in ("HUBZARR_ROOT", "HUBZARR_NAMESPACE", "HUBZARR_CONFIG"):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(home / ".cache"))
+    for var in ("HUBZARR_ROOT", "HUBZARR_NAMESPACE", "HUBZARR_CONFIG", "HUBZARR_CACHE_DIR"):
         monkeypatch.delenv(var, raising=False)
+    # The local cache (on by default for object stores) would answer a test's second read of
+    # an object it damaged in the bucket: off, unless a test turns it on (tests/test_cache.py).
+    monkeypatch.setenv("HUBZARR_CACHE_SIZE", "0")
     # No credentials but the ones a test passes, and never a look-up of a cloud metadata
     # address (botocore asks one when it finds no credentials).
     for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):

@@ -103,10 +103,21 @@ def paired(ours: list[float], theirs: list[float]) -> float:
 
 @dataclass(frozen=True)
 class Remote:
-    """Where a remote client reads: the endpoint (the proxy) and the array's name."""
+    """Where a remote client reads: the endpoint (the proxy), the array's name, and a folder
+    for local things (cache folders, a local root holding the same repository)."""
 
     url: str
     name: str
+    work: Path
+
+    @property
+    def local_root(self) -> str:
+        """A local root holding a copy of ``bench/NAME-tagged``."""
+        return str(self.work / "local")
+
+    def fresh_cache(self) -> Path:
+        """An empty cache folder of its own."""
+        return Path(tempfile.mkdtemp(prefix="cold-", dir=self.work))
 
     @property
     def options(self) -> dict[str, Any]:
@@ -114,22 +125,36 @@ class Remote:
         return s3_options(self.url)
 
 
+def _hub(remote: Remote, cache: Any = False) -> hubzarr.Hub:
+    return hubzarr.Hub(HUB_ROOT, storage_options=remote.options, cache=cache)
+
+
 def open_hub_tag(remote: Remote) -> Any:
-    return hubzarr.Hub(HUB_ROOT, storage_options=remote.options).load_array(
-        f"bench/{remote.name}-tagged:v1", mode="r"
-    )
+    return _hub(remote).load_array(f"bench/{remote.name}-tagged:v1", mode="r")
 
 
 def open_hub_head(remote: Remote) -> Any:
-    return hubzarr.Hub(HUB_ROOT, storage_options=remote.options).load_array(
-        f"bench/{remote.name}", mode="r"
-    )
+    return _hub(remote).load_array(f"bench/{remote.name}", mode="r")
 
 
 def open_hub_head_at_tag(remote: Remote) -> Any:
-    return hubzarr.Hub(HUB_ROOT, storage_options=remote.options).load_array(
-        f"bench/{remote.name}-tagged", mode="r"
-    )
+    return _hub(remote).load_array(f"bench/{remote.name}-tagged", mode="r")
+
+
+def open_cache_cold(remote: Remote) -> Any:
+    """At the tag, through a local cache folder of its own, empty."""
+    return _hub(remote, remote.fresh_cache()).load_array(f"bench/{remote.name}-tagged:v1")
+
+
+def open_cache_warm(remote: Remote) -> Any:
+    """At the tag, through a cache folder the first read filled (a fresh process would also
+    find it on disk; this one serves hot objects from its memory tier)."""
+    return _hub(remote, remote.work / "warm").load_array(f"bench/{remote.name}-tagged:v1")
+
+
+def open_local(remote: Remote) -> Any:
+    """The same repository on a local root (no network at all)."""
+    return hubzarr.Hub(remote.local_root).load_array(f"bench/{remote.name}-tagged:v1")
 
 
 def open_zarr(remote: Remote) -> Any:
@@ -148,6 +173,9 @@ REMOTE_CLIENTS: dict[str, Callable[[Remote], Any]] = {
     "hub tag": open_hub_tag,
     "hub head": open_hub_head,
     "hub head@tag": open_hub_head_at_tag,
+    "cache cold": open_cache_cold,
+    "cache warm": open_cache_warm,
+    "local root": open_local,
     "zarr": open_zarr,
 }
 
@@ -156,7 +184,7 @@ def store_remote(moto_url: str, name: str, data: np.ndarray) -> None:
     """Write ``data`` (one row per chunk) straight to moto: two repositories and plain zarr."""
     options = s3_options(moto_url)
     spec: dict[str, Any] = {"shape": data.shape, "chunks": (1, data.shape[1]), "dtype": "f4"}
-    hub = hubzarr.Hub(HUB_ROOT, storage_options=options)
+    hub = hubzarr.Hub(HUB_ROOT, storage_options=options, cache=False)
     hub.array(name=f"bench/{name}", compressor=CODEC, **spec)[:] = data
     hub.array(name=f"bench/{name}-tagged", compressor=CODEC, **spec)[:] = data
     hub.tag(f"bench/{name}-tagged", "v1")
@@ -167,6 +195,37 @@ def store_remote(moto_url: str, name: str, data: np.ndarray) -> None:
         store, **spec, fill_value=0, order="C", zarr_format=2, compressors=CODEC, filters=None
     )
     plain[:] = data
+
+
+def copy_local(moto_url: str, name: str, local_root: str) -> None:
+    """The tagged repository, copied to a local root (the warm cache's yardstick)."""
+    hub = hubzarr.Hub(HUB_ROOT, storage_options=s3_options(moto_url), cache=False)
+    hub.copy(f"bench/{name}-tagged", f"bench/{name}-tagged", to_root=local_root)
+
+
+def _read_in_process(url: str, name: str, cache: str) -> None:
+    _hub(Remote(url, name, Path(cache)), cache).load_array(f"bench/{name}-tagged:v1")[:]
+
+
+def readers_at_once(proxy: ProxyProcess, remote: Remote, processes: int) -> dict[str, Any]:
+    """``processes`` processes read the tag at once through one empty cache folder; how many
+    times the server was asked for each chunk."""
+    import multiprocessing
+
+    cache = remote.fresh_cache()
+    context = multiprocessing.get_context("spawn")
+    children = [
+        context.Process(target=_read_in_process, args=(remote.url, remote.name, str(cache)))
+        for _ in range(processes)
+    ]
+    proxy.take()
+    for child in children:
+        child.start()
+    for child in children:
+        child.join()
+        assert child.exitcode == 0, "a reader failed"
+    exchanges, _ = proxy.take()
+    return {"data_gets": sum(1 for e in exchanges if e.method == "GET" and "/data/" in e.path)}
 
 
 def tally(exchanges: list[Exchange]) -> Counter[str]:
@@ -204,10 +263,15 @@ def cold_read(
 
 
 def remote_block(
-    proxy: ProxyProcess, name: str, latency_ms: int, data: np.ndarray, repeats: int
+    proxy: ProxyProcess,
+    name: str,
+    latency_ms: int,
+    data: np.ndarray,
+    repeats: int,
+    work: Path,
 ) -> dict[str, Any]:
     """Time every remote client on one array at one latency; print and return the rows."""
-    remote = Remote(proxy.url, name)
+    remote = Remote(proxy.url, name, work)
     clients = list(REMOTE_CLIENTS)
     runs: dict[str, list[dict[str, Any]]] = {c: [] for c in clients}
     for client in clients:  # warm-up (connections, code paths), and a check of the values
@@ -259,13 +323,27 @@ def remote_block(
     head_vs_tag = paired(rows["hub head"]["seconds"], tag["seconds"])
     met = "met" if head_vs_tag >= HEAD_TARGET else "NOT met"
     checks.append(f"hub head >= {HEAD_TARGET}x hub tag: {met} ({head_vs_tag:.2f}x)")
-    print("  " + "; ".join(checks))
+    warm = paired(rows["cache warm"]["seconds"], rows["local root"]["seconds"])
+    checks.append(
+        f"cache warm >= 0.9x local root: {'met' if warm >= 0.9 else 'NOT met'} ({warm:.2f}x)"
+    )
+    cold = median(rows["cache cold"]["seconds"]) / median(tag["seconds"])
+    checks.append(
+        f"cache cold <= 1.1x hub tag's time: {'met' if cold <= 1.1 else 'NOT met'} ({cold:.2f}x)"
+    )
+    together = readers_at_once(proxy, remote, 4)
+    per_chunk = together["data_gets"] / nchunks
+    checks.append(f"4 processes at once through one cache: {per_chunk:.2f} GETs per chunk")
+    print("  " + "\n  ".join(checks))
     return {
         "shape": data.shape,
         "nchunks": nchunks,
         "mib": mib,
         "tag_target": target,
         "head_vs_tag_paired": head_vs_tag,
+        "warm_vs_local_paired": warm,
+        "cold_cache_time_ratio": cold,
+        "four_processes_gets_per_chunk": per_chunk,
         "rows": rows,
     }
 
@@ -276,23 +354,26 @@ def remote_part(args: argparse.Namespace) -> dict[str, Any]:
         "large": random_walk(args.large_chunks, LARGE_COLS, seed=1),
     }
     out: dict[str, Any] = {"latencies": {}}
-    with moto_server_process() as moto_url:
-        make_bucket(moto_url, BUCKET)
-        for name, data in arrays.items():
-            store_remote(moto_url, name, data)
-        bandwidth = args.bandwidth * 1e6 if args.bandwidth else None
-        print(
-            f"moto in a process of its own, behind a proxy in another; bandwidth "
-            f"{f'{args.bandwidth:g} MB/s' if bandwidth else 'uncapped'}; zarr "
-            f"async.concurrency={zarr.config.get('async.concurrency')}"
-        )
-        for latency_ms in args.latencies:
-            settings = {"latency_s": latency_ms / 1e3, "bandwidth": bandwidth}
-            with proxy_process(moto_url, **settings) as proxy:
-                out["latencies"][latency_ms] = {
-                    name: remote_block(proxy, name, latency_ms, data, args.repeats)
-                    for name, data in arrays.items()
-                }
+    with tempfile.TemporaryDirectory(dir=args.dir) as folder:
+        work = Path(folder)
+        with moto_server_process() as moto_url:
+            make_bucket(moto_url, BUCKET)
+            for name, data in arrays.items():
+                store_remote(moto_url, name, data)
+                copy_local(moto_url, name, str(work / "local"))
+            bandwidth = args.bandwidth * 1e6 if args.bandwidth else None
+            print(
+                f"moto in a process of its own, behind a proxy in another; bandwidth "
+                f"{f'{args.bandwidth:g} MB/s' if bandwidth else 'uncapped'}; zarr "
+                f"async.concurrency={zarr.config.get('async.concurrency')}"
+            )
+            for latency_ms in args.latencies:
+                settings = {"latency_s": latency_ms / 1e3, "bandwidth": bandwidth}
+                with proxy_process(moto_url, **settings) as proxy:
+                    out["latencies"][latency_ms] = {
+                        name: remote_block(proxy, name, latency_ms, data, args.repeats, work)
+                        for name, data in arrays.items()
+                    }
     return out
 
 

@@ -300,7 +300,7 @@ def no_io_hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> hubzarr.Hub:
     def open_no_io(*args: Any, **kwargs: Any) -> Storage:
         return _NoIOStorage()
 
-    for module in ("hubzarr.api", "hubzarr.stores"):
+    for module in ("hubzarr.api", "hubzarr.cache"):
         monkeypatch.setattr(importlib.import_module(module), "open_storage", open_no_io)
     return hubzarr.Hub(tmp_path / "hub")
 

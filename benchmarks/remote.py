@@ -475,7 +475,7 @@ def main() -> None:
     parser.add_argument("--skip-remote", action="store_true")
     parser.add_argument("--skip-local", action="store_true")
     args = parser.parse_args()
-    if args.concurrency is not None:  # hubzarr's arr[:] goes through zarr's read path too
+    if args.concurrency is not None:  # zarr's (hubzarr's arr[:] of many chunks has its own)
         zarr.config.set({"async.concurrency": args.concurrency})
     result: dict[str, Any] = {
         "machine": platform.platform(),

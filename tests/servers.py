@@ -44,6 +44,7 @@ from __future__ import annotations
 import io
 import json
 import multiprocessing
+import socket
 import sys
 import threading
 import urllib.request
@@ -433,3 +434,13 @@ __all__ = [
     "moto_server_process",
     "s3_options",
 ]
+
+
+def accepts(url: str) -> bool:
+    """Whether a server listens at ``url`` (a connection is accepted)."""
+    parts = urlsplit(url)
+    try:
+        with socket.create_connection((parts.hostname, parts.port), timeout=1):
+            return True
+    except OSError:
+        return False

@@ -8,16 +8,14 @@ on the machine); that requests overlap is read from the proxy's own count, never
 
 from __future__ import annotations
 
-import socket
 import time
 import uuid
-from urllib.parse import urlsplit
 
 import numpy as np
 import pytest
 import s3fs
 from faults import latency_proxy, proxy_process
-from servers import Server, make_bucket, moto_server_process, s3_options
+from servers import Server, accepts, make_bucket, moto_server_process, s3_options
 
 import hubzarr
 
@@ -28,15 +26,6 @@ MIB = 2**20
 def _fs(url: str, **options: object) -> s3fs.S3FileSystem:
     """A client of its own (fsspec's instance cache would share one between tests)."""
     return s3fs.S3FileSystem(**s3_options(url), skip_instance_cache=True, **options)
-
-
-def _accepts(url: str) -> bool:
-    parts = urlsplit(url)
-    try:
-        with socket.create_connection((parts.hostname, parts.port), timeout=1):
-            return True
-    except OSError:
-        return False
 
 
 @pytest.fixture
@@ -156,8 +145,8 @@ def test_moto_and_the_proxy_run_in_processes_of_their_own() -> None:
             assert [e.delay_s for e in exchanges] == [0.01, 0.01]
             assert most == 1
             assert proxy.take() == ([], 0)
-        assert not _accepts(proxy.url)
-    assert not _accepts(moto_url)
+        assert not accepts(proxy.url)
+    assert not accepts(moto_url)
 
 
 def test_hubzarr_keeps_tens_of_requests_in_flight(s3_server: Server, bucket: str) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib
-import socket
 import uuid
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -16,6 +15,7 @@ import s3fs
 
 from tests.servers import (
     Server,
+    accepts,
     ensure_plain_gcsfs,
     gcs_emulator,
     gcs_object_name,
@@ -28,15 +28,6 @@ from tests.servers import (
 
 # `fsspec.registry` is the read-only mapping; the module behind it holds the writable dict.
 _fsspec_registry = importlib.import_module("fsspec.registry")
-
-
-def _accepts(url: str) -> bool:
-    parts = urlsplit(url)
-    try:
-        with socket.create_connection((parts.hostname, parts.port), timeout=1):
-            return True
-    except OSError:
-        return False
 
 
 def _bucket() -> str:
@@ -68,8 +59,8 @@ def test_server_listens_on_loopback_and_stops(
         assert parts.scheme == "http"
         assert parts.hostname == "127.0.0.1"
         assert parts.port
-        assert _accepts(server.url)
-    assert not _accepts(server.url)
+        assert accepts(server.url)
+    assert not accepts(server.url)
 
 
 def test_s3_put_get_one_request_each(s3: tuple[Server, s3fs.S3FileSystem, str]) -> None:

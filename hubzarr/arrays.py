@@ -109,10 +109,10 @@ class HubArray(StoredNode, Shaped):
     # -- reading and writing -------------------------------------------------------------
 
     def __getitem__(self, key: Any) -> npt.NDArray[Any]:
-        self._store.session.follow_head()
-        return self._read(key)
+        return self._read(key, follow=True)
 
-    def _read(self, key: Any) -> npt.NDArray[Any]:
+    def _read(self, key: Any, *, follow: bool = False) -> npt.NDArray[Any]:
+        """Read ``key``; ``follow``: at a branch, follow it to its current head first."""
         selection, _, flips = normalize_index(key, self.shape)
         layout = self.layout
         axes = [
@@ -121,8 +121,10 @@ class HubArray(StoredNode, Shaped):
         ]
         if not layout.strings and _chunks_touched(axes, layout.chunks) >= _OWN_READ_FROM:
             # hubzarr's own read path: concurrent fetches, decoding straight into the result.
-            out = read_selection(self, axes)
+            out = read_selection(self, axes, follow=follow)
             return np.flip(out, axis=flips) if flips else out
+        if follow:
+            self._store.session.follow_head()
         target = self.zarr
         try:
             out = np.asarray(target[selection])

@@ -89,18 +89,25 @@ class _Reader:
     def __reduce__(self) -> tuple[Any, ...]:
         return (_shared_reader, (self.store, self.layout))
 
-    def listing(self) -> dict[str, int] | None:
-        """At a branch of an object store, the array's objects in the head, from one listing
-        (:meth:`Session.head_listing`); else ``None``."""
+    def lists(self) -> bool:
+        """Whether reads of many chunks list the head first (:meth:`listing`): at object
+        stores. Local files: probing a generation is a system call, not a request. Read-only
+        (web) roots: a listing is an HTML page that may say less than the root holds."""
         storage = self.store.storage
-        if storage.caller_reads or storage.read_only:
-            # Local files: probing a generation is a system call, not a request. Read-only
-            # (web) roots: a listing is an HTML page that may say less than the root holds.
+        return not (storage.caller_reads or storage.read_only)
+
+    def listing(self, *, follow: bool = False) -> dict[str, int] | None:
+        """At a branch of an object store, the array's objects in the head, from one listing
+        (:meth:`Session.head_listing`); ``follow``: after following the branch to its current
+        head, the check and the listing run at once. ``None`` where reads do not list."""
+        session = self.store.session
+        if not self.lists():
+            if follow:
+                session.follow_head()
             return None
         prefix = f"{self.layout.path}/" if self.layout.path else ""
-        listed: dict[str, int] | None = submit_coroutine(
-            self.store.session.head_listing(prefix)
-        ).result()
+        work = session.fresh_head_listing(prefix) if follow else session.head_listing(prefix)
+        listed: dict[str, int] | None = submit_coroutine(work).result()
         return listed
 
     def fetch(
@@ -260,13 +267,15 @@ class _Blocks:
             yield _Block(index, pieces, shape, region)
 
 
-def read_selection(array: HubArray, axes: Sequence[Axis]) -> npt.NDArray[Any]:
+def read_selection(
+    array: HubArray, axes: Sequence[Axis], *, follow: bool = False
+) -> npt.NDArray[Any]:
     """Read a selection (one ``range`` or ``int`` per dimension) into a new numpy array.
 
     hubzarr's own read path, as the dask graphs read: blocks of whole chunks are filled on a
     pool of threads, each fetching its chunks' bytes concurrently (checksums checked) and
     decoding whole chunks straight into the result; never-written chunks are filled without a
-    read.
+    read. ``follow``: at a branch, follow it to its current head first.
 
     Raises
     ------
@@ -284,8 +293,12 @@ def read_selection(array: HubArray, axes: Sequence[Axis]) -> npt.NDArray[Any]:
     target = min(BLOCK_BYTES, max(layout.chunk_nbytes, out.nbytes // (2 * workers)))
     blocks = _Blocks(axes, layout, target)
     tasks = [(block.pieces, out[block.region]) for block in blocks]
-    chunks = sum(len(pieces) for pieces, _ in tasks)
-    listed = reader.listing() if chunks >= LIST_FROM else None  # one for the whole read
+    if sum(len(pieces) for pieces, _ in tasks) >= LIST_FROM:
+        listed = reader.listing(follow=follow)  # one for the whole read
+    else:
+        listed = None
+        if follow:
+            array.store.session.follow_head()
     if len(tasks) == 1:
         read_into(reader, *tasks[0], listed)
     else:

@@ -698,6 +698,17 @@ class Session:
         contents = HeadContents.from_listing({prefix + k: n for k, n in found.items()})
         return {**contents.written, **contents.deleted}
 
+    async def fresh_head_listing(self, prefix: str = "") -> dict[str, int] | None:
+        """:meth:`refresh`, then :meth:`head_listing` of the head it finds: run at once, one
+        round trip when the head has not moved (else the new head is listed after)."""
+        state = await self._open()
+        if state.resolved.sealed:
+            return None
+        _, listed = await asyncio.gather(self.refresh(), self.head_listing(prefix))
+        if (await self._open()).version != state.version:
+            listed = await self.head_listing(prefix)
+        return listed
+
     def read_here(self, key: str) -> memoryview | None:
         """:meth:`read` run to the end by the calling thread, with no event loop.
 

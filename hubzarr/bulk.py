@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 import threading
 from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
@@ -89,19 +90,14 @@ class _Reader:
     def __reduce__(self) -> tuple[Any, ...]:
         return (_shared_reader, (self.store, self.layout))
 
-    def lists(self) -> bool:
-        """Whether reads of many chunks list the head first (:meth:`listing`): at object
-        stores. Local files: probing a generation is a system call, not a request. Read-only
-        (web) roots: a listing is an HTML page that may say less than the root holds."""
-        storage = self.store.storage
-        return not (storage.caller_reads or storage.read_only)
-
     def listing(self, *, follow: bool = False) -> dict[str, int] | None:
         """At a branch of an object store, the array's objects in the head, from one listing
         (:meth:`Session.head_listing`); ``follow``: after following the branch to its current
         head, the check and the listing run at once. ``None`` where reads do not list."""
-        session = self.store.session
-        if not self.lists():
+        session, storage = self.store.session, self.store.storage
+        # Local files: probing a generation is a system call, not a request. Read-only (web)
+        # roots: a listing is an HTML page that may say less than the root holds.
+        if storage.caller_reads or storage.read_only:
             if follow:
                 session.follow_head()
             return None
@@ -289,7 +285,8 @@ def read_selection(
         return out
     reader = _Reader(array.store, layout)
     local = array.store.storage.caller_reads
-    workers = _cores() if local else 4 * _cores()  # remote: threads wait on fetches
+    cores = os.cpu_count() or 1
+    workers = cores if local else 4 * cores  # remote: threads wait on fetches
     target = min(BLOCK_BYTES, max(layout.chunk_nbytes, out.nbytes // (2 * workers)))
     blocks = _Blocks(axes, layout, target)
     tasks = [(block.pieces, out[block.region]) for block in blocks]
@@ -308,12 +305,6 @@ def read_selection(
             for done in [pool.submit(read_into, reader, *task, listed) for task in tasks]:
                 done.result()
     return np.flip(out, axis=blocks.flips) if blocks.flips else out
-
-
-def _cores() -> int:
-    import os
-
-    return os.cpu_count() or 1
 
 
 def check_chunks_decode(

@@ -59,7 +59,6 @@ from hubzarr.records import (
     INCARNATION_ID,
     LAYOUT,
     BranchRef,
-    Checkpoint,
     Location,
     Manifest,
     NameClaim,
@@ -173,24 +172,33 @@ async def _read_source(repo: Repository) -> _Source:
             f"{repo.name} was written with storage layout {repo.layout}; copies carry layout "
             f"{LAYOUT} repositories: export it (hub cp NAME out.zarr) and import that instead"
         )
-    heads: dict[str, _Head] = {}
-    tags: dict[str, TagRef] = {}
-    for ref, (kind, version) in sorted((await repo.list_refs()).items()):
-        if kind == "tag":
-            found = await repo.refs.read("tag", ref)
-            if isinstance(found, TagRef):
-                tags[ref] = found
-            continue
+    # Each ref file read once, all at once: the tags' whole records, the branches' heads.
+    branch_names, tag_names = await asyncio.gather(
+        repo.refs.names("branch"), repo.refs.names("tag")
+    )
+    tag_names = sorted(tag_names)
+    tag_records = await asyncio.gather(*(repo.refs.read("tag", t) for t in tag_names))
+    tags = {t: r for t, r in zip(tag_names, tag_records, strict=True) if isinstance(r, TagRef)}
+
+    async def head_of(branch: str) -> _Head | None:
+        version = await repo.refs.live("branch", branch)
+        if version is None:
+            return None  # deleted
         try:
             head = await repo.current_head(version)
         except NotFoundError:
-            continue  # deleted while we looked
+            return None  # deleted while we looked
         record, contents = await asyncio.gather(
             repo.read_version(head), repo.manifests.contents(head)
         )
         if record is None:
-            raise FormatError(f"{repo.name}: the record of branch {ref}'s head {head} is missing")
-        heads[ref] = _Head(ref, head, record, contents)
+            raise FormatError(
+                f"{repo.name}: the record of branch {branch}'s head {head} is missing"
+            )
+        return _Head(branch, head, record, contents)
+
+    found = await asyncio.gather(*map(head_of, sorted(branch_names)))
+    heads = {h.branch: h for h in found if h is not None}
     sealed: dict[str, VersionRecord] = {}
     ancestors: dict[str, set[str]] = {}
     for name, branch in heads.items():
@@ -230,10 +238,6 @@ async def _raw_record(repo: Repository, path: str) -> dict[str, Any] | None:
         return data
 
     return await repo.files.read_record(path, keep)
-
-
-def _own_locations(manifest: Manifest | Checkpoint, version: str) -> dict[str, Location]:
-    return {k: loc for k, loc in manifest.locations().items() if loc.version == version}
 
 
 def _snapshot_id(head: str, attempt: int) -> str:
@@ -276,7 +280,7 @@ class _Copier:
         manifest = await self.src.read_manifest(version)
         sizes, have = await self._listings(version, version)
         out = []
-        for key, loc in sorted(_own_locations(manifest, version).items()):
+        for key, loc in sorted(manifest.locations().items()):
             name = loc.object_name(key)
             bound = frame.binding(version, key, loc.generation)
             out.append(
@@ -392,11 +396,14 @@ class _Copier:
         """The records of a sealed version, its objects being there: its record first, its
         manifest last (a version is complete once its manifest exists)."""
         await self.copy_record("versions", version, required=True)
-        seal = await self.src.read_seal(version)
-        if seal is not None and seal.successor is not None:
-            # A record exists before anything names it, even a head the copy does not carry.
-            await self.copy_record("versions", seal.successor, required=False)
-        await self.copy_record("seals", version, required=False)
+        seal_path = self.src.files.seal_path(version)
+        seal = await _raw_record(self.src, seal_path)
+        if seal is not None:
+            successor = SealRecord.parse(seal, self.src.files.where(seal_path), version).successor
+            if successor is not None:
+                # A record exists before anything names it, even a head the copy does not carry.
+                await self.copy_record("versions", successor, required=False)
+            await self.dst.files.create_or_match(self.dst.files.seal_path(version), seal)
         manifest = await self.src.read_manifest(version)
         await self.dst.files.create_or_match(
             self.dst.files.manifest_path(version), manifest.to_dict()
@@ -482,9 +489,7 @@ class _Copier:
                     return base  # a snapshot of this head, or of one it continues
                 raise self._diverged(head, base, "it starts from a snapshot of another head")
             manifest = await self.dst.read_manifest(base)
-            if _own_locations(manifest, base) or (
-                isinstance(manifest, Manifest) and manifest.deleted
-            ):
+            if manifest.locations() or (isinstance(manifest, Manifest) and manifest.deleted):
                 raise self._diverged(head, base, "it holds a version the source does not have")
             base = found.parent  # an empty version sealed there (a tag): the same state
         return base
@@ -585,15 +590,13 @@ class _Copier:
         plan was made) to ``new``; writes that reached ``old`` since are applied to ``new``."""
         message = f"moved forward by a copy from {self.src.storage.url}::{self.src.name}"
         late = await self.dst.move_head(branch, old, new, message)
-        if not late:
-            return
-        index = await self.dst.version_index(old, sealed=True)
-        for key in late:
-            where = f"{self.dst.name} version {old} key {key!r}"
-            loc = index.get(key)
+        deleted = late.deleted if isinstance(late, Manifest) else ()
+        writes: dict[str, Location | None] = {**late.locations(), **dict.fromkeys(deleted)}
+        for key, loc in sorted(writes.items()):
             data: bytes | tuple[bytes, memoryview] = frame.TOMBSTONE
-            if loc is not None and loc.version == old:
+            if loc is not None:
                 raw = await self.dst.storage.read(self.dst.files.object_path(loc, key))
+                where = f"{self.dst.name} version {old} key {key!r}"
                 bound = frame.binding(old, key, loc.generation)
                 payload = None if raw is None else frame.decode(raw, where, bound)
                 if payload is not None:

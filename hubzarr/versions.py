@@ -652,13 +652,16 @@ class Repository:
         await self._finish_seal(head, seal)
         return head
 
-    async def move_head(self, branch: str, old: str, new: str, message: str) -> list[str]:
+    async def move_head(
+        self, branch: str, old: str, new: str, message: str
+    ) -> Manifest | Checkpoint:
         """Seal the head ``old`` of ``branch`` with ``new``, a head whose record starts from
         another state, as its successor (a copy moving the branch forward,
-        :mod:`hubzarr.replicate`); return the keys ``old`` wrote before the seal fenced it.
+        :mod:`hubzarr.replicate`); return ``old``'s manifest: what it wrote before the seal
+        fenced it.
 
-        The caller checked that ``old`` had written nothing; the keys returned are writes that
-        landed since, which it applies to ``new`` so that none is lost.
+        The caller checked that ``old`` had written nothing; what the manifest holds are writes
+        that landed since, which it applies to ``new`` so that none is lost.
 
         Raises
         ------
@@ -681,10 +684,7 @@ class Repository:
                 "sealed by another writer); run the copy again"
             ) from None
         await self._finish_seal(old, seal)
-        manifest = await self.read_manifest(old)
-        if isinstance(manifest, Checkpoint):
-            return sorted(k for k, loc in manifest.locations().items() if loc.version == old)
-        return sorted({*manifest.locations(), *manifest.deleted})
+        return await self.read_manifest(old)
 
     async def _sealed_version(
         self, ref: str | None, action: str, message: str | None = None

@@ -20,8 +20,10 @@ import math
 import os
 import threading
 from collections import deque
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
+from functools import partial
 from itertools import product
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -46,6 +48,7 @@ from hubzarr.indexing import (
 )
 from hubzarr.runner import submit as submit_coroutine
 from hubzarr.spec import check_ddof, check_flag
+from hubzarr.storage import OBJECT_STORE_CONNECTIONS
 from hubzarr.stores import HubStore
 
 if TYPE_CHECKING:
@@ -61,8 +64,12 @@ BLOCK_BYTES = 64 * 2**20
 TASK_BYTES = 32 * 2**20
 #: ... and a graph has at least this many tasks when there are enough chunks (parallelism).
 MIN_TASKS = 16
-#: Chunk reads in flight ahead of the decoding, per task.
+#: Chunk reads in flight ahead of the decoding, per task (dask's tasks run many at once) ...
 READ_AHEAD = 8
+#: ... and per numpy read of an object store, for all its threads (one a core, decoding):
+#: chunk reads started and not yet decoded, at most, and the bytes of chunks they may hold.
+IN_FLIGHT = OBJECT_STORE_CONNECTIONS
+WINDOW_BYTES = 512 * 2**20
 #: A task reading at least this many chunks of an object store at a branch lists the array's
 #: objects in the head first: one request for up to 1,000, where probing costs one per chunk.
 LIST_FROM = 16
@@ -97,7 +104,8 @@ class _Reader:
         session, storage = self.store.session, self.store.storage
         # Local files: probing a generation is a system call, not a request. Read-only (web)
         # roots: a listing is an HTML page that may say less than the root holds.
-        if storage.caller_reads or storage.read_only:
+        pinned = session.pinned
+        if storage.caller_reads or storage.read_only or (pinned is not None and pinned.sealed):
             if follow:
                 session.follow_head()
             return None
@@ -106,12 +114,32 @@ class _Reader:
         listed: dict[str, int] | None = submit_coroutine(work).result()
         return listed
 
+    def start(
+        self, coords: tuple[int, ...], listed: Mapping[str, int] | None
+    ) -> Future[memoryview | None]:
+        """Start reading one chunk of an object store: its payload, as a future.
+
+        What the local cache holds is read at once, in this thread, as a local file would be;
+        the rest is read on hubzarr's event loop thread.
+        """
+        session, key = self.store.session, self.layout.key(coords)
+        hit = session.read_cached(key, listed) if self.store.storage.caches else None
+        if hit is None:
+            reading: Future[memoryview | None] = submit_coroutine(session.read(key, listed=listed))
+            return reading
+        done: Future[memoryview | None] = Future()
+        done.set_result(hit[0])
+        return done
+
     def fetch(
-        self, coords: Sequence[tuple[int, ...]], listed: Mapping[str, int] | None = None
+        self,
+        coords: Sequence[tuple[int, ...]],
+        listed: Mapping[str, int] | None = None,
+        ahead: int = READ_AHEAD,
     ) -> Iterator[memoryview | None]:
         """Yield the payload (``None``: never written) of each chunk, in order.
 
-        Up to :data:`READ_AHEAD` reads run on hubzarr's event loop thread while the caller
+        Up to ``ahead`` reads run on hubzarr's event loop thread while the caller
         decodes (reads create nothing tied to a loop, see :mod:`hubzarr.runner`). ``listed``
         (:meth:`listing`, taken after the read was asked for) makes each read one request; a
         fetch of many chunks takes one itself.
@@ -122,17 +150,15 @@ class _Reader:
             for c in coords:
                 yield store.session.read_here(self.layout.key(c))
             return
-        pending: deque[Any] = deque()
+        pending: deque[Future[memoryview | None]] = deque()
         todo = iter(coords)
-        session = self.store.session
         if listed is None and len(coords) >= LIST_FROM:
             listed = self.listing()
 
         def submit() -> None:
             for c in todo:
-                read = session.read(self.layout.key(c), listed=listed)
-                pending.append(submit_coroutine(read))
-                if len(pending) >= READ_AHEAD:
+                pending.append(self.start(c, listed))
+                if len(pending) >= ahead:
                     return
 
         submit()
@@ -180,12 +206,14 @@ def read_into(
     pieces: Sequence[ChunkPiece],
     out: npt.NDArray[Any],
     listed: Mapping[str, int] | None = None,
+    payloads: Iterable[memoryview | None] | None = None,
 ) -> None:
-    """Fill ``out`` (a block of a selection, unflipped) from its chunk pieces: their bytes
-    fetched ahead (``listed``: see :meth:`_Reader.fetch`), whole chunks decoded straight into
-    place."""
+    """Fill ``out`` (a block of a selection, unflipped) from its chunk pieces, whole chunks
+    decoded straight into place: their ``payloads`` in order, or fetched ahead by this task
+    (``listed``: see :meth:`_Reader.fetch`)."""
     layout = reader.layout
-    payloads = reader.fetch([p.coords for p in pieces], listed)
+    if payloads is None:
+        payloads = reader.fetch([p.coords for p in pieces], listed)
     for piece, payload in zip(pieces, payloads, strict=True):
         target = out[(*piece.outer, Ellipsis)]  # type: ignore[arg-type]  # a view, even 0-d
         if payload is None:
@@ -284,9 +312,7 @@ def read_selection(
     if out.size == 0:
         return out
     reader = _Reader(array.store, layout)
-    local = array.store.storage.caller_reads
-    cores = os.cpu_count() or 1
-    workers = cores if local else 4 * cores  # remote: threads wait on fetches
+    workers = os.cpu_count() or 1
     target = min(BLOCK_BYTES, max(layout.chunk_nbytes, out.nbytes // (2 * workers)))
     blocks = _Blocks(axes, layout, target)
     tasks = [(block.pieces, out[block.region]) for block in blocks]
@@ -296,15 +322,131 @@ def read_selection(
         listed = None
         if follow:
             array.store.session.follow_head()
-    if len(tasks) == 1:
-        read_into(reader, *tasks[0], listed)
-    else:
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(min(workers, len(tasks))) as pool:
-            for done in [pool.submit(read_into, reader, *task, listed) for task in tasks]:
-                done.result()
+    if array.store.storage.caller_reads:  # each thread reads its own
+        _run_on_pool(read_into, [(reader, *task, listed) for task in tasks], workers)
+        return np.flip(out, axis=blocks.flips) if blocks.flips else out
+    # An object store: one window of reads ahead for the whole selection, in the order the
+    # threads (one a core) decode.
+    window = _Window(reader, [p.coords for pieces, _ in tasks for p in pieces], listed, layout)
+    calls: list[tuple[Any, ...]] = []
+    start = 0
+    for pieces, region in tasks:
+        calls.append((reader, pieces, region, listed, window.payloads(start, len(pieces))))
+        start += len(pieces)
+    try:
+        _run_on_pool(read_into, calls, workers)
+    finally:
+        window.close()
     return np.flip(out, axis=blocks.flips) if blocks.flips else out
+
+
+class _Window:
+    """The chunk reads of one numpy read of an object store: started in the order its tasks
+    decode, at most ``IN_FLIGHT`` (and ``WINDOW_BYTES`` of chunks) started and not yet taken,
+    whichever thread takes them."""
+
+    def __init__(
+        self,
+        reader: _Reader,
+        coords: Sequence[tuple[int, ...]],
+        listed: Mapping[str, int] | None,
+        layout: Layout,
+    ) -> None:
+        self._reader, self._coords, self._listed = reader, coords, listed
+        self._size = max(2, min(IN_FLIGHT, WINDOW_BYTES // max(layout.chunk_nbytes, 1)))
+        self._slots: list[Future[memoryview | None] | None] = [None] * len(coords)
+        self._reads: list[Future[memoryview | None]] = []
+        self._started = self._taken = 0
+        self._lock = threading.Lock()
+
+    def payloads(self, start: int, count: int) -> Iterator[memoryview | None]:
+        """The payloads of chunks ``start`` to ``start + count`` (in the order given)."""
+        for i in range(start, start + count):
+            yield self._take(i)
+
+    def _take(self, i: int) -> memoryview | None:
+        self._start(upto=i)
+        slot = self._slots[i]
+        assert slot is not None
+        payload = slot.result()
+        self._slots[i] = None
+        with self._lock:
+            self._taken += 1
+        self._start()
+        return payload
+
+    def _start(self, upto: int = -1) -> None:
+        """Start reads in order until the window is full (and chunk ``upto`` is started)."""
+        while True:
+            with self._lock:
+                i = self._started
+                if i >= len(self._coords) or (i > upto and i - self._taken >= self._size):
+                    return
+                self._started += 1
+                slot = self._slots[i] = Future()
+            # Outside the lock: a cached chunk is read here, by the thread that starts it.
+            try:
+                read = self._reader.start(self._coords[i], self._listed)
+            except BaseException as exc:
+                slot.set_exception(exc)
+                raise
+            self._reads.append(read)
+            read.add_done_callback(partial(_settle, slot))
+
+    def close(self) -> None:
+        """Cancel the reads started and not done (after an error)."""
+        for read in self._reads:
+            read.cancel()
+
+
+def _settle(slot: Future[T], read: Future[T]) -> None:
+    """Give ``slot`` the outcome of ``read``."""
+    if read.cancelled():
+        slot.cancel()
+    elif (error := read.exception()) is not None:
+        slot.set_exception(error)
+    else:
+        slot.set_result(read.result())
+
+
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _forget_pool() -> None:
+    global _pool
+    _pool = None  # a forked child has none of the parent's threads
+
+
+os.register_at_fork(after_in_child=_forget_pool)
+
+
+def _run_on_pool(fn: Callable[..., Any], calls: Sequence[tuple[Any, ...]], workers: int) -> None:
+    """Run ``fn(*call)`` for each call on the process's pool of reading threads, at most
+    ``workers`` at once; wait for all, and raise the first error.
+
+    The threads last: what each keeps per thread (the cache's SQLite connection, decoders'
+    scratch buffers) is made once, not once a read.
+    """
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="hubzarr-read")
+        pool = _pool
+    turns = threading.Semaphore(workers)
+
+    def run(call: tuple[Any, ...]) -> None:
+        with turns:
+            fn(*call)
+
+    futures = [pool.submit(run, call) for call in calls]
+    try:
+        for future in futures:
+            future.result()
+    finally:
+        for future in futures:
+            future.cancel()
+        wait(futures)  # after an error too: nothing of this read runs on
 
 
 def check_chunks_decode(

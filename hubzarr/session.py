@@ -68,7 +68,15 @@ from hubzarr.manifests import HeadContents, Index
 from hubzarr.names import Name
 from hubzarr.records import Location, split_generation
 from hubzarr.retry import compare_and_swap
-from hubzarr.storage import Parts, Storage, as_bytes, check_path, reads_in_caller
+from hubzarr.storage import (
+    NotCachedError,
+    Parts,
+    Storage,
+    as_bytes,
+    check_path,
+    reads_from_cache,
+    reads_in_caller,
+)
 from hubzarr.versions import Repository, Resolved
 
 __all__ = [
@@ -730,6 +738,30 @@ class Session:
                 return payload
             reading.close()
         raise RuntimeError(f"a read of {key!r} from {self.storage.url} suspended in the caller")
+
+    def read_cached(
+        self, key: str, listed: Mapping[str, int] | None = None
+    ) -> tuple[memoryview | None] | None:
+        """:meth:`read` from the local cache alone, run to the end by the calling thread:
+        ``(payload,)``, or ``None`` where the read needs storage (not cached, not opened yet,
+        no cache, or a head read that must ask storage what it holds).
+
+        The bulk readers' threads read cached chunks this way, as they read local files, and
+        send only the rest over the network. Raises as :meth:`read`.
+        """
+        state = self._state
+        if state is None or not self.storage.caches:
+            return None
+        with reads_from_cache():
+            reading = self._read(state, key, listed)
+            try:
+                reading.send(None)
+            except StopIteration as done:
+                return (done.value,)
+            except NotCachedError:
+                return None
+            reading.close()
+        raise RuntimeError(f"a read of {key!r} from the cache of {self.storage.url} suspended")
 
     async def _head_generation(self, state: _State, key: str) -> int | None:
         """Return the newest generation of ``key`` in the open head, ``None`` if it has none."""

@@ -217,6 +217,39 @@ def reads_in_caller() -> Iterator[None]:
         _in_caller.reset(token)
 
 
+#: Set while a thread reads from the local cache alone (see :func:`reads_from_cache`).
+_cache_only: ContextVar[bool] = ContextVar("hubzarr_reads_from_cache", default=False)
+
+
+class NotCachedError(Exception):
+    """Raised by a caching storage inside :func:`reads_from_cache` where a read would need the
+    storage behind it (internal: never reaches a user)."""
+
+
+def reading_from_cache() -> bool:
+    """Whether the current thread may read only what a local cache holds
+    (:func:`reads_from_cache`)."""
+    return _cache_only.get()
+
+
+@contextlib.contextmanager
+def reads_from_cache() -> Iterator[None]:
+    """Let reads run in the calling thread from the local cache alone.
+
+    A caching storage (:attr:`Storage.caches`) then answers from its cache, without
+    suspending, or raises :class:`NotCachedError` where it would ask the storage behind it:
+    the bulk readers' decoding threads read cached chunks themselves, as they read local
+    files, and send only the misses over the network
+    (:meth:`hubzarr.session.Session.read_cached`).
+    """
+    tokens = _in_caller.set(True), _cache_only.set(True)
+    try:
+        yield
+    finally:
+        _cache_only.reset(tokens[1])
+        _in_caller.reset(tokens[0])
+
+
 class Storage(ABC):
     """Asynchronous primitives over one hub root.
 
@@ -232,6 +265,9 @@ class Storage(ABC):
     #: Whether reads (read, read_first, size, exists) complete without suspending inside
     #: :func:`reads_in_caller`.
     caller_reads: bool = False
+    #: Whether reads go through a local cache that can answer them inside
+    #: :func:`reads_from_cache`.
+    caches: bool = False
     #: Whether emptying superseded objects (:meth:`empty`) gains more than it costs: on local
     #: disks an object's data lingers in the page cache and must be written back, and takes
     #: space until garbage collection; on object stores emptying would cost a request.

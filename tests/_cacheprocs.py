@@ -50,3 +50,10 @@ def fill_in_child(cache: Any) -> None:
     cache.put_later("child", payload("child"))
     cache.settle()
     assert cache.get("child") == payload("child")
+
+
+def sum_in_child(root: str, name: str) -> float:
+    """The sum of ``name`` read in bulk (``arr[:]``), in this (forked) process."""
+    import hubzarr
+
+    return float(hubzarr.Hub(root).load_array(name)[:].sum())

@@ -188,6 +188,20 @@ def test_a_corrupt_chunk_is_reported_by_key(local_root: str) -> None:
         arr[:]
 
 
+def test_a_corrupt_chunk_in_a_read_of_many_chunks_on_s3_stops_it_and_names_it(
+    s3_backend: Backend,
+) -> None:
+    hub = s3_backend.hub()
+    arr = hub.array((64, 4), "bulk/many", dtype="float32", chunks=(1, 4))
+    arr[:] = np.arange(256, dtype="float32").reshape(64, 4)
+    bad = numcodecs.Blosc().encode(np.arange(3, dtype="float32"))
+    zarr.core.sync.sync(hub.store("bulk/many", mode="r+").session.write("37.0", bad))
+    with pytest.raises(hubzarr.CorruptChunkError, match=r"'37\.0'"):
+        arr[:]
+    # The reads started beside it were let go: the next read, of other chunks, works.
+    np.testing.assert_array_equal(arr[:37], np.arange(148, dtype="float32").reshape(37, 4))
+
+
 # -- reductions ----------------------------------------------------------------------------
 
 

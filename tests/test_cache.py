@@ -17,13 +17,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import test_storage
-from _cacheprocs import fill, fill_in_child, payload, write_and_tag
+from _cacheprocs import fill, fill_in_child, payload, sum_in_child, write_and_tag
 from conftest import Backend, _memory_root
 from counting import CountingStorage
 from test_storage import StorageContract
 from typer.testing import CliRunner
 
 import hubzarr
+from hubzarr import bulk
 from hubzarr import cache as cache_module
 from hubzarr.cache import CachedStorage, CacheWarning, ChunkCache, cacheable, open_cached
 from hubzarr.cli import app
@@ -370,6 +371,84 @@ def test_a_second_read_of_a_tag_on_s3_sends_no_get_for_chunks(
     np.testing.assert_array_equal(warm.load_array("c/arr:v1")[:], values)
     assert chunk_gets() == 0
     assert server.requests  # refs still asked: a tag deleted meanwhile would be seen
+
+
+def test_cached_chunks_are_read_by_the_reading_threads_and_only_misses_travel(
+    s3_backend: Backend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = s3_backend.server
+    assert server is not None
+    hub = hubzarr.Hub(s3_backend.root, s3_backend.options, cache=_fresh(tmp_path / "cache"))
+    values = _tagged(hub)
+    assert hub.load_array("c/arr:v1").prefetch(np.s_[0:50])  # chunks 0-4 of 10
+    _settle(hub)
+    sent: list[str] = []
+    submit = bulk.submit_coroutine
+    monkeypatch.setattr(bulk, "submit_coroutine", lambda c: sent.append(c.__name__) or submit(c))
+    server.reset()
+    warm = hubzarr.Hub(s3_backend.root, s3_backend.options, cache=_fresh(tmp_path / "cache"))
+    np.testing.assert_array_equal(warm.load_array("c/arr:v1")[:], values)
+    gets = [r.path for r in server.requests if r.method == "GET" and "/data/" in r.path]
+    assert sorted(p.rsplit("/", 1)[1] for p in gets) == [f"{i}.0" for i in range(5, 10)]
+    # The five cached chunks never went to the event loop's thread: each reading thread read
+    # its own from the cache folder; only the five misses were sent there.
+    assert sent.count("read") == 5
+
+
+def test_a_damaged_entry_read_by_a_reading_thread_is_fetched_again(
+    s3_backend: Backend, tmp_path: Path
+) -> None:
+    server = s3_backend.server
+    assert server is not None
+    cache_dir = tmp_path / "cache"
+    hub = hubzarr.Hub(s3_backend.root, s3_backend.options, cache=_fresh(cache_dir))
+    values = _tagged(hub)
+    hub.load_array("c/arr:v1")[:]
+    _settle(hub)
+    files = _entry_files(cache_dir)
+    assert len(files) == 10
+    for file in files[:3]:
+        data = bytearray(file.read_bytes())
+        data[100] ^= 1
+        file.write_bytes(bytes(data))
+    server.reset()
+    again = hubzarr.Hub(s3_backend.root, s3_backend.options, cache=_fresh(cache_dir))
+    np.testing.assert_array_equal(again.load_array("c/arr:v1")[:], values)
+    assert sum(1 for r in server.requests if r.method == "GET" and "/data/" in r.path) == 3
+
+
+def test_a_cached_head_read_on_s3_sees_a_later_write(s3_backend: Backend, tmp_path: Path) -> None:
+    # 20 chunks: the read lists the head once, and reads listed generations from the cache.
+    plain = hubzarr.Hub(s3_backend.root, s3_backend.options, cache=False)
+    arr = plain.array((20, 100), "c/head", chunks=(1, 100), dtype="int64")
+    arr[:] = 1
+    hub = hubzarr.Hub(s3_backend.root, s3_backend.options, cache=_fresh(tmp_path / "cache"))
+    head = hub.load_array("c/head")
+    assert (head[:] == 1).all()
+    _settle(hub)
+    assert (head[:] == 1).all()  # from the cache
+    arr[3:5] = 2
+    expected = np.ones((20, 100), dtype="int64")
+    expected[3:5] = 2
+    np.testing.assert_array_equal(head[:], expected)
+    np.testing.assert_array_equal(hub.load_array("c/head")[:], expected)
+
+
+def test_a_forked_child_reads_in_bulk_after_its_parent_did(tmp_path: Path) -> None:
+    root = str(tmp_path / "hub")
+    values = np.arange(400 * 5000, dtype="float64").reshape(400, 5000)
+    big = hubzarr.Hub(root).array(values.shape, "c/big", chunks=(10, 5000), dtype="float64")
+    big[:] = values
+    hubzarr.Hub(root).tag("c/big", "v1")
+    hub = hubzarr.Hub(root, cache=_fresh(tmp_path / "cache"))
+    np.testing.assert_array_equal(hub.load_array("c/big:v1")[:], values)
+    assert bulk._pool is not None  # the read ran on the reading threads
+    ctx = multiprocessing.get_context("fork")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads: on purpose
+        with ctx.Pool(1) as pool:
+            total = pool.apply_async(sum_in_child, (root, "c/big:v1")).get(timeout=60)
+    assert total == values.sum()
 
 
 def test_prefetch_fetches_a_selection_s_chunks_ahead(tmp_path: Path) -> None:

@@ -37,6 +37,7 @@ import asyncio
 import atexit
 import builtins
 import contextlib
+import fcntl
 import io
 import os
 import sqlite3
@@ -136,14 +137,6 @@ def _warn_once(message: str) -> None:
 
 
 @atexit.register
-def _background() -> None:
-    """Lower the calling thread's CPU priority (Linux schedules threads one by one): cache
-    fills are work for later, and must not take the CPU from the reads and decoding they
-    follow."""
-    with contextlib.suppress(AttributeError, OSError):
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
-
-
 def _flush_all() -> None:
     for cache in list(_live):
         cache.flush_stats()
@@ -318,32 +311,66 @@ class ChunkCache:
             self._put_disk(key, data)
         self._warn()
 
-    def put_later(self, key: str, data: bytes) -> Future[None] | None:
+    def put_later(self, key: str, data: bytes, claim: Claim | None = None) -> Future[None] | None:
         """:meth:`put`, the disk write queued to a thread of the cache's own (the object is in
-        the memory tier at once); return the queued write, if any."""
+        the memory tier at once); return the queued write, if any. ``claim`` (of ``key``, see
+        :meth:`claim`) is released once the object is on disk."""
         if not data or self._broken:
+            if claim is not None:
+                claim.release()
             self._warn()
             return None
         self._remember(key, data)
         with self._lock:
             if self._writer is None:
-                self._writer = ThreadPoolExecutor(
-                    1, thread_name_prefix="hubzarr-cache", initializer=_background
-                )
+                self._writer = ThreadPoolExecutor(1, thread_name_prefix="hubzarr-cache")
             self._pending += len(data)
-            return self._writer.submit(self._put_queued, key, data)
+            return self._writer.submit(self._put_queued, key, data, claim)
 
     @property
     def pending(self) -> int:
         """Bytes queued by :meth:`put_later`, not yet on disk."""
         return self._pending
 
-    def _put_queued(self, key: str, data: bytes) -> None:
+    def _put_queued(self, key: str, data: bytes, claim: Claim | None) -> None:
         try:
             self._put_disk(key, data)
         finally:
             with self._lock:
                 self._pending -= len(data)
+            if claim is not None:
+                claim.release()
+
+    def claim(self, key: str) -> Claim | None:
+        """Claim the fetch of ``key`` for this caller, across processes and threads: a held
+        :class:`Claim` (release it once the object is cached, or the fetch failed), or
+        ``None`` if another holds a claim of it now, who will cache it.
+
+        A claim is an exclusive ``flock`` of one of 65,536 lock files in the folder's
+        ``locks/`` (chosen by the key's CRC-32C), so the kernel releases the claims of a
+        process that dies. Where the folder takes no lock file, every caller may fetch.
+        """
+        if self._broken:
+            return Claim(None)
+        stripe = crc32c.crc32c(key.encode()) & 0xFFFF
+        folder = self.directory / "locks"
+        try:
+            try:
+                fd = os.open(folder / f"{stripe:04x}", _LOCK_FLAGS, 0o644)
+            except FileNotFoundError:
+                folder.mkdir(parents=True, exist_ok=True)
+                fd = os.open(folder / f"{stripe:04x}", _LOCK_FLAGS, 0o644)
+        except OSError:
+            return Claim(None)  # cannot coordinate: fetch
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        except OSError:
+            os.close(fd)
+            return Claim(None)
+        return Claim(fd)
 
     def settle(self) -> None:
         """Wait until the writes :meth:`put_later` queued are on disk (or dropped)."""
@@ -477,6 +504,27 @@ class ChunkCache:
             disk, self._disk = self._disk, None
         if disk is not None:
             disk.close()
+
+
+_LOCK_FLAGS = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC
+#: A read that finds another fetching the same object waits this long at most, then fetches.
+CLAIM_WAIT_S = 60.0
+
+
+class Claim:
+    """The right to fetch one object and cache it (:meth:`ChunkCache.claim`): the lock file's
+    descriptor, ``None`` where there is nothing to hold."""
+
+    __slots__ = ("_fd",)
+
+    def __init__(self, fd: int | None) -> None:
+        self._fd = fd
+
+    def release(self) -> None:
+        """Let the others waiting for this object look in the cache (idempotent)."""
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)  # closing the last descriptor releases the flock
 
 
 _shared: dict[tuple[str, int, int], ChunkCache] = {}
@@ -628,13 +676,36 @@ class CachedStorage(Storage):
         # are copied from the page cache either way) and a miss is one SQLite lookup.
         return self.cache.get(key)
 
-    async def _fill(self, key: str, data: bytes) -> None:
+    async def _claim(self, key: str) -> tuple[Claim | None, bytes | None]:
+        """Before fetching ``key``: claim the fetch, or wait while another process (or
+        thread) fetches it, then take it from the cache. Return the claim to release once the
+        object is cached (``None``: fetch unclaimed), or the object found."""
+        if reading_in_caller():
+            return None, None  # a local root: fetching costs what coordinating would
+        claim = self.cache.claim(key)
+        if claim is not None:
+            found = self.cache.get(key)  # cached since the first look?
+            if found is not None:
+                claim.release()
+                return None, found
+            return claim, None
+        delay, waited = 0.001, 0.0
+        while claim is None and waited < CLAIM_WAIT_S:
+            await asyncio.sleep(delay)  # polled: a lock file wakes no coroutine
+            waited += delay
+            delay = min(2 * delay, 0.02)
+            claim = self.cache.claim(key)
+        if claim is not None:
+            claim.release()  # the other fetch is over: look, and else fetch unclaimed
+        return None, self.cache.get(key)
+
+    async def _fill(self, key: str, data: bytes, claim: Claim | None = None) -> None:
         if reading_in_caller():
             self.cache.put(key, data)
             return
         # Written behind the read (a file and a SQLite commit: longer than a local hop), unless
-        # the disk falls behind the network.
-        queued = self.cache.put_later(key, data)
+        # the disk falls behind the network; a claim is released once it is written.
+        queued = self.cache.put_later(key, data, claim)
         if queued is not None and self.cache.pending > _MAX_PENDING:
             await asyncio.wrap_future(queued)
 
@@ -651,9 +722,20 @@ class CachedStorage(Storage):
         data = await self._lookup(key)
         if data is not None:
             return data
-        data = await self._behind.read(path)
+        behind = self._behind
+        claim, found = await self._claim(key)
+        if found is not None:
+            return found
+        try:
+            data = await behind.read(path)
+        except BaseException:
+            if claim is not None:
+                claim.release()
+            raise
         if data:
-            await self._fill(key, bytes(data))
+            await self._fill(key, bytes(data), claim)
+        elif claim is not None:
+            claim.release()
         return data
 
     async def read_first(
@@ -698,9 +780,22 @@ class CachedStorage(Storage):
                 fetched[start + i] = bytes(raw)  # local reads may reuse their buffer
             return result
 
-        found = await self._behind.read_first(paths[start:stop], keeping, parallel=parallel)
+        behind, claim = self._behind, None
+        if stop - start == 1 and cacheable(paths[start]):  # one object: fetched once
+            claim, cached = await self._claim(self.key(paths[start]))
+            if cached is not None:
+                with contextlib.suppress(HubError):  # damaged as stored: fetched again
+                    return start, then(start, cached)
+        try:
+            found = await behind.read_first(paths[start:stop], keeping, parallel=parallel)
+        except BaseException:
+            if claim is not None:
+                claim.release()
+            raise
         for i, raw in fetched.items():
-            await self._fill(self.key(paths[i]), raw)
+            await self._fill(self.key(paths[i]), raw, claim)  # released once written
+        if claim is not None and not fetched:
+            claim.release()
         return None if found is None else (start + found[0], found[1])
 
     async def _discard(self, path: str) -> None:

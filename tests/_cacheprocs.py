@@ -57,3 +57,24 @@ def sum_in_child(root: str, name: str) -> float:
     import hubzarr
 
     return float(hubzarr.Hub(root).load_array(name)[:].sum())
+
+
+def read_tag_after(
+    root: str, options: dict[str, Any], cache: str, name: str, barrier: Any, results: Any
+) -> None:
+    """Open ``name`` through the cache folder ``cache``, wait at the barrier with the others,
+    read it whole, and report its sum."""
+    import hubzarr
+
+    arr = hubzarr.Hub(root, storage_options=options, cache=cache).load_array(name)
+    barrier.wait(timeout=120)
+    results.put(float(arr[:].sum()))
+
+
+def claim_and_hold(directory: str, key: str, conn: Any) -> None:
+    """Claim ``key`` in the cache folder, say so, and hold the claim until killed."""
+    from hubzarr.cache import ChunkCache
+
+    claim = ChunkCache(directory, size_limit=2**30).claim(key)
+    conn.send(claim is not None)
+    conn.recv()  # never answered: the test kills this process

@@ -17,7 +17,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import test_storage
-from _cacheprocs import fill, fill_in_child, payload, sum_in_child, write_and_tag
+from _cacheprocs import (
+    claim_and_hold,
+    fill,
+    fill_in_child,
+    payload,
+    read_tag_after,
+    sum_in_child,
+    write_and_tag,
+)
 from conftest import Backend, _memory_root
 from counting import CountingStorage
 from test_storage import StorageContract
@@ -204,6 +212,59 @@ def test_concurrent_fills_of_the_same_objects_by_processes(tmp_path: Path) -> No
     assert all(cache.get(k) == payload(k) for k in keys)
     # Each object lies in one file: the losers' files were removed.
     assert len(_entry_files(tmp_path / "cache")) == len(keys)
+
+
+def test_processes_reading_the_same_chunks_cold_fetch_each_once(
+    s3_backend: Backend, tmp_path: Path
+) -> None:
+    server = s3_backend.server
+    assert server is not None
+    hub = hubzarr.Hub(s3_backend.root, s3_backend.options, cache=False)
+    arr = hub.array((60, 2000), "c/shared", chunks=(1, 2000), dtype="float64")
+    arr[:] = values = np.arange(60 * 2000, dtype="float64").reshape(60, 2000)
+    hub.tag("c/shared", "v1")
+    ctx = multiprocessing.get_context("spawn")
+    n = 4
+    barrier, results = ctx.Barrier(n), ctx.Queue()
+    args = (s3_backend.root, s3_backend.options, str(tmp_path / "cache"), "c/shared:v1")
+    procs = [ctx.Process(target=read_tag_after, args=(*args, barrier, results)) for _ in range(n)]
+    for p in procs:
+        p.start()
+    server.reset()  # after the writes; the readers open, then wait for each other
+    sums = [results.get(timeout=120) for _ in range(n)]
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+    assert sums == [values.sum()] * n
+    gets = [r.path for r in server.requests if r.method == "GET" and "/data/" in r.path]
+    # One process fetched each chunk while the others waited for it to be cached (without
+    # claims each fetched nearly all): a few more only where two keys share a lock file.
+    assert 60 <= len(gets) <= 63
+
+
+def test_a_claim_excludes_others_until_released_or_its_process_dies(tmp_path: Path) -> None:
+    cache = _fresh(tmp_path / "cache")
+    mine = cache.claim("root\nk")
+    assert mine is not None
+    assert cache.claim("root\nk") is None  # another thread of this process waits too
+    assert cache.claim("root\nother") is not None
+    mine.release()
+    mine.release()  # idempotent
+    again = cache.claim("root\nk")
+    assert again is not None
+    again.release()
+
+    ctx = multiprocessing.get_context("spawn")
+    parent, child = ctx.Pipe()
+    holder = ctx.Process(target=claim_and_hold, args=(str(tmp_path / "cache"), "root\nk", child))
+    holder.start()
+    assert parent.recv() is True
+    assert cache.claim("root\nk") is None  # held by the other process
+    holder.kill()
+    holder.join(timeout=60)
+    taken = cache.claim("root\nk")  # the kernel let go of a dead process's lock
+    assert taken is not None
+    taken.release()
 
 
 def test_a_forked_worker_uses_the_parent_s_cache_object(tmp_path: Path) -> None:

@@ -606,7 +606,8 @@ async def open_node_async(
 ) -> zarr.Array[Any] | GroupInfo | None:
     """:func:`open_node`, on the event loop; with ``skip_strings``, ``None`` for xarray's
     string variables instead of an error (a group lists them but holds no HubArray of them)."""
-    version = (await store.session.resolved()).version
+    keys = node_key(path, ".zarray"), node_key(path, ".zattrs")
+    version = (await store.session.open_expecting(keys)).version
     zarray, zattrs = await asyncio.gather(
         _get(store, node_key(path, ".zarray")), _get(store, node_key(path, ".zattrs"))
     )

@@ -135,6 +135,10 @@ class ObjectEntry:
     size: int
 
 
+#: zarr's metadata keys (the last segment of a key).
+_METADATA = frozenset({".zarray", ".zattrs", ".zgroup", ".zmetadata"})
+
+
 @dataclass(slots=True)
 class _State:
     """What an opened session reads and writes with."""
@@ -145,6 +149,11 @@ class _State:
     index: Index
     #: The newest generation of each key this session has seen in its open head.
     generations: dict[str, int] = field(default_factory=dict)
+    #: At a sealed version, objects read while it was opened, where keys expected to be read
+    #: first (:meth:`Session.open_expecting`) most often lie: key -> the stored object at the
+    #: version's own generation 0 (``None``: none there). Each is taken once, and checked as
+    #: any read is.
+    early: dict[str, bytes | None] = field(default_factory=dict)
 
     @property
     def version(self) -> str:
@@ -354,7 +363,14 @@ class Session:
         """Drop what was opened: the next use opens the ref again (and re-resolves it)."""
         self._state = None
 
-    async def _open(self) -> _State:
+    async def open_expecting(self, keys: Sequence[str]) -> Resolved:
+        """Open the session (as :meth:`resolved`), reading ``keys`` meanwhile where they most
+        likely lie (a sealed version's own objects), so that reading them next costs no round
+        trip of its own: the metadata an array or group is opened with.
+        """
+        return (await self._open(keys)).resolved
+
+    async def _open(self, expected: Sequence[str] = ()) -> _State:
         if self._state is None:
             repo = self._repository or Repository(self.storage, self.name)
             await repo.open()
@@ -367,8 +383,21 @@ class Session:
                     "for a version that never changes: "
                     f"hubzarr.tag({repo.name.repository!r} + ':<branch>', 'my-tag')"
                 )
-            index = await repo.version_index(resolved.version, sealed=resolved.sealed)
-            self._state = _State(repo, resolved, index)
+            early: dict[str, bytes | None] = {}
+            if resolved.sealed and expected:
+                files, here = repo.files, Location(resolved.version, 0)
+                reads = [self.storage.read(files.object_path(here, check_key(k))) for k in expected]
+                index, found = await asyncio.gather(
+                    repo.version_index(resolved.version, sealed=True), asyncio.gather(*reads)
+                )
+                early = {
+                    k: None if raw is None else bytes(raw)
+                    for k, raw in zip(expected, found, strict=True)
+                }
+            else:
+                index = await repo.version_index(resolved.version, sealed=resolved.sealed)
+            if self._state is None:
+                self._state = _State(repo, resolved, index, early=early)
         return self._state
 
     async def resolved(self) -> Resolved:
@@ -570,6 +599,11 @@ class Session:
             if owner is None:
                 return None
             decode = self._decoder(state, key, [(owner, False)])
+            early = state.early.pop(key, None) if state.early else None
+            if early is not None and owner == Location(state.version, 0):
+                checked = decode(0, early)
+                assert not isinstance(checked, _Superseded)  # only a head's objects are
+                return checked[0]
             path = state.repo.files.object_path(owner, key)
             found = await self.storage.read_first([path], decode)
         else:
@@ -625,7 +659,10 @@ class Session:
             # generation 0).
             places = [(Location(version, 0), True), *inherited]
             paths = [files.data_path(version, key, 0), *inherited_paths]
-            found = await self.storage.read_first(paths, self._decoder(state, key, places))
+            # Metadata (a few hundred bytes) is asked of both at once: one round trip to open.
+            both = 2 if key.rpartition("/")[2] in _METADATA else 1
+            decode = self._decoder(state, key, places)
+            found = await self.storage.read_first(paths, decode, parallel=both)
             if found is None or found[0] == 1:
                 return found, -1
             generation, probe = 0, True

@@ -69,6 +69,8 @@ from hubzarr.storage import Storage
 __all__ = ["LogEntry", "Repository", "Resolved", "author", "list_repositories"]
 
 _ADVICE = "the repository is damaged: restore that file from a copy"
+#: Version records one repository object keeps (a few hundred bytes each).
+_RECORDS_KEPT = 4096
 #: A new repository's first objects are created this many at a time.
 _CREATING = 64
 
@@ -149,6 +151,8 @@ class Repository:
         self.manifests = Manifests(self.files)
         #: Whether it is a draft: created, not published (see :meth:`create`).
         self._draft = False
+        #: Version records read (by path): written once, never changed.
+        self._records: dict[str, VersionRecord] = {}
 
     @property
     def storage(self) -> Storage:
@@ -419,7 +423,10 @@ class Repository:
         # Both files at once: one round trip (a tag's name is not a branch's).
         head, tag = await asyncio.gather(self.refs.live("branch", ref), self.refs.live("tag", ref))
         if head is not None:
-            return Resolved("branch", ref, await self.current_head(head), sealed=False)
+            # The head's record is read while its seal is looked for (most heads are not
+            # sealed): opening the head then needs no round trip for it.
+            current, _ = await asyncio.gather(self.current_head(head), self.read_version(head))
+            return Resolved("branch", ref, current, sealed=False)
         if tag is not None:
             return Resolved("tag", ref, tag, sealed=True)
         if VERSION_ID.fullmatch(ref) and await self.read_version(ref) is not None:
@@ -491,12 +498,24 @@ class Repository:
     # -- versions ------------------------------------------------------------------------
 
     async def read_version(self, version: str) -> VersionRecord | None:
-        """Return a version's record, or ``None`` if there is none."""
+        """Return a version's record, or ``None`` if there is none.
+
+        Records never change once written: each is read once by this object.
+        """
+        path = self.files.version_path(version)
+        known = self._records.get(path)
+        if known is not None:
+            return known
 
         def parse(data: dict[str, Any], where: str) -> VersionRecord:
             return VersionRecord.parse(data, where, version)
 
-        return await self.files.read_record(self.files.version_path(version), parse)
+        record = await self.files.read_record(path, parse)
+        if record is not None:
+            if len(self._records) >= _RECORDS_KEPT:
+                self._records.clear()
+            self._records[path] = record
+        return record
 
     async def _require_version(self, version: str) -> VersionRecord:
         record = await self.read_version(version)

@@ -14,11 +14,13 @@ import uuid
 import numpy as np
 import pytest
 import s3fs
+from counting import CountingStorage
 from faults import latency_proxy, proxy_process
 from servers import Server, accepts, make_bucket, moto_server_process, s3_options
 
 import hubzarr
 from hubzarr import bulk
+from hubzarr.storage import open_storage
 
 LATENCY_S = 0.05
 MIB = 2**20
@@ -166,3 +168,24 @@ def test_hubzarr_keeps_tens_of_requests_in_flight(s3_server: Server, bucket: str
         exchanges, most = proxy.take()
     assert len([e for e in exchanges if "/data/" in e.path]) == 128  # one GET per chunk
     assert 10 < most <= bulk.IN_FLIGHT  # one window of reads for the whole selection
+
+
+def test_opening_costs_few_sequential_round_trips(s3_server: Server, bucket: str) -> None:
+    root, options = f"s3://{bucket}/hub", s3_options(s3_server.url)
+    writer = hubzarr.Hub(root, storage_options=options, cache=False)
+    writer.array((8, 8), "net/tagged", chunks=(4, 4), dtype="float32")[:] = 1
+    writer.tag("net/tagged", "v1")
+    writer.array((8, 8), "net/fresh", chunks=(4, 4), dtype="float32")[:] = 2
+    counter = CountingStorage(open_storage(root, options))
+    rounds = {}
+    for name in ("net/tagged:v1", "net/fresh", "net/tagged"):
+        hub = hubzarr.Hub(root, storage_options=options, storage=counter, cache=False)
+        counter.reset()
+        hub.load_array(name, mode="r")
+        rounds[name] = counter.rounds
+    # At a tag: repo.json; the tag (and a branch of that name); the version's record and
+    # manifest with its metadata where it most often lies. A head: its seal looked for while
+    # its record is read; a head over a tag: the tag's manifest, then metadata from both.
+    assert rounds["net/tagged:v1"] == 3
+    assert rounds["net/fresh"] <= 4
+    assert rounds["net/tagged"] <= 5

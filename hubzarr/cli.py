@@ -707,6 +707,7 @@ def _show_settings(root: str) -> None:
         load_settings,
         mask_key_id,
         read_aws_key_id,
+        resolve_cache,
         resolve_namespace,
         root_bucket,
     )
@@ -743,6 +744,14 @@ def _show_settings(root: str) -> None:
         "access key": key_id,
         "secret key": secret,
     }
+    cache = resolve_cache()
+    if cache.enabled is None:
+        use = "for remote roots (s3, gs, http)"
+    else:
+        use = "for every root" if cache.enabled else "off"
+    rows["cache"] = "off" if cache.size_limit == 0 else use
+    rows["cache dir"] = str(cache.directory)
+    rows["cache size"] = _size(cache.size_limit)
     _rows([(f"{key}:", value) for key, value in rows.items()], first=_KEY_WIDTH)
 
 

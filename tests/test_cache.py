@@ -655,6 +655,9 @@ def test_hub_configure_turns_the_cache_off_and_on(tmp_path: Path) -> None:
     local = hubzarr.Hub(str(tmp_path / "hub")).storage  # --cache: every root
     assert isinstance(local, CachedStorage)
     assert (local.cache.directory, local.cache.size_limit) == (tmp_path / "c", 2 * 10**9)
+    shown = _cli("configure", "--show")
+    assert {"cache:       for every root", f"cache dir:   {tmp_path / 'c'}"} <= set(shown)
+    assert "cache size:  1.86 GiB" in shown
     _cli("configure", "--cache-size", "", "--cache-dir", "")  # back to the defaults
     settings = hubzarr.config.resolve_cache()
     assert settings.size_limit == 10 * 2**30

@@ -62,6 +62,7 @@ __all__ = [
     "load_group",
     "log",
     "ls",
+    "pin",
     "reader",
     "store",
     "tag",
@@ -520,6 +521,33 @@ class Hub:
     def _repo(self, name: str) -> tuple[Repository, Name]:
         parsed = self._parse(name)
         return Repository(self.storage, parsed), parsed
+
+    def pin(self, name: str, *, message: str | None = None) -> str:
+        """Return the name of a version that never changes, holding the state ``name`` has now:
+        what a training run or a paper should record.
+
+        At a tag or version id, that version. At a branch, the version its head started from
+        if the head holds no write of its own (the state of its last tag, say); else the head
+        is sealed now, as :meth:`tag` seals it but without a name (``message`` goes into the
+        seal), and the branch goes on in a new head. No chunk is copied.
+
+        Returns
+        -------
+        str
+            ``user/name:<version id>``.
+
+        Raises
+        ------
+        InvalidNameError
+            If ``name`` is malformed.
+        NotFoundError
+            If the repository or ref does not exist.
+        ReadOnlyError
+            If ``name`` is a branch on a read-only root (HTTP): pin one of its tags.
+        """
+        repo, parsed = self._repo(name)
+        version = _run(repo.sealed_state(parsed.ref, check_message(message)))
+        return f"{parsed.repository}:{version}"
 
     def tag(self, name: str, tag: str, *, message: str | None = None) -> str:
         """Create an immutable tag of ``name``'s current state; no chunk is copied.
@@ -1214,6 +1242,11 @@ def store(name: str, *, mode: Literal["r", "r+", "w-"] = "r", root: RootLike = N
 def reader(name: str, *, root: RootLike = None) -> Session:
     """Return a reader of one version of a repository; see :meth:`Hub.reader`."""
     return Hub(root).reader(name)
+
+
+def pin(name: str, *, message: str | None = None, root: RootLike = None) -> str:
+    """Name a version that never changes, with ``name``'s state now; see :meth:`Hub.pin`."""
+    return Hub(root).pin(name, message=message)
 
 
 def tag(name: str, tag: str, *, message: str | None = None, root: RootLike = None) -> str:

@@ -44,6 +44,7 @@ from hubzarr.errors import (
     FormatError,
     InvalidArgumentError,
     NotFoundError,
+    ReadOnlyError,
 )
 from hubzarr.files import RepoFiles
 from hubzarr.manifests import Index, Manifests, apply, build, merge
@@ -717,6 +718,35 @@ class Repository:
                 "branch instead"
             )
         return resolved.version
+
+    async def sealed_state(self, ref: str | None, message: str | None = None) -> str:
+        """Return a sealed version holding the state ``ref`` has now: its own version at a tag
+        or version id; at a branch, the head's parent if the head holds no write of its own
+        (one listing), else the head, sealed now as a tag seals it (``message`` in its seal),
+        without a name.
+
+        Raises
+        ------
+        NotFoundError
+            If the repository or ref does not exist.
+        ReadOnlyError
+            If a head holding writes must be sealed on a read-only root.
+        """
+        resolved = await self.resolve(ref)
+        if resolved.kind != "branch":
+            return await self._sealed_version(ref, "pin")
+        if self.storage.read_only:
+            raise ReadOnlyError(
+                f"{self.name} is read at its branch {resolved.ref!r}, whose head may change, "
+                f"and {self.storage.url} is read-only (its head can be neither listed nor "
+                "sealed): read one of its tags instead"
+            )
+        record, contents = await asyncio.gather(
+            self._require_version(resolved.version), self.manifests.contents(resolved.version)
+        )
+        if record.parent is not None and not contents.written and not contents.deleted:
+            return record.parent
+        return await self.seal(resolved.ref, message)
 
     async def tag(self, ref: str | None, tag: str, message: str | None = None) -> str:
         """Create an immutable tag at ``ref`` (sealing a branch's head); return the version id.

@@ -459,6 +459,7 @@ def _montage(pixels: list[npt.NDArray[np.uint8]], captions: list[str], columns: 
     cell_w, cell_h = size[0] + GAP, size[1] + line + GAP
     sheet = Image.new(mode, (columns * cell_w + GAP, rows * cell_h + GAP), "white")
     draw = ImageDraw.Draw(sheet)
+    draw.fontmode = "1"  # black text only: no grey edges that could pass for data
     for n, (values, caption) in enumerate(zip(pixels, captions, strict=True)):
         tile = Image.fromarray(values).convert(mode)
         if tile.size != size:

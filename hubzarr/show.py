@@ -218,25 +218,26 @@ def parse_index(text: str) -> int | slice | list[int]:
         ) from None
 
 
-def _picks(index: Index, count: int) -> list[int]:
-    """The samples (non-negative, in order given) that ``index`` selects of ``count``."""
+def _picks(index: Index, count: int, default: int) -> Sequence[int]:
+    """The samples (non-negative, in order given) that ``index`` selects of ``count``; the
+    first ``default`` if it is ``None``. Slices stay ranges: ``::1`` of 10**9 lists nothing."""
     if count == 0:
         raise InvalidIndexError("the array holds no samples (its first axis has length 0)")
     if index is None:
-        return list(range(count))
+        return range(min(count, default))
     if isinstance(index, slice):
-        picked = list(range(*index.indices(count)))
-        if not picked:
+        run = range(*index.indices(count))
+        if not run:
             raise InvalidIndexError(
                 f"the slice {_slice_text(index)} selects none of the {count} samples"
             )
-        return picked
+        return run
     items = [index] if isinstance(index, int | np.integer) else index
     if isinstance(items, str | bytes) or not isinstance(items, Sequence) or not items:
         raise InvalidArgumentError(
             f"samples are selected by an int, a slice or a list of ints, not {index!r}"
         )
-    picked = []
+    picked: list[int] = []
     for item in items:
         if isinstance(item, bool) or not isinstance(item, int | np.integer):
             raise InvalidArgumentError(f"a sample index is an integer, not {item!r}")
@@ -263,14 +264,19 @@ class _Tile(NamedTuple):
 
 def _tiles(array: Pictured, found: Arrangement, index: Index) -> list[_Tile]:
     if found.kind == "image":
-        _picks(index, 1)
+        _picks(index, 1, 1)
         return [_Tile(0, None)]
-    if found.kind == "images":
-        samples = _picks(index, found.samples)[: None if index is not None else DEFAULT_SAMPLES]
-        return [_Tile(i, None) for i in samples]
-    samples = _picks(index, found.samples)[: None if index is not None else DEFAULT_VOLUMES]
-    depth = array.shape[1]
-    zs = sorted({round(z) for z in np.linspace(0, depth - 1, min(depth, VOLUME_SLICES))})
+    zs: list[int | None] = [None]
+    if found.kind == "volumes":
+        depth = array.shape[1]
+        zs = sorted({round(z) for z in np.linspace(0, depth - 1, min(depth, VOLUME_SLICES))})
+    default = DEFAULT_SAMPLES if found.kind == "images" else DEFAULT_VOLUMES
+    samples = _picks(index, found.samples, default)
+    if len(samples) * len(zs) > MAX_TILES:
+        raise InvalidArgumentError(
+            f"the selection makes {len(samples) * len(zs)} tiles; a picture holds at most "
+            f"{MAX_TILES}: select fewer samples, or every k-th (::k)"
+        )
     return [_Tile(i, z) for i in samples for z in zs]
 
 
@@ -412,11 +418,6 @@ def render(
     """
     found = arrangement(array.shape, array.dtype)
     tiles = _tiles(array, found, index)
-    if len(tiles) > MAX_TILES:
-        raise InvalidArgumentError(
-            f"the selection makes {len(tiles)} tiles; a picture holds at most {MAX_TILES}: "
-            f"select fewer samples, or every k-th (::k)"
-        )
     needed = _bytes_read(array, found, tiles)
     if needed > max_bytes:
         raise InvalidArgumentError(

@@ -238,6 +238,13 @@ def test_images_without_pixels_are_refused() -> None:
         show.arrangement((3, 0, 4), np.dtype("uint8"))
 
 
+def test_a_billion_samples_are_selected_without_listing_them(hub: hubzarr.Hub) -> None:
+    arr = hub.array((10**9, 2, 2), "alice/endless", dtype="uint8")
+    assert arr.show().width == 4 * (96 + show.GAP) + show.GAP  # the first 16: 4 x 4 tiles
+    with pytest.raises(InvalidArgumentError, match="makes 1000000000 tiles"):
+        arr.show(slice(None))
+
+
 def test_reads_are_bounded(hub: hubzarr.Hub) -> None:
     arr = hub.array((10, 1000, 1000), "alice/wide", dtype="uint8")
     with pytest.raises(InvalidArgumentError, match="would decode"):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -27,6 +27,9 @@ from hubzarr.metadata import open_zarr_array
 from hubzarr.retry import CONFLICTS, compare_and_swap
 from hubzarr.spec import cast_value, check_ddof, check_flag
 from hubzarr.stores import HubStore, StoredNode, conditional_writes
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 __all__ = ["HubArray"]
 
@@ -104,6 +107,64 @@ class HubArray(StoredNode, Shaped):
         return (
             f"<HubArray {self.name}{path} version={self.version}{mode} shape={self.shape} "
             f"dtype={self.dtype} chunks={self.chunks}>"
+        )
+
+    # -- pictures ------------------------------------------------------------------------
+
+    def show(
+        self,
+        index: int | slice | Sequence[int] | None = None,
+        *,
+        path: str | None = None,
+        labels: Any = None,
+        class_names: Sequence[str] | None = None,
+    ) -> Image.Image:
+        """Draw samples as one picture: a grid of tiles with captions (Pillow, the
+        ``hubzarr[images]`` extra). How the shape is read (grayscale, RGB, RGBA, channels
+        first, volumes as slices) and how values become pixels is in :mod:`hubzarr.show`.
+
+        Parameters
+        ----------
+        index : int, slice or sequence of int, optional
+            The samples along the first axis: ``5``, ``slice(0, 16)``, ``[3, 7, 9]``;
+            default the first 16 (4 volumes).
+        path : str, optional
+            Also write the picture to this file (``"out.png"``).
+        labels : HubArray or numpy.ndarray, optional
+            One label a sample, written in each caption.
+        class_names : sequence of str, optional
+            The name of each class: label ``i`` is ``class_names[i]``.
+
+        Returns
+        -------
+        PIL.Image.Image
+            The picture.
+
+        Raises
+        ------
+        InvalidArgumentError
+            If Pillow is not installed, the shape or dtype is not image-like (a 0-d or 1-d
+            array), the index is malformed, the labels do not hold one value a sample, the
+            selection is too large, or ``path`` cannot be written.
+        InvalidIndexError
+            If a sample is out of range or none is selected.
+        CorruptChunkError
+            If a chunk is corrupt or does not decode.
+        """
+        from hubzarr import show
+
+        image = show.render(self, index, labels=labels, class_names=class_names)
+        if path is not None:
+            show.save(image, path)
+        return image
+
+    def _repr_html_(self) -> str:
+        """A notebook's view: name, version, shape, dtype, chunks, size, and a thumbnail of
+        the first samples when the array looks like images (at most 16 MiB of chunks read)."""
+        from hubzarr import show
+
+        return show.array_html(
+            self.name, self._path, self.version, self, picture=show.thumbnail(self)
         )
 
     # -- reading and writing -------------------------------------------------------------

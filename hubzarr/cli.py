@@ -551,6 +551,71 @@ def verify(name: NameArgument, root: RootOption = None) -> None:
         raise typer.Exit(1)
 
 
+@app.command()
+@_handles_errors
+def show(
+    name: NameArgument,
+    index: Annotated[
+        str | None,
+        typer.Argument(
+            help="Samples along the first axis: 5, 0:16, ::100 or 3,7,9 (after '--' if "
+            "negative: -- -1). Default: the first 16 (4 volumes).",
+            show_default=False,
+        ),
+    ] = None,
+    output: Annotated[
+        str | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="The picture's file (.png). Default: NAME with '/' and ':' as '-', then "
+            ".png, in the current folder.",
+            show_default=False,
+        ),
+    ] = None,
+    key: Annotated[
+        str | None,
+        typer.Option(
+            "--key", help="A group's array to draw. Default: images, image, x, or its only one."
+        ),
+    ] = None,
+    labels: Annotated[
+        str | None,
+        typer.Option(
+            "--labels",
+            help="A group's array of labels for the captions. Default: labels, label or y, "
+            "if it holds one value a sample.",
+        ),
+    ] = None,
+    root: RootOption = None,
+) -> None:
+    """Draw samples of NAME as one picture: a grid of tiles, each captioned with its index
+    (and a group's labels and class names). Needs Pillow, the "images" extra.
+
+    \b
+      hub show alice/mnist:v1 -o digits.png        the first 16 of a group's images
+      hub show alice/mnist:v1 ::1000               every 1000th
+      hub show alice/scans 3 -o scan3.png          slices of one volume
+    """
+    from hubzarr import show as pictures
+    from hubzarr.api import Hub
+    from hubzarr.arrays import HubArray
+
+    selection = pictures.parse_index(index) if index is not None else None
+    node = Hub(root).load(name, mode="r")
+    target = output if output is not None else f"{name.replace('/', '-').replace(':', '-')}.png"
+    if isinstance(node, HubArray):
+        if key is not None or labels is not None:
+            raise InvalidArgumentError(
+                f"{name} is an array: --key and --labels choose the arrays of a group"
+            )
+        image = node.show(selection, path=target)
+    else:
+        image = node.show(selection, key=key, labels=labels, path=target)
+    width, height = image.size
+    typer.echo(f"wrote {target} ({width}x{height} px, {image.mode})")
+
+
 @app.command("cp")
 @_handles_errors
 def cp(

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Callable, Iterator, MutableMapping
-from typing import Any, Literal
+from collections.abc import Callable, Iterator, MutableMapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal
 
 import zarr
 from zarr.core.buffer import default_buffer_prototype
@@ -40,12 +40,16 @@ from hubzarr.metadata import (
     node_kind,
     open_node_async,
     open_zarr_array,
+    open_zarr_group,
     read_attributes,
 )
 from hubzarr.retry import compare_and_swap
 from hubzarr.spec import DEFAULT_COMPRESSOR
 from hubzarr.storage import check_path
 from hubzarr.stores import HubStore, StoredNode, conditional_writes
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 __all__ = ["Attributes", "HubGroup", "check_key"]
 
@@ -411,6 +415,110 @@ class HubGroup(StoredNode):
         if sync(node_kind(self._store, path)) is None:
             raise NotFoundError(self._missing(key))
         sync(self._store.delete_dir(path))
+
+    # -- pictures ------------------------------------------------------------------------
+
+    def show(
+        self,
+        index: int | slice | Sequence[int] | None = None,
+        *,
+        key: str | None = None,
+        labels: str | None = None,
+        path: str | None = None,
+    ) -> Image.Image:
+        """Draw samples of the group's images, captioned with their labels and class names.
+
+        The images are the array at ``key``, else the first of ``images``, ``image``, ``x``
+        in this group, else its only array. The labels are the array at ``labels``, else the
+        first of ``labels``, ``label``, ``y`` in this group that holds one value a sample
+        (shape ``(N,)``). Class names are the attribute ``class_names`` or ``classes`` (a list
+        of strings) of the labels array, else of this group: what ``hub cp`` writes for a
+        folder of images. The picture is :meth:`HubArray.show`'s.
+
+        Parameters
+        ----------
+        index : int, slice or sequence of int, optional
+            The samples along the first axis; default the first 16 (4 volumes).
+        key : str, optional
+            The images' key (``"train/images"``).
+        labels : str, optional
+            The labels' key.
+        path : str, optional
+            Also write the picture to this file (``"out.png"``).
+
+        Returns
+        -------
+        PIL.Image.Image
+            The picture.
+
+        Raises
+        ------
+        InvalidArgumentError
+            If no array can be chosen as the images (the message lists the arrays), ``key``
+            or ``labels`` names a group, or :meth:`HubArray.show` refuses.
+        NotFoundError
+            If nothing lies at ``key`` or ``labels``.
+        InvalidIndexError
+            If a sample is out of range or none is selected.
+        """
+        from hubzarr import show
+
+        images = self._member_array(key, "images") if key is not None else self._images()
+        found = show.arrangement(images.shape, images.dtype)
+        label_array = None
+        if labels is not None:
+            label_array = self._member_array(labels, "labels")
+        elif found.kind != "image":
+            members = dict(self.arrays())
+            label_array = next(
+                (
+                    members[k]
+                    for k in show.LABEL_KEYS
+                    if k in members and members[k].shape == (found.samples,)
+                ),
+                None,
+            )
+        names = None
+        if label_array is not None:
+            names = show.class_names(dict(label_array.zarr.attrs), dict(self.attrs))
+        image = images.show(index, labels=label_array, class_names=names)
+        if path is not None:
+            show.save(image, path)
+        return image
+
+    def _member_array(self, key: str, role: str) -> HubArray:
+        node = self[key]
+        if not isinstance(node, HubArray):
+            raise InvalidArgumentError(
+                f"the {role} {key!r} of {self._describe()} is a group; name an array"
+            )
+        return node
+
+    def _images(self) -> HubArray:
+        """The array :meth:`show` draws when no key is given."""
+        from hubzarr import show
+
+        members = dict(self.arrays())
+        for key in show.IMAGE_KEYS:
+            if key in members:
+                return members[key]
+        if len(members) == 1:
+            return next(iter(members.values()))
+        held = ", ".join(repr(k) for k in members) or "no arrays"
+        raise InvalidArgumentError(
+            f"which array of {self._describe()} is the images? it holds {held} and none is "
+            f"named {', '.join(show.IMAGE_KEYS)}: name it (key=..., hub show --key KEY)"
+        )
+
+    def _repr_html_(self) -> str:
+        """A notebook's view: name, version, and each array (of subgroups too) with its shape,
+        dtype, chunks and size, from the consolidated metadata (one read)."""
+        from hubzarr import show
+
+        self._store.session.follow_head()
+        nodes = open_zarr_group(self._store, self._path).members(max_depth=None)
+        members = sorted((k, node) for k, node in nodes if isinstance(node, zarr.Array))
+        return show.group_html(self.name, self._path, self.version, members)
 
     # -- attributes ------------------------------------------------------------------------
 

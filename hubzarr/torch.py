@@ -29,7 +29,10 @@ Example::
 
 from __future__ import annotations
 
+import ctypes
 import math
+import multiprocessing
+import multiprocessing.context
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -187,9 +190,19 @@ class IterableDataset(torch.utils.data.IterableDataset[Any]):
         _check_dtypes(self.source)
         self._output = _Output(list(self.source.arrays), as_tuple, transform)
         self._epoch = 0
+        #: The epoch as the main process set it, in shared memory: persistent DataLoader
+        #: workers keep their copy of the dataset from epoch to epoch, and read it here.
+        self._shared_epoch: Any = multiprocessing.RawValue(ctypes.c_longlong, 0)
         #: Samples yielded this epoch by this copy (a DataLoader worker's, or the process's).
         self._yielded = 0
         self._resume: dict[str, Any] | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        if multiprocessing.context.get_spawning_popen() is None:
+            # Pickled other than to start a worker: shared memory does not travel.
+            state["_shared_epoch"] = None
+        return state
 
     @property
     def name(self) -> str:
@@ -207,6 +220,8 @@ class IterableDataset(torch.utils.data.IterableDataset[Any]):
         """Use epoch ``epoch``'s order from the next iteration on (call it before each epoch,
         as with ``DistributedSampler``; without it every epoch repeats epoch 0's order)."""
         self._epoch = _check_count(epoch, "epoch", 0)
+        if self._shared_epoch is not None:
+            self._shared_epoch.value = self._epoch
         self._yielded = 0
         self._resume = None
 
@@ -232,6 +247,8 @@ class IterableDataset(torch.utils.data.IterableDataset[Any]):
     def __iter__(self) -> Iterator[Any]:
         info = torch.utils.data.get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        if info is not None and self._shared_epoch is not None:
+            self._epoch = int(self._shared_epoch.value)  # set_epoch in the main process
         resume, self._resume = self._resume, None
         role, start = self._start(resume, worker, workers) if resume else (worker, 0)
         plan = self._plan(role, workers)
@@ -338,6 +355,8 @@ class IterableDataset(torch.utils.data.IterableDataset[Any]):
         if "yielded" not in state and "batches_seen" not in state:
             raise InvalidArgumentError("a state needs 'yielded' or 'batches_seen'")
         self._epoch = _check_count(state["epoch"], "epoch", 0)
+        if self._shared_epoch is not None:
+            self._shared_epoch.value = self._epoch
         self._resume = dict(state)
 
 

@@ -126,6 +126,28 @@ def test_workers_share_an_epoch_without_duplicates_or_gaps(
     assert sorted(seen) == list(range(N))
 
 
+@pytest.mark.parametrize("context", ["fork", "spawn"])
+def test_persistent_workers_follow_set_epoch(local: hubzarr.Hub, context: str) -> None:
+    data = _dataset(local, batch_size=50)
+    loader = DataLoader(
+        data,
+        batch_size=None,
+        num_workers=2,
+        persistent_workers=True,
+        multiprocessing_context=context,
+    )
+    epochs = []
+    for epoch in range(3):
+        data.set_epoch(epoch)
+        epochs.append(_labels(loader))
+    fresh = _dataset(local, batch_size=50)
+    fresh.set_epoch(2)
+    expected = _labels(DataLoader(fresh, batch_size=None, num_workers=2))
+    assert epochs[2] == expected  # the workers, started in epoch 0, drew epoch 2's order
+    assert epochs[0] != epochs[1] != epochs[2]
+    assert all(sorted(labels) == list(range(N)) for labels in epochs)
+
+
 @pytest.mark.parametrize("drop_last", [False, True])
 def test_ranks_and_workers_together_cover_the_epoch(local: hubzarr.Hub, drop_last: bool) -> None:
     world = 3

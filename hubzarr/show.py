@@ -92,9 +92,8 @@ _SHAPES = "(H, W), (H, W, 3|4), (N, H, W), (N, H, W, 1|3|4), (N, 1|3|4, H, W) or
 Index = int | slice | Sequence[int] | None
 
 
-class Pictured(Protocol):
-    """What a picture is drawn from: a :class:`~hubzarr.arrays.HubArray` (or anything with a
-    shape, dtype, chunks and numpy basic indexing)."""
+class Shaped(Protocol):
+    """An array's layout: shape, dtype, chunks."""
 
     @property
     def shape(self) -> tuple[int, ...]: ...
@@ -104,21 +103,17 @@ class Pictured(Protocol):
 
     @property
     def chunks(self) -> tuple[int, ...]: ...
+
+
+class Pictured(Shaped, Protocol):
+    """What a picture is drawn from: a :class:`~hubzarr.arrays.HubArray` (or anything with a
+    shape, dtype, chunks and numpy basic indexing)."""
 
     def __getitem__(self, key: Any) -> npt.NDArray[Any]: ...
 
 
-class Described(Protocol):
+class Described(Shaped, Protocol):
     """What a notebook's table says of an array: shape, dtype, chunks, size."""
-
-    @property
-    def shape(self) -> tuple[int, ...]: ...
-
-    @property
-    def dtype(self) -> np.dtype[Any]: ...
-
-    @property
-    def chunks(self) -> tuple[int, ...]: ...
 
     @property
     def nbytes(self) -> int: ...

@@ -105,7 +105,18 @@ class _Output:
         return self.transform(out) if self.transform is not None else out
 
 
-class IterableDataset(torch.utils.data.IterableDataset[Any]):
+class _Pinned:
+    """What both datasets share: the pinned source they read."""
+
+    source: Source
+
+    @property
+    def name(self) -> str:
+        """The version read: ``user/name:<version id>``."""
+        return self.source.name
+
+
+class IterableDataset(_Pinned, torch.utils.data.IterableDataset[Any]):
     """Samples of a repository, in a random order read a chunk at a time.
 
     Parameters
@@ -203,11 +214,6 @@ class IterableDataset(torch.utils.data.IterableDataset[Any]):
             # Pickled other than to start a worker: shared memory does not travel.
             state["_shared_epoch"] = None
         return state
-
-    @property
-    def name(self) -> str:
-        """The version read: ``user/name:<version id>``."""
-        return self.source.name
 
     def __repr__(self) -> str:
         keys = ", ".join(self.source.arrays)
@@ -382,7 +388,7 @@ def _split(
     return batch, rest, sum(len(next(iter(p.values()))) for p in rest)
 
 
-class Dataset(torch.utils.data.Dataset[Any]):
+class Dataset(_Pinned, torch.utils.data.Dataset[Any]):
     """Map-style access to the samples of a repository, pinned at one version.
 
     ``dataset[i]`` reads the chunks holding sample ``i`` and keeps them decoded (up to
@@ -427,11 +433,6 @@ class Dataset(torch.utils.data.Dataset[Any]):
         state = self.__dict__.copy()
         state["_units"], state["_held"] = OrderedDict(), 0  # a worker decodes its own
         return state
-
-    @property
-    def name(self) -> str:
-        """The version read: ``user/name:<version id>``."""
-        return self.source.name
 
     def __repr__(self) -> str:
         keys = ", ".join(self.source.arrays)

@@ -31,9 +31,9 @@ samples), reads only the samples the buffer held at that point, and goes on.
 from __future__ import annotations
 
 import math
-import queue
-import threading
+from collections import deque
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,8 +49,9 @@ __all__ = ["DEFAULT_BUFFER_BYTES", "Plan", "SampleStream", "Source", "open_sourc
 DEFAULT_BUFFER_BYTES = 96 * 2**20
 #: Samples a step yields when the loader yields samples one by one (a batch otherwise).
 SAMPLE_STEP = 64
-#: Units read ahead of the one being consumed, per worker.
-READ_AHEAD_UNITS = 2
+#: Units read ahead of the one being consumed, per worker, on this many threads.
+READ_AHEAD_UNITS = 4
+READ_THREADS = 2
 
 Batch = dict[str, npt.NDArray[Any]]
 
@@ -416,11 +417,10 @@ class SampleStream:
 
 
 class _Incoming:
-    """A worker's incoming samples, its pieces read ahead on a thread of their own."""
+    """A worker's incoming samples: its pieces read (and decoded) ahead, in order, on a few
+    threads of its own (decoding releases the interpreter lock)."""
 
     def __init__(self, source: Source, pieces: Sequence[tuple[int, int]], skip: int) -> None:
-        self._blocks: queue.Queue[Batch | BaseException | None] = queue.Queue(READ_AHEAD_UNITS)
-        self._stop = threading.Event()
         todo: list[tuple[int, int]] = []
         for a, b in pieces:  # drop the first `skip` samples without reading them
             if skip >= b - a:
@@ -428,37 +428,25 @@ class _Incoming:
                 continue
             todo.append((a + skip, b))
             skip = 0
-        self._thread = threading.Thread(
-            target=self._read, args=(source, todo), name="hubzarr-loader", daemon=True
-        )
-        self._thread.start()
+        self._source, self._todo = source, iter(todo)
+        self._pool = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="hubzarr-loader")
+        self._pending: deque[Future[Batch]] = deque()
+        for _ in range(READ_AHEAD_UNITS):
+            self._submit()
         self._current: Batch | None = None
         self._offset = 0
 
-    def _read(self, source: Source, todo: Sequence[tuple[int, int]]) -> None:
-        try:
-            for a, b in todo:
-                if not self._put(source.read(a, b)):
-                    return
-            self._put(None)
-        except BaseException as exc:  # handed to the consumer, raised there
-            self._put(exc)
-
-    def _put(self, item: Batch | BaseException | None) -> bool:
-        """Queue ``item`` for the consumer; ``False`` if it stopped consuming."""
-        while not self._stop.is_set():
-            try:
-                self._blocks.put(item, timeout=0.1)  # wakes to see a consumer that stopped
-                return True
-            except queue.Full:
-                continue
-        return False
+    def _submit(self) -> None:
+        piece = next(self._todo, None)
+        if piece is not None:
+            self._pending.append(self._pool.submit(self._source.read, *piece))
 
     def _next_block(self) -> Batch | None:
-        item = self._blocks.get()
-        if isinstance(item, BaseException):
-            raise item
-        return item
+        if not self._pending:
+            return None
+        block = self._pending.popleft().result()
+        self._submit()
+        return block
 
     def take(self, count: int) -> Batch | None:
         """The next ``count`` samples (fewer at the end; ``None`` when there are none)."""
@@ -469,18 +457,14 @@ class _Incoming:
                 self._current = self._next_block()
                 self._offset = 0
                 if self._current is None:
-                    self._current = {}
                     break
-            if not self._current:
-                break
             n = len(next(iter(self._current.values())))
             piece = min(need, n - self._offset)
-            parts.append(
-                {k: v[self._offset : self._offset + piece] for k, v in self._current.items()}
-            )
-            self._offset += piece
+            end = self._offset + piece
+            parts.append({k: v[self._offset : end] for k, v in self._current.items()})
+            self._offset = end
             need -= piece
-            if self._offset == n:
+            if end == n:
                 self._current = None
         if not parts:
             return None
@@ -489,9 +473,7 @@ class _Incoming:
         return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
     def close(self) -> None:
-        self._stop.set()
-        while self._thread.is_alive():
-            try:
-                self._blocks.get_nowait()
-            except queue.Empty:
-                self._thread.join(0.05)
+        """Stop reading ahead (the reads under way finish on their own)."""
+        for future in self._pending:
+            future.cancel()
+        self._pool.shutdown(wait=False)

@@ -1259,6 +1259,7 @@ class FsspecStorage(Storage):
         self._cls = fsspec.get_filesystem_class(protocol)
         self._async = bool(getattr(self._cls, "async_impl", False))
         self._fs: Any = None
+        self._fs_pid = 0
         base = str(self._cls._strip_protocol(url)).rstrip("/")
         self._base = _requote(base) if self._web else base
 
@@ -1291,9 +1292,10 @@ class FsspecStorage(Storage):
 
     @property
     def fs(self) -> Any:
-        """The fsspec filesystem (created on first use)."""
-        if self._fs is None:
-            self._fs = self._cls(**self._options)
+        """The fsspec filesystem (created on first use, and again in a forked child: an
+        asynchronous one holds its parent's event loop and connections, and refuses)."""
+        if self._fs is None or self._fs_pid != os.getpid():
+            self._fs, self._fs_pid = self._cls(**self._options), os.getpid()
         return self._fs
 
     def _full(self, path: str) -> str:

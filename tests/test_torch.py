@@ -321,8 +321,9 @@ def test_one_array_yields_data_and_a_transform_applies(tmp_path: Path) -> None:
 # -- remote -------------------------------------------------------------------------------
 
 
-def test_spawned_workers_read_s3_with_credentials_from_their_environment(
-    s3_backend: Backend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("context", ["fork", "spawn"])
+def test_workers_read_s3_with_credentials_from_their_environment(
+    s3_backend: Backend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, context: str
 ) -> None:
     hub = s3_backend.hub()
     _fill(hub, n=300)
@@ -334,8 +335,9 @@ def test_spawned_workers_read_s3_with_credentials_from_their_environment(
         storage_options=s3_backend.options,
         cache=str(tmp_path / "cache"),
     )
-    loader = DataLoader(data, batch_size=32, num_workers=2, multiprocessing_context="spawn")
+    loader = DataLoader(data, batch_size=32, num_workers=2, multiprocessing_context=context)
     assert sorted(_labels(loader)) == list(range(300))
+    assert sorted(_labels(loader)) == list(range(300))  # again: from the cache
     assert S3_SECRET.encode() not in __import__("pickle").dumps(data)
 
 

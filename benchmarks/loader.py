@@ -350,15 +350,13 @@ def open_memmap(data: Data) -> Epochs:
     return lambda _: loader
 
 
-#: hubzarr.torch yields single samples (dicts of ``keys``) that DataLoader collates. If the
-#: dataset batches itself, set this to True: DataLoader(batch_size=None) passes its batches on.
-HUB_BATCHES_ITSELF = False
-
-
-def open_hub(data: Data, buffer_mib: float | None = None) -> Epochs:
-    """``hubzarr.torch.IterableDataset`` at the tag, on the local root; ``buffer_mib`` None:
-    the dataset's default shuffle buffer."""
+def open_hub(data: Data, buffer_mib: float | None = None, workers: int | None = None) -> Epochs:
+    """``hubzarr.torch.IterableDataset`` at the tag, on the local root, making its own batches
+    of 256 (``DataLoader(batch_size=None)``, as the memmap row's sampler hands whole batches);
+    ``buffer_mib`` None: the dataset's default shuffle buffer; ``workers``: DataLoader
+    workers (default :data:`WORKERS`; 0: the dataset's own reading threads only)."""
     import hubzarr.torch
+    from torch.utils.data import DataLoader
 
     options = {} if buffer_mib is None else {"buffer_bytes": int(buffer_mib * 2**20)}
     ds = hubzarr.torch.IterableDataset(
@@ -367,9 +365,10 @@ def open_hub(data: Data, buffer_mib: float | None = None) -> Epochs:
         keys=("images", "labels"),
         shuffle=True,
         seed=0,
+        batch_size=BATCH,
         **options,
     )
-    loader = _loader(ds, batch_size=None if HUB_BATCHES_ITSELF else BATCH)
+    loader = DataLoader(ds, batch_size=None, num_workers=WORKERS if workers is None else workers)
 
     def epoch(n: int) -> Iterable[Batch]:
         ds.set_epoch(n)
@@ -383,6 +382,7 @@ def open_hub(data: Data, buffer_mib: float | None = None) -> Epochs:
 #: is one more opener here; ``--buffers`` rows are added by :func:`loaders`.
 LOADERS: dict[str, Callable[[Data], Epochs]] = {
     "hubzarr": open_hub,
+    "hubzarr 0 workers": functools.partial(open_hub, workers=0),
     "deeplake": open_deeplake,
     "mosaic": open_mosaic,
     "webdataset": open_webdataset,

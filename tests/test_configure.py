@@ -159,6 +159,9 @@ def test_configure_a_bucket_then_show_then_demo(
         "credentials": str(aws_env),
         "access key": "AKIA...4567",
         "secret key": "****",
+        "cache": "off",  # the tests' HUBZARR_CACHE_SIZE=0
+        "cache dir": str(hubzarr.config.resolve_cache().directory),
+        "cache size": "0 B",
     }
     assert "checking" not in shown.stdout  # --show alone does not probe
 

@@ -355,8 +355,9 @@ def open_hub(data: Data, buffer_mib: float | None = None, workers: int | None = 
     of 256 (``DataLoader(batch_size=None)``, as the memmap row's sampler hands whole batches);
     ``buffer_mib`` None: the dataset's default shuffle buffer; ``workers``: DataLoader
     workers (default :data:`WORKERS`; 0: the dataset's own reading threads only)."""
-    import hubzarr.torch
     from torch.utils.data import DataLoader
+
+    import hubzarr.torch
 
     options = {} if buffer_mib is None else {"buffer_bytes": int(buffer_mib * 2**20)}
     ds = hubzarr.torch.IterableDataset(

@@ -423,12 +423,16 @@ os.register_at_fork(after_in_child=_forget_pool)
 
 def _run_on_pool(fn: Callable[..., Any], calls: Sequence[tuple[Any, ...]], workers: int) -> None:
     """Run ``fn(*call)`` for each call on the process's pool of reading threads, at most
-    ``workers`` at once; wait for all, and raise the first error.
+    ``workers`` at once (a single call in this thread); wait for all, and raise the first
+    error.
 
     The threads last: what each keeps per thread (the cache's SQLite connection, decoders'
     scratch buffers) is made once, not once a read.
     """
     global _pool
+    if len(calls) == 1:  # no hand-over to another thread for one
+        fn(*calls[0])
+        return
     with _pool_lock:
         if _pool is None:
             _pool = ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="hubzarr-read")

@@ -390,11 +390,16 @@ class SampleStream:
         if buffer is None:
             buffer = incoming.take(self.capacity)
             assert buffer is not None
-        while (block := incoming.take(self.step)) is not None:
-            slots = rng.choice(self.capacity, len(next(iter(block.values()))), replace=False)
+        while parts := incoming.parts(self.step):
+            taken = sum(len(next(iter(part.values()))) for part in parts)
+            slots = rng.choice(self.capacity, taken, replace=False)
             out = {k: v[slots] for k, v in buffer.items()}
-            for k, v in buffer.items():
-                v[slots] = block[k]
+            at = 0
+            for part in parts:  # each part straight into its slots: no joined copy
+                n = len(next(iter(part.values())))
+                for k, v in buffer.items():
+                    v[slots[at : at + n]] = part[k]
+                at += n
             yield out
         order = rng.permutation(self.capacity)
         for i in range(0, self.capacity, self.step):
@@ -451,6 +456,16 @@ class _Incoming:
 
     def take(self, count: int) -> Batch | None:
         """The next ``count`` samples (fewer at the end; ``None`` when there are none)."""
+        parts = self.parts(count)
+        if not parts:
+            return None
+        if len(parts) == 1:
+            return parts[0]  # views of a block read for this stream alone
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+    def parts(self, count: int) -> list[Batch]:
+        """The next ``count`` samples (fewer at the end, none when there are none), as views
+        of the blocks read, one part per block."""
         parts: list[Batch] = []
         need = count
         while need:
@@ -467,11 +482,7 @@ class _Incoming:
             need -= piece
             if end == n:
                 self._current = None
-        if not parts:
-            return None
-        if len(parts) == 1:
-            return parts[0]  # views of a block read for this stream alone
-        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        return parts
 
     def close(self) -> None:
         """Stop reading ahead (the reads under way finish on their own)."""

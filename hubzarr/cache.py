@@ -39,6 +39,7 @@ import builtins
 import contextlib
 import fcntl
 import io
+import mmap
 import os
 import sqlite3
 import threading
@@ -50,7 +51,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast, overload
 
 import crc32c
 
@@ -134,6 +135,15 @@ def _warn_once(message: str) -> None:
     if not _warned:
         _warned = True
         warnings.warn(message, CacheWarning, stacklevel=4)
+
+
+def _mapped(file: Any) -> memoryview | None:
+    """A read-only view of an open cache file mapped into memory (``None`` if empty); the
+    file is closed (the mapping keeps what it needs)."""
+    with file:
+        if os.fstat(file.fileno()).st_size == 0:
+            return None
+        return memoryview(mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ))
 
 
 @atexit.register
@@ -269,33 +279,43 @@ class ChunkCache:
 
     # -- reading and filling ---------------------------------------------------------------
 
-    def get(self, key: str) -> bytes | None:
+    @overload
+    def get(self, key: str) -> bytes | None: ...
+
+    @overload
+    def get(self, key: str, *, mapped: bool) -> bytes | memoryview | None: ...
+
+    def get(self, key: str, *, mapped: bool = False) -> bytes | memoryview | None:
         """Return the object cached under ``key``, checked, or ``None``.
 
         An entry whose bytes fail their checksum is dropped (and counts as a miss).
+        ``mapped``: an entry in a file of its own (over 32 KiB) may come as a read-only view of
+        the file mapped into memory (no copy; the page cache's pages), valid as long as it is
+        referenced: files are never rewritten, and eviction only unlinks them.
         """
         with self._lock:
-            data = self._memory.get(key)
+            data: bytes | memoryview | None = self._memory.get(key)
             if data is not None:
                 self._memory.move_to_end(key)
         if data is None:
-            data = self._get_disk(key)
-            if data is not None:
+            data = self._get_disk(key, mapped)
+            if isinstance(data, bytes):
                 self._remember(key, data)
         self._count(data is not None)
         self._warn()
         return data
 
-    def _get_disk(self, key: str) -> bytes | None:
+    def _get_disk(self, key: str, mapped: bool) -> bytes | memoryview | None:
         disk = self._open()
         if disk is None:
             return None
         try:
-            value, tag = disk.get(key, default=None, tag=True)
+            value, tag = disk.get(key, default=None, read=mapped, tag=True)
             if value is None:
                 return None
-            if type(value) is bytes and value and tag == crc32c.crc32c(value):
-                return value
+            data = _mapped(value) if mapped and not isinstance(value, bytes) else value
+            if isinstance(data, bytes | memoryview) and data and tag == crc32c.crc32c(data):
+                return data
             disk.delete(key)  # torn, truncated or edited: fetched again
         except self._timeout:
             pass  # the index is busy: a miss, not a failure
@@ -676,6 +696,12 @@ class CachedStorage(Storage):
         # are copied from the page cache either way) and a miss is one SQLite lookup.
         return self.cache.get(key)
 
+    async def _lookup_mapped(self, key: str) -> bytes | memoryview | None:
+        """:meth:`_lookup`, a large entry as a view of its mapped file: for ``read_first``,
+        whose caller only decodes it (a copy of 8 MiB and its page faults cost more than the
+        read itself)."""
+        return self.cache.get(key, mapped=True)
+
     async def _claim(self, key: str) -> tuple[Claim | None, bytes | None]:
         """Before fetching ``key``: claim the fetch, or wait while another process (or
         thread) fetches it, then take it from the cache. Return the claim to release once the
@@ -744,10 +770,10 @@ class CachedStorage(Storage):
         if not paths:
             return None
         # The first cached path; the paths before it may exist in storage, and come first.
-        hit, data = len(paths), b""
+        hit, data = len(paths), b""  # or a view of a mapped file, taken as bytes (below)
         for i, path in enumerate(paths):
             if cacheable(path):
-                found = await self._lookup(self.key(path))
+                found = cast(bytes | None, await self._lookup_mapped(self.key(path)))
                 if found is not None:
                     hit, data = i, found
                     break

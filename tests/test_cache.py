@@ -194,6 +194,26 @@ def test_an_edited_small_entry_is_never_returned(tmp_path: Path) -> None:
     assert cache.info().entries == 0
 
 
+def test_a_mapped_entry_is_checked_and_outlives_its_eviction(tmp_path: Path) -> None:
+    cache = _fresh(tmp_path / "cache")
+    big, small = payload("big"), b"small object"  # 48 KiB: a file of its own
+    cache.put("big", big)
+    cache.put("small", small)
+    view = cache.get("big", mapped=True)
+    assert isinstance(view, memoryview) and view == big  # a file of its own: mapped
+    assert cache.get("small", mapped=True) == small  # in SQLite: bytes
+    assert isinstance(cache.get("big"), bytes)
+    cache.clear()  # unlinks the file: the mapping still reads it
+    assert view == big and cache.get("big", mapped=True) is None
+    cache.put("big", big)
+    (file,) = _entry_files(tmp_path / "cache")
+    damaged = bytearray(file.read_bytes())
+    damaged[7] ^= 1
+    file.write_bytes(bytes(damaged))
+    assert cache.get("big", mapped=True) is None  # checked like any read...
+    assert cache.info().entries == 0  # ... and dropped
+
+
 def test_concurrent_fills_of_the_same_objects_by_processes(tmp_path: Path) -> None:
     ctx = multiprocessing.get_context("spawn")
     n, keys = 4, [f"root\nobject/{i}" for i in range(40)]

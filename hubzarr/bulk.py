@@ -135,11 +135,10 @@ class _Reader:
         self,
         coords: Sequence[tuple[int, ...]],
         listed: Mapping[str, int] | None = None,
-        ahead: int = READ_AHEAD,
     ) -> Iterator[memoryview | None]:
         """Yield the payload (``None``: never written) of each chunk, in order.
 
-        Up to ``ahead`` reads run on hubzarr's event loop thread while the caller
+        Up to :data:`READ_AHEAD` reads run on hubzarr's event loop thread while the caller
         decodes (reads create nothing tied to a loop, see :mod:`hubzarr.runner`). ``listed``
         (:meth:`listing`, taken after the read was asked for) makes each read one request; a
         fetch of many chunks takes one itself.
@@ -158,7 +157,7 @@ class _Reader:
         def submit() -> None:
             for c in todo:
                 pending.append(self.start(c, listed))
-                if len(pending) >= ahead:
+                if len(pending) >= READ_AHEAD:
                     return
 
         submit()
@@ -323,7 +322,7 @@ def read_selection(
         if follow:
             array.store.session.follow_head()
     if array.store.storage.caller_reads:  # each thread reads its own
-        _run_on_pool(read_into, [(reader, *task, listed) for task in tasks], workers)
+        _run_on_pool(read_into, [(reader, *task, listed) for task in tasks])
         return np.flip(out, axis=blocks.flips) if blocks.flips else out
     # An object store: one window of reads ahead for the whole selection, in the order the
     # threads (one a core) decode.
@@ -334,7 +333,7 @@ def read_selection(
         calls.append((reader, pieces, region, listed, window.payloads(start, len(pieces))))
         start += len(pieces)
     try:
-        _run_on_pool(read_into, calls, workers)
+        _run_on_pool(read_into, calls)
     finally:
         window.close()
     return np.flip(out, axis=blocks.flips) if blocks.flips else out
@@ -355,7 +354,8 @@ class _Window:
         self._reader, self._coords, self._listed = reader, coords, listed
         self._size = max(2, min(IN_FLIGHT, WINDOW_BYTES // max(layout.chunk_nbytes, 1)))
         self._slots: list[Future[memoryview | None] | None] = [None] * len(coords)
-        self._reads: list[Future[memoryview | None]] = []
+        #: The reads started and not taken, by chunk (a taken one lets go of its payload).
+        self._reads: dict[int, Future[memoryview | None]] = {}
         self._started = self._taken = 0
         self._lock = threading.Lock()
 
@@ -370,6 +370,7 @@ class _Window:
         assert slot is not None
         payload = slot.result()
         self._slots[i] = None
+        self._reads.pop(i, None)
         with self._lock:
             self._taken += 1
         self._start()
@@ -390,12 +391,12 @@ class _Window:
             except BaseException as exc:
                 slot.set_exception(exc)
                 raise
-            self._reads.append(read)
+            self._reads[i] = read
             read.add_done_callback(partial(_settle, slot))
 
     def close(self) -> None:
         """Cancel the reads started and not done (after an error)."""
-        for read in self._reads:
+        for read in list(self._reads.values()):
             read.cancel()
 
 
@@ -421,10 +422,9 @@ def _forget_pool() -> None:
 os.register_at_fork(after_in_child=_forget_pool)
 
 
-def _run_on_pool(fn: Callable[..., Any], calls: Sequence[tuple[Any, ...]], workers: int) -> None:
-    """Run ``fn(*call)`` for each call on the process's pool of reading threads, at most
-    ``workers`` at once (a single call in this thread); wait for all, and raise the first
-    error.
+def _run_on_pool(fn: Callable[..., Any], calls: Sequence[tuple[Any, ...]]) -> None:
+    """Run ``fn(*call)`` for each call on the process's pool of reading threads, one a core
+    (a single call in this thread); wait for all, and raise the first error.
 
     The threads last: what each keeps per thread (the cache's SQLite connection, decoders'
     scratch buffers) is made once, not once a read.
@@ -437,13 +437,7 @@ def _run_on_pool(fn: Callable[..., Any], calls: Sequence[tuple[Any, ...]], worke
         if _pool is None:
             _pool = ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="hubzarr-read")
         pool = _pool
-    turns = threading.Semaphore(workers)
-
-    def run(call: tuple[Any, ...]) -> None:
-        with turns:
-            fn(*call)
-
-    futures = [pool.submit(run, call) for call in calls]
+    futures = [pool.submit(fn, *call) for call in calls]
     try:
         for future in futures:
             future.result()

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -42,7 +42,17 @@ import numpy.typing as npt
 
 from hubzarr.errors import InvalidArgumentError, NotFoundError
 
-__all__ = ["DEFAULT_BUFFER_BYTES", "Plan", "SampleStream", "Source", "open_source", "worker_parts"]
+__all__ = [
+    "DEFAULT_BUFFER_BYTES",
+    "Plan",
+    "SampleStream",
+    "Source",
+    "batches",
+    "check_count",
+    "check_shard",
+    "open_source",
+    "worker_parts",
+]
 
 #: The shuffle buffer of each worker, in bytes of samples. At 12 KiB a sample (64 x 64 x 3)
 #: it holds 2,730 samples from 11 chunks of 256 or more: a batch of 256 drew from about 34
@@ -282,6 +292,74 @@ def worker_parts(workers: int, batches: Sequence[int], seen: int) -> tuple[list[
     return taken, turn
 
 
+def check_count(value: Any, what: str, minimum: int) -> int:
+    """``value`` as an int, if it is an integer of at least ``minimum``.
+
+    Raises
+    ------
+    InvalidArgumentError
+        Otherwise (a bool too), naming ``what``.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
+        raise InvalidArgumentError(f"{what} must be an integer >= {minimum}, not {value!r}")
+    return int(value)
+
+
+def check_shard(rank: Any, world_size: Any) -> tuple[int, int]:
+    """``(rank, world_size)``, checked: ``0 <= rank < world_size``.
+
+    Raises
+    ------
+    InvalidArgumentError
+        If either is not an integer, or ``rank`` is not below ``world_size``.
+    """
+    world = check_count(world_size, "world_size", 1)
+    mine = check_count(rank, "rank", 0)
+    if mine >= world:
+        raise InvalidArgumentError(f"rank must be below world_size ({world}), not {mine}")
+    return mine, world
+
+
+def batches(steps: Iterable[Batch], size: int) -> Iterator[Batch]:
+    """The samples of ``steps`` regrouped into batches of ``size`` (the last may be shorter),
+    in order."""
+    carry: list[Batch] = []
+    held = 0
+    for step in steps:
+        carry.append(step)
+        held += _rows(step)
+        while held >= size:
+            batch, carry = _split(carry, size)
+            held -= size
+            yield batch
+    if held:
+        yield _split(carry, held)[0]
+
+
+def _rows(batch: Batch) -> int:
+    return len(next(iter(batch.values())))  # every array of a batch has as many
+
+
+def _split(parts: list[Batch], size: int) -> tuple[Batch, list[Batch]]:
+    """The first ``size`` samples of ``parts``, and the rest (as parts)."""
+    out: list[Batch] = []
+    rest: list[Batch] = []
+    need = size
+    for part in parts:
+        n = _rows(part)
+        if need >= n:
+            out.append(part)
+            need -= n
+        elif need:
+            out.append({k: v[:need] for k, v in part.items()})
+            rest.append({k: v[need:] for k, v in part.items()})
+            need = 0
+        else:
+            rest.append(part)
+    batch = out[0] if len(out) == 1 else {k: np.concatenate([p[k] for p in out]) for k in out[0]}
+    return batch, rest
+
+
 class SampleStream:
     """One worker's samples for one epoch, in steps (dicts of arrays with a leading axis).
 
@@ -332,34 +410,37 @@ class SampleStream:
         indices = self._indices()
         if not self.capacity:
             return indices
-        rng, buffer, fed = self._rng(), indices[: self.capacity].copy(), self.capacity
-        out = []
+        rng = self._rng()
+        buffer, _, _, drawn = self._replay(rng, indices, len(indices))
+        return np.concatenate([*drawn, buffer[rng.permutation(self.capacity)]])
+
+    def _replay(
+        self, rng: np.random.Generator, indices: npt.NDArray[np.int64], until: int
+    ) -> tuple[npt.NDArray[np.int64], int, int, list[npt.NDArray[np.int64]]]:
+        """The buffer's whole steps in index space (nothing read), as long as they yield at
+        most ``until`` samples in all: the buffered indices then, the samples taken in and
+        yielded, and each step's indices."""
+        buffer, fed, done = indices[: self.capacity].copy(), self.capacity, 0
+        drawn = []
         while fed < len(indices):
             take = min(self.step, len(indices) - fed)
+            if done + take > until:
+                break
             slots = rng.choice(self.capacity, take, replace=False)
-            out.append(buffer[slots].copy())
+            drawn.append(buffer[slots])
             buffer[slots] = indices[fed : fed + take]
             fed += take
-        out.append(buffer[rng.permutation(self.capacity)])
-        return np.concatenate(out)
+            done += take
+        return buffer, fed, done, drawn
 
     def __iter__(self) -> Iterator[Batch]:
         rng = self._rng()
         if not self.capacity or not self.start:
             yield from self._run(rng, self.start, None, 0)
             return
-        # Resuming: replay the draws of the whole steps before `start` without reading...
-        indices = self._indices()
-        buffer, fed, done = indices[: self.capacity].copy(), self.capacity, 0
-        while fed < len(indices):
-            take = min(self.step, len(indices) - fed)
-            if done + take > self.start:
-                break
-            slots = rng.choice(self.capacity, take, replace=False)
-            buffer[slots] = indices[fed : fed + take]
-            fed += take
-            done += take
-        # ... then read what the buffer held there, and go on from there.
+        # Resuming: replay the draws of the whole steps before `start` without reading, then
+        # read what the buffer held there, and go on from there.
+        buffer, fed, done, _ = self._replay(rng, self._indices(), self.start)
         yield from self._run(rng, fed, self._gather(buffer), self.start - done)
 
     def _run(
@@ -370,7 +451,7 @@ class SampleStream:
         incoming = _Incoming(self.source, self.pieces, fed)
         try:
             for out in self._steps(rng, incoming, buffer):
-                size = len(next(iter(out.values())))
+                size = _rows(out)
                 cut = min(skip, size)
                 skip -= cut
                 if not cut:
@@ -391,12 +472,12 @@ class SampleStream:
             buffer = incoming.take(self.capacity)
             assert buffer is not None
         while parts := incoming.parts(self.step):
-            taken = sum(len(next(iter(part.values()))) for part in parts)
+            taken = sum(_rows(part) for part in parts)
             slots = rng.choice(self.capacity, taken, replace=False)
             out = {k: v[slots] for k, v in buffer.items()}
             at = 0
             for part in parts:  # each part straight into its slots: no joined copy
-                n = len(next(iter(part.values())))
+                n = _rows(part)
                 for k, v in buffer.items():
                     v[slots[at : at + n]] = part[k]
                 at += n
@@ -474,7 +555,7 @@ class _Incoming:
                 self._offset = 0
                 if self._current is None:
                     break
-            n = len(next(iter(self._current.values())))
+            n = _rows(self._current)
             piece = min(need, n - self._offset)
             end = self._offset + piece
             parts.append({k: v[self._offset : end] for k, v in self._current.items()})

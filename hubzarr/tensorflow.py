@@ -28,15 +28,18 @@ except ImportError as exc:  # pragma: no cover - the error users see without the
     ) from exc
 
 from hubzarr.errors import InvalidArgumentError
-from hubzarr.loading import DEFAULT_BUFFER_BYTES, SAMPLE_STEP, Plan, SampleStream, open_source
+from hubzarr.loading import (
+    DEFAULT_BUFFER_BYTES,
+    SAMPLE_STEP,
+    Plan,
+    SampleStream,
+    batches,
+    check_count,
+    check_shard,
+    open_source,
+)
 
 __all__ = ["dataset"]
-
-
-def _count(value: Any, what: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-        raise InvalidArgumentError(f"{what} must be an integer >= {minimum}, not {value!r}")
-    return int(value)
 
 
 def dataset(
@@ -94,14 +97,11 @@ def dataset(
     NotFoundError
         If the repository, ref or a key does not exist.
     """
-    seed = _count(seed, "seed", 0)
-    first = _count(epoch, "epoch", 0)
-    buffer_bytes = _count(buffer_bytes, "buffer_bytes", 0)
-    size = None if batch_size is None else _count(batch_size, "batch_size", 1)
-    world_size = _count(world_size, "world_size", 1)
-    rank = _count(rank, "rank", 0)
-    if rank >= world_size:
-        raise InvalidArgumentError(f"rank must be below world_size ({world_size}), not {rank}")
+    seed = check_count(seed, "seed", 0)
+    first = check_count(epoch, "epoch", 0)
+    buffer_bytes = check_count(buffer_bytes, "buffer_bytes", 0)
+    size = None if batch_size is None else check_count(batch_size, "batch_size", 1)
+    rank, world_size = check_shard(rank, world_size)
     src = open_source(source, keys, root=root, storage_options=storage_options, cache=cache)
     names = list(src.arrays)
     specs = {}
@@ -131,24 +131,13 @@ def dataset(
             drop_last=bool(drop_last),
         )
         stream = SampleStream(src, plan, buffer_bytes, size or SAMPLE_STEP)
-        carry: dict[str, list[np.ndarray[Any, Any]]] = {k: [] for k in names}
-        held = 0
+        if size is not None:
+            for batch in batches(stream, size):
+                yield _element(batch, names, as_tuple)
+            return
         for block in stream:
-            rows = len(block[names[0]])
-            if size is None:
-                for i in range(rows):
-                    yield _element({k: block[k][i] for k in names}, names, as_tuple)
-                continue
-            for k in names:
-                carry[k].append(block[k])
-            held += rows
-            while held >= size:
-                joined = {k: np.concatenate(carry[k]) for k in names}
-                yield _element({k: v[:size] for k, v in joined.items()}, names, as_tuple)
-                carry = {k: [joined[k][size:]] for k in names}
-                held -= size
-        if size is not None and held:
-            yield _element({k: np.concatenate(carry[k]) for k in names}, names, as_tuple)
+            for i in range(len(block[names[0]])):
+                yield _element({k: block[k][i] for k in names}, names, as_tuple)
 
     return tf.data.Dataset.from_generator(generate, output_signature=signature)
 

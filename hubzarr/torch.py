@@ -56,6 +56,9 @@ from hubzarr.loading import (
     Plan,
     SampleStream,
     Source,
+    batches,
+    check_count,
+    check_shard,
     open_source,
     worker_parts,
 )
@@ -82,12 +85,6 @@ def _check_dtypes(source: Source) -> None:
                 f"{arr.name} ({key}) holds {arr.dtype}, which torch cannot hold; read it with "
                 "another dtype (hubzarr.Hub.copy to a new array) or leave it out of keys"
             ) from None
-
-
-def _check_count(value: Any, what: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-        raise InvalidArgumentError(f"{what} must be an integer >= {minimum}, not {value!r}")
-    return int(value)
 
 
 class _Output:
@@ -181,19 +178,16 @@ class IterableDataset(_Pinned, torch.utils.data.IterableDataset[Any]):
         cache: Any = None,
     ) -> None:
         super().__init__()
-        self.seed = _check_count(seed, "seed", 0)
-        self.buffer_bytes = _check_count(buffer_bytes, "buffer_bytes", 0)
-        self.batch_size = None if batch_size is None else _check_count(batch_size, "batch_size", 1)
+        self.seed = check_count(seed, "seed", 0)
+        self.buffer_bytes = check_count(buffer_bytes, "buffer_bytes", 0)
+        self.batch_size = None if batch_size is None else check_count(batch_size, "batch_size", 1)
         if rank is None and world_size is None:
             distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
             rank = torch.distributed.get_rank() if distributed else 0
             world_size = torch.distributed.get_world_size() if distributed else 1
-        self.world_size = _check_count(world_size if world_size is not None else 1, "world_size", 1)
-        self.rank = _check_count(rank if rank is not None else 0, "rank", 0)
-        if self.rank >= self.world_size:
-            raise InvalidArgumentError(
-                f"rank must be below world_size ({self.world_size}), not {self.rank}"
-            )
+        self.rank, self.world_size = check_shard(
+            rank if rank is not None else 0, world_size if world_size is not None else 1
+        )
         self.shuffle, self.drop_last = bool(shuffle), bool(drop_last)
         self.source = open_source(
             source, keys, root=root, storage_options=storage_options, cache=cache
@@ -225,7 +219,7 @@ class IterableDataset(_Pinned, torch.utils.data.IterableDataset[Any]):
     def set_epoch(self, epoch: int) -> None:
         """Use epoch ``epoch``'s order from the next iteration on (call it before each epoch,
         as with ``DistributedSampler``; without it every epoch repeats epoch 0's order)."""
-        self._epoch = _check_count(epoch, "epoch", 0)
+        self._epoch = check_count(epoch, "epoch", 0)
         if self._shared_epoch is not None:
             self._shared_epoch.value = self._epoch
         self._yielded = 0
@@ -273,20 +267,9 @@ class IterableDataset(_Pinned, torch.utils.data.IterableDataset[Any]):
                 yield sample
 
     def _batches(self, stream: SampleStream) -> Iterator[Any]:
-        size = self.batch_size
-        assert size is not None
-        carry: list[dict[str, npt.NDArray[Any]]] = []
-        held = 0
-        for block in stream:
-            carry.append(block)
-            held += len(next(iter(block.values())))
-            while held >= size:
-                batch, carry, held = _split(carry, size)
-                self._yielded += size
-                yield self._output(batch)
-        if held:
-            batch, _, _ = _split(carry, held)
-            self._yielded += held
+        assert self.batch_size is not None
+        for batch in batches(stream, self.batch_size):
+            self._yielded += len(next(iter(batch.values())))
             yield self._output(batch)
 
     def _start(self, state: dict[str, Any], worker: int, workers: int) -> tuple[int, int]:
@@ -360,32 +343,10 @@ class IterableDataset(_Pinned, torch.utils.data.IterableDataset[Any]):
                 )
         if "yielded" not in state and "batches_seen" not in state:
             raise InvalidArgumentError("a state needs 'yielded' or 'batches_seen'")
-        self._epoch = _check_count(state["epoch"], "epoch", 0)
+        self._epoch = check_count(state["epoch"], "epoch", 0)
         if self._shared_epoch is not None:
             self._shared_epoch.value = self._epoch
         self._resume = dict(state)
-
-
-def _split(
-    parts: list[dict[str, npt.NDArray[Any]]], size: int
-) -> tuple[dict[str, npt.NDArray[Any]], list[dict[str, npt.NDArray[Any]]], int]:
-    """The first ``size`` samples of ``parts``, and the rest (as parts, and their count)."""
-    out: list[dict[str, npt.NDArray[Any]]] = []
-    rest: list[dict[str, npt.NDArray[Any]]] = []
-    need = size
-    for part in parts:
-        n = len(next(iter(part.values())))
-        if need >= n:
-            out.append(part)
-            need -= n
-        elif need:
-            out.append({k: v[:need] for k, v in part.items()})
-            rest.append({k: v[need:] for k, v in part.items()})
-            need = 0
-        else:
-            rest.append(part)
-    batch = out[0] if len(out) == 1 else {k: np.concatenate([p[k] for p in out]) for k in out[0]}
-    return batch, rest, sum(len(next(iter(p.values()))) for p in rest)
 
 
 class Dataset(_Pinned, torch.utils.data.Dataset[Any]):
@@ -420,7 +381,7 @@ class Dataset(_Pinned, torch.utils.data.Dataset[Any]):
         storage_options: dict[str, Any] | None = None,
         cache: Any = None,
     ) -> None:
-        self.chunk_cache_bytes = _check_count(chunk_cache_bytes, "chunk_cache_bytes", 0)
+        self.chunk_cache_bytes = check_count(chunk_cache_bytes, "chunk_cache_bytes", 0)
         self.source = open_source(
             source, keys, root=root, storage_options=storage_options, cache=cache
         )

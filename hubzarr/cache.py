@@ -639,6 +639,11 @@ def open_cached(
     return CachedStorage(inner, chosen)
 
 
+def _whole(_: int, raw: bytes) -> bytes:
+    """The object read, as bytes of its own (a local read may reuse its buffer)."""
+    return bytes(raw)
+
+
 class CachedStorage(Storage):
     """A :class:`~hubzarr.storage.Storage` that reads immutable objects through a
     :class:`ChunkCache`; everything else passes straight through.
@@ -744,25 +749,11 @@ class CachedStorage(Storage):
     async def read(self, path: str) -> bytes | None:
         if not cacheable(path):
             return await self._behind.read(path)
-        key = self.key(path)
-        data = await self._lookup(key)
+        data = await self._lookup(self.key(path))
         if data is not None:
             return data
-        behind = self._behind
-        claim, found = await self._claim(key)
-        if found is not None:
-            return found
-        try:
-            data = await behind.read(path)
-        except BaseException:
-            if claim is not None:
-                claim.release()
-            raise
-        if data:
-            await self._fill(key, bytes(data), claim)
-        elif claim is not None:
-            claim.release()
-        return data
+        found = await self._read_first([path], 0, 1, _whole, 1)  # claimed, filled
+        return None if found is None else found[1]
 
     async def read_first(
         self, paths: Sequence[str], then: Callable[[int, bytes], T], *, parallel: int = 1

@@ -43,7 +43,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
@@ -767,14 +767,7 @@ class Session:
             result: memoryview | None = sync(self.read(key))
             return result
         with reads_in_caller():
-            reading = self._read(state, key)
-            try:
-                reading.send(None)
-            except StopIteration as done:
-                payload: memoryview | None = done.value
-                return payload
-            reading.close()
-        raise RuntimeError(f"a read of {key!r} from {self.storage.url} suspended in the caller")
+            return self._run_here(self._read(state, key), key)
 
     def read_cached(
         self, key: str, listed: Mapping[str, int] | None = None
@@ -790,15 +783,23 @@ class Session:
         if state is None or not self.storage.caches:
             return None
         with reads_from_cache():
-            reading = self._read(state, key, listed)
             try:
-                reading.send(None)
-            except StopIteration as done:
-                return (done.value,)
+                return (self._run_here(self._read(state, key, listed), key),)
             except NotCachedError:
                 return None
-            reading.close()
-        raise RuntimeError(f"a read of {key!r} from the cache of {self.storage.url} suspended")
+
+    def _run_here(
+        self, reading: Coroutine[Any, Any, memoryview | None], key: str
+    ) -> memoryview | None:
+        """Run a read coroutine that never suspends to its end in this thread, with no event
+        loop (inside :func:`~hubzarr.storage.reads_in_caller`)."""
+        try:
+            reading.send(None)
+        except StopIteration as done:
+            payload: memoryview | None = done.value
+            return payload
+        reading.close()
+        raise RuntimeError(f"a read of {key!r} from {self.storage.url} suspended in the caller")
 
     async def _head_generation(self, state: _State, key: str) -> int | None:
         """Return the newest generation of ``key`` in the open head, ``None`` if it has none."""

@@ -712,6 +712,10 @@ class Repository:
         resolved = await self.resolve(ref)
         if resolved.kind == "branch":
             return await self.seal(resolved.ref, message)
+        return self._sealed(resolved, action)
+
+    def _sealed(self, resolved: Resolved, action: str) -> str:
+        """The version a tag or version id resolved to, refused if it is an open head."""
         if not resolved.sealed:
             raise InvalidArgumentError(
                 f"version {resolved.version} of {self.name} is an open head; {action} its "
@@ -734,7 +738,7 @@ class Repository:
         """
         resolved = await self.resolve(ref)
         if resolved.kind != "branch":
-            return await self._sealed_version(ref, "pin")
+            return self._sealed(resolved, "pin")
         if self.storage.read_only:
             raise ReadOnlyError(
                 f"{self.name} is read at its branch {resolved.ref!r}, whose head may change, "

@@ -411,7 +411,7 @@ def open_hub_remote(data: Data, latency_ms: float = 50.0) -> Epochs:
         f"{HUB_NAME}:v1",
         root=remote,
         storage_options=s3_options(proxy.url),
-        cache=tempfile.mkdtemp(prefix="loader-cache-"),
+        cache=_SERVERS.enter_context(tempfile.TemporaryDirectory(prefix="loader-cache-")),
         keys=("images", "labels"),
         seed=0,
         batch_size=BATCH,

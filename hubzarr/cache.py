@@ -119,11 +119,16 @@ class CacheInfo:
 
 def cacheable(path: str) -> bool:
     """Whether the object at ``path`` (relative to a hub root) never changes once written:
-    a data object, a version record or a manifest (see ``docs/format.md``, section 2)."""
+    a data object, a version record, a manifest, an index root or shard (see
+    ``docs/format.md``, section 2)."""
     parts = path.split("/", 5)
     if len(parts) >= 6 and parts[3] == "data":
         return True
-    return len(parts) == 5 and parts[3] in ("versions", "manifests") and parts[4].endswith(".json")
+    return (
+        len(parts) == 5
+        and parts[3] in ("versions", "manifests", "index", "shards")
+        and parts[4].endswith(".json")
+    )
 
 
 _warned = False

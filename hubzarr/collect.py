@@ -6,7 +6,8 @@ What is kept (*marked*), from every live branch and tag:
   forward from generation 0, so the sequence must stay whole);
 - for every sealed version on the way back from a ref to the first version, the objects its
   manifest names (a sealed version can be opened by its id, so each one's state is kept);
-- the records (version, seal, manifest) of all those versions.
+- the records (version, seal, manifest, index root) of all those versions, and the index
+  shards their roots name (layout 3; shards are shared between versions, by content).
 
 A branch's open head that holds generations superseded by newer ones (a chunk rewritten
 several times since the last tag) is sealed first, with a message saying so: the sealed
@@ -17,7 +18,8 @@ What is freed (*swept*), only if older than the grace period: objects under ``da
 above names (a deleted ref's versions, generations superseded before a seal, a write that landed
 in a head after it was sealed and was repeated in its successor, temporary files of a killed
 local writer), records of unreachable versions (the successor record of a sealer that lost a
-race), and the folders of deleted incarnations of the repository.
+race), index shards no kept root names, and the folders of deleted incarnations of the
+repository.
 
 Concurrent writers and taggers are safe: a version created after ``now - grace`` (its id starts
 with its creation time) and an object modified after it are never swept, and every object of a
@@ -69,9 +71,12 @@ _TEMPORARY = rf"(?:\.[0-9a-f]{{32}}{re.escape(TMP_SUFFIX)})?"
 #: A version's record, seal or manifest, relative to ``versions/``, ``seals/`` or
 #: ``manifests/``; group 1 is the version id.
 _RECORD = re.compile(rf"({_VERSION})\.json{_TEMPORARY}", re.ASCII)
+#: An index shard (layout 3), relative to ``shards/``: 32 hex digits, its content's hash.
+_SHARD = re.compile(rf"[0-9a-f]{{32}}\.json{_TEMPORARY}", re.ASCII)
 #: An object inside an incarnation folder, relative to it.
 _INCARNATION_OBJECT = re.compile(
-    rf"(?:(?:versions|seals|manifests)/{_VERSION}\.json"
+    rf"(?:(?:versions|seals|manifests|index)/{_VERSION}\.json"
+    rf"|shards/[0-9a-f]{{32}}\.json"
     rf"|refs/(?:branches|tags|names)/{REF.pattern}\.json"
     rf"){_TEMPORARY}"
     rf"|data/{_VERSION}/.+",
@@ -150,6 +155,24 @@ async def _named_objects(repo: Repository, sealed: Iterable[str]) -> set[str]:
             f"{version}/{loc.object_name(key)}" for key, loc in manifest.locations().items()
         )
     return names
+
+
+async def _unnamed_shards(repo: Repository, sealed: Iterable[str], cutoff: float) -> dict[str, int]:
+    """``{path: size}`` of the index shards older than ``cutoff`` that no root of the sealed
+    versions names: those of versions collected, and of a finisher that lost its race. (A
+    version whose root was never written names none: its root, when derived, names its
+    parent's shards or new ones.)"""
+    names: set[str] = set()
+    for version in sealed:
+        root = await repo.index_root(version)
+        if root is not None:
+            names.update(root.name(i) for i in range(root.shards))
+    listed = await repo.storage.list_detailed(repo.path("shards"), temporaries=True)
+    return {
+        repo.path("shards", name): size
+        for name, (size, mtime) in listed.items()
+        if _SHARD.fullmatch(name) and name[:32] not in names and mtime < cutoff
+    }
 
 
 _SEAL_MESSAGE = "gc: sealed so that rewrites superseded in this version can be freed"
@@ -231,7 +254,7 @@ async def collect(repo: Repository, *, grace: float, dry_run: bool) -> GCReport:
             kept += 1
 
     versions: set[str] = set()
-    for folder in ("versions", "seals", "manifests"):
+    for folder in ("versions", "seals", "manifests", "index"):
         listed = await storage.list_detailed(repo.path(folder), temporaries=True)
         for name, (size, mtime) in listed.items():
             record = _RECORD.fullmatch(name)
@@ -242,6 +265,9 @@ async def collect(repo: Repository, *, grace: float, dry_run: bool) -> GCReport:
                 continue
             doomed[repo.path(folder, name)] = size
             versions.add(version)
+
+    if repo.sharded:
+        doomed.update(await _unnamed_shards(repo, sealed, record_cutoff))
 
     # Folders of deleted incarnations: a deletion removes repo.json first, then the folder.
     # Only folders named like an incarnation, and in them only hubzarr's objects: anything

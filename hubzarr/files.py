@@ -128,6 +128,14 @@ class RepoFiles:
         """``manifests/<version>.json``."""
         return self.path("manifests", f"{version}.json")
 
+    def index_path(self, version: str) -> str:
+        """``index/<version>.json``: a sealed version's index root (layout 3)."""
+        return self.path("index", f"{version}.json")
+
+    def shard_path(self, name: str) -> str:
+        """``shards/<name>.json``: an index shard (layout 3), named by its content's hash."""
+        return self.path("shards", f"{name}.json")
+
     def ref_path(self, kind: RefKind, ref: str) -> str:
         """``refs/branches/<ref>.json`` or ``refs/tags/<ref>.json``."""
         return self.path("refs", "branches" if kind == "branch" else "tags", f"{ref}.json")

@@ -144,7 +144,9 @@ class HubGroup(StoredNode):
     async def _children(self, path: str) -> dict[str, Kind]:
         base = f"{path}/" if path else ""
         found: dict[str, Kind] = {}
-        async for key in self._store.list_prefix(base):
+        # Members are known by their metadata keys, which a version's index root holds: no
+        # walk of the chunks under the group.
+        for key in await self._store.session.metadata_keys(base):
             name, _, leaf = key[len(base) :].partition("/")
             if leaf == ".zarray":
                 found[name] = "array"

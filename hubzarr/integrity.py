@@ -99,15 +99,15 @@ async def verify_store(
     """
     session = store.session
     version = (await session.resolved()).version
-    keys = sorted(await session.keys())
+    total, batches = await session.key_batches()
     problems: list[Problem] = []
-    sizes: dict[str, int] = {}
+    nbytes = 0
     layouts: dict[str, Layout] = {}
     done = 0
     limit = asyncio.Semaphore(_CONCURRENCY)
 
     async def read(key: str) -> memoryview | None:
-        nonlocal done
+        nonlocal done, nbytes
         async with limit:
             try:
                 payload = await session.read(key)
@@ -115,7 +115,7 @@ async def verify_store(
                 problems.append(Problem(key, str(exc)))
                 payload = None
             if payload is not None:
-                sizes[key] = payload.nbytes
+                nbytes += payload.nbytes
                 layout = _array_of(key, layouts)
                 if layout is not None:
                     why = await asyncio.to_thread(layout.problem, payload)
@@ -123,11 +123,11 @@ async def verify_store(
                         problems.append(Problem(key, f"{_where(store, version, key)} {why}"))
             done += 1
             if progress is not None:
-                progress(done, len(keys))
+                progress(done, total)
             return payload
 
     # Metadata first: an array's says how the chunks under it decode.
-    metadata = [k for k in keys if is_metadata(k)]
+    metadata = sorted(k for k in await session.metadata_keys() if is_metadata(k))
     for key, raw in zip(metadata, await asyncio.gather(*(read(k) for k in metadata)), strict=True):
         if raw is None:
             continue
@@ -140,13 +140,14 @@ async def verify_store(
             continue
         if layout is not None:
             layouts[layout.path] = layout
-    rest = set(keys) - set(metadata)
-    await asyncio.gather(*(read(k) for k in sorted(rest)))
+    # Then the chunks, a shard of the index at a time: memory stays bounded at any size.
+    async for batch in batches:
+        await asyncio.gather(*(read(k) for k in batch if not is_metadata(k)))
     return VerifyReport(
         name=str(store.name),
         version=version,
-        objects=len(keys),
-        bytes=sum(sizes.values()),
+        objects=done,
+        bytes=nbytes,
         problems=tuple(sorted(problems, key=lambda p: p.key)),
     )
 

@@ -56,16 +56,18 @@ __all__ = [
     "check_message",
     "decode_record",
     "encode_record",
+    "keys_are_keys",
     "new_version_id",
     "parse_ref",
     "split_generation",
 ]
 
 #: The repository layout this code writes (and the newest it reads): the storage format's
-#: version (``docs/format.md``). Layout 2 binds every data object to its key, version and
-#: generation (:mod:`hubzarr.frame`) and every record to its path; layout 1 did neither, and is
-#: still read (and written to, in repositories created with it).
-LAYOUT = 2
+#: version (``docs/format.md``). Layout 3 gives every sealed version an index root and shards
+#: (:mod:`hubzarr.index`) instead of checkpoints; layout 2 binds every data object to its key,
+#: version and generation (:mod:`hubzarr.frame`) and every record to its path; layout 1 did
+#: neither. Older layouts are still read (and written to, in repositories created with them).
+LAYOUT = 3
 #: A sealed version whose chain is this long gets a checkpoint instead of a manifest.
 CHECKPOINT_EVERY = 50
 
@@ -83,7 +85,7 @@ _LOCATION = re.compile(r"([0-9a-f]{20})(?:~([1-9][0-9]*))?", re.ASCII)
 #: last instant :class:`datetime.datetime` can show (a version id's milliseconds go further).
 _MAX_TIME = 253402300799.0
 #: The bytes a key may hold: all but control characters and the backslash (newlines, which
-#: separate keys in :func:`_keys_are_keys`, are counted apart).
+#: separate keys in :func:`keys_are_keys`, are counted apart).
 _KEY_BYTES = bytes(b for b in range(256) if b == 10 or not (b < 32 or b in (92, 127)))
 #: A generation suffix at the end of a key: such a key would alias another key's object.
 _GENERATION_END = re.compile(rb"~[1-9][0-9]*\n")
@@ -190,7 +192,7 @@ def _ref_name(value: Any, what: str, where: str) -> str:
     return str(value)
 
 
-def _keys_are_keys(joined: str, count: int) -> bool:
+def keys_are_keys(joined: str, count: int) -> bool:
     """Whether ``joined``, ``count`` keys separated by newlines, holds only keys a store could
     have written: no empty, ``.`` or ``..`` segment, control character, backslash or generation
     suffix. A few scans of one string at C speed: a checkpoint may name millions of keys."""
@@ -213,8 +215,8 @@ def _keys(value: Any, what: str, where: str) -> tuple[str, ...]:
         joined = "\n".join(value)
     except TypeError:
         raise _damaged(where, f"has {what} that are not all strings") from None
-    if value and not _keys_are_keys(joined, len(value)):
-        key = next(k for k in value if not _keys_are_keys(k, 1))
+    if value and not keys_are_keys(joined, len(value)):
+        key = next(k for k in value if not keys_are_keys(k, 1))
         raise _damaged(where, f"names the key {_short(key)} among its {what}, which is not a key")
     return tuple(value)
 
@@ -564,9 +566,14 @@ class VersionRecord:
         """Whether this version's manifest, once sealed, is a :class:`Checkpoint`."""
         return len(self.chain) >= CHECKPOINT_EVERY
 
-    def child(self) -> VersionRecord:
-        """Return the record of a new open version starting from this one."""
-        chain = (self.id,) if self.is_checkpoint else (self.id, *self.chain)
+    def child(self, *, chained: bool = True) -> VersionRecord:
+        """Return the record of a new open version starting from this one.
+
+        ``chained=False`` (layout 3, where a sealed version's index root holds its whole
+        state) gives a chain of the parent alone.
+        """
+        chained = chained and not self.is_checkpoint
+        chain = (self.id, *self.chain) if chained else (self.id,)
         return VersionRecord(new_version_id(), self.id, chain, time.time())
 
     def to_dict(self) -> dict[str, Any]:

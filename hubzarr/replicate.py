@@ -167,10 +167,10 @@ class _Plan:
 
 async def _read_source(repo: Repository) -> _Source:
     await repo.open()
-    if repo.layout < LAYOUT:
+    if repo.layout < 2:
         raise InvalidArgumentError(
-            f"{repo.name} was written with storage layout {repo.layout}; copies carry layout "
-            f"{LAYOUT} repositories: export it (hub cp NAME out.zarr) and import that instead"
+            f"{repo.name} was written with storage layout {repo.layout}; copies carry layout 2 "
+            f"and newer repositories: export it (hub cp NAME out.zarr) and import that instead"
         )
     # Each ref file read once, all at once: the tags' whole records, the branches' heads.
     branch_names, tag_names = await asyncio.gather(
@@ -263,6 +263,8 @@ class _Copier:
         self.copied = Copied()
         self.total = (0, 0)
         self.done = (0, 0)
+        #: Index shards the destination holds (layout 3), listed once, then kept up to date.
+        self._shards_there: set[str] | None = None
 
     # -- objects ---------------------------------------------------------------------------
 
@@ -404,11 +406,40 @@ class _Copier:
                 # A record exists before anything names it, even a head the copy does not carry.
                 await self.copy_record("versions", successor, required=False)
             await self.dst.files.create_or_match(self.dst.files.seal_path(version), seal)
+        await self.copy_index(version)
         manifest = await self.src.read_manifest(version)
         await self.dst.files.create_or_match(
             self.dst.files.manifest_path(version), manifest.to_dict()
         )
         self.copied.versions += 1
+
+    async def copy_index(self, version: str) -> None:
+        """Copy a sealed version's index root (layout 3) and the shards it names that the
+        destination lacks (shards are shared by content: most are there already), shards
+        first. A version without a root gets one derived at the destination when read."""
+        if not self.src.sharded:
+            return
+        root = await self.src.index_root(version)
+        if root is None:
+            return
+        if self._shards_there is None:
+            listed = await self.dst.storage.list(self.dst.files.path("shards"))
+            self._shards_there = {name.removesuffix(".json") for name in listed}
+        there = self._shards_there
+        missing = sorted({root.name(i) for i in range(root.shards)} - there)
+        limit = asyncio.Semaphore(CONCURRENCY)
+
+        async def copy(name: str) -> None:
+            async with limit:
+                path = self.src.files.shard_path(name)
+                data = await _raw_record(self.src, path)
+                if data is None:
+                    raise FormatError(f"{self.src.files.where(path)} is missing")
+                await self.dst.files.create_or_match(self.dst.files.shard_path(name), data)
+                there.add(name)
+
+        await asyncio.gather(*map(copy, missing))
+        await self.copy_record("index", version, required=False)
 
     # -- planning --------------------------------------------------------------------------
 
@@ -536,7 +567,7 @@ class _Copier:
             if await self.dst.read_version(move.base) is None:  # else an interrupted copy's
                 await self.dst.files.create_record(path, base.to_dict())
         record = (
-            base.child()
+            base.child(chained=not self.dst.sharded)
             if base is not None
             else VersionRecord(new_version_id(), None, (), time.time())
         )
@@ -677,7 +708,7 @@ async def replicate(src: Repository, dst: Repository, progress: Progress | None 
     else:
         published = RepositoryRecord(
             id=await _draft(dst, info.root_version),
-            layout=LAYOUT,
+            layout=info.layout,  # the records copied carry their layout's rules
             default_branch=info.default_branch,
             root_version=info.root_version,
             created=info.created,
@@ -769,7 +800,7 @@ async def shallow_copy(
         source = _Source(src, {}, {}, {}, {})
         copier = _Copier(source, dst, progress, existing=False)
         await copier.copy_objects(copies)
-        head = record.child()
+        head = record.child(chained=not dst.sharded)
         await dst.files.create_record(dst.files.version_path(head.id), head.to_dict())
         contents = await dst.manifests.contents(first)
         seal = SealRecord(

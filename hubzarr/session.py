@@ -43,7 +43,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Callable,
+    Coroutine,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
@@ -64,7 +72,8 @@ from hubzarr.errors import (
     ReadOnlyError,
     StorageError,
 )
-from hubzarr.manifests import HeadContents, Index
+from hubzarr.index import VersionIndex, is_metadata
+from hubzarr.manifests import HeadContents
 from hubzarr.names import Name
 from hubzarr.records import Location, split_generation
 from hubzarr.retry import compare_and_swap
@@ -146,7 +155,7 @@ class _State:
     repo: Repository
     resolved: Resolved
     #: The version's index (a sealed version's whole state; a head's starting state).
-    index: Index
+    index: VersionIndex
     #: The newest generation of each key this session has seen in its open head.
     generations: dict[str, int] = field(default_factory=dict)
     #: At a sealed version, objects read while it was opened, where keys expected to be read
@@ -193,13 +202,13 @@ class HeadSnapshot:
         The head then.
     contents : HeadContents
         The newest generation of each key the head held then.
-    index : dict
+    index : VersionIndex
         The head's starting index (what it inherited).
     """
 
     version: str
     contents: HeadContents
-    index: Index
+    index: VersionIndex
 
 
 @dataclass(frozen=True, slots=True)
@@ -482,7 +491,7 @@ class Session:
         )
         if len(path) == 1:
             return state
-        index = await state.repo.advance_index(dict(state.index), path)
+        index = await state.repo.advance_index(state.index, path)
         resolved = Resolved(state.resolved.kind, state.resolved.ref, path[-1], sealed=False)
         self._state = _State(state.repo, resolved, index)
         return self._state
@@ -594,7 +603,7 @@ class Session:
         self, state: _State, key: str, listed: Mapping[str, int] | None = None
     ) -> memoryview | None:
         check_key(key)
-        owner = state.index.get(key)
+        owner = await state.index.get(key)
         if state.resolved.sealed:
             if owner is None:
                 return None
@@ -835,7 +844,7 @@ class Session:
                         "is empty; restore it from a copy or rewrite that region"
                     )
                 generation = state.generations[key] = newest
-        owner = state.index.get(key)
+        owner = await state.index.get(key)
         if owner is None:
             return None
         path = files.object_path(owner, key)
@@ -854,7 +863,7 @@ class Session:
         state = await self._open()
         if state.resolved.sealed:
             check_key(key)
-            return key in state.index
+            return await state.index.get(key) is not None
         return await self.size(key) is not None
 
     async def read_object(self, key: str) -> bytes | None:
@@ -894,16 +903,58 @@ class Session:
             return np.full(layout.chunks, layout.fill_value, dtype=layout.dtype)
         return layout.decode(payload, coords, np.empty(layout.chunk_nbytes, dtype=np.uint8))
 
-    async def _keys(self, state: _State) -> set[str]:
+    async def _keys(self, state: _State, prefix: str = "", *, metadata: bool = False) -> set[str]:
+        if metadata:
+            keys = await state.index.metadata(prefix)
+        else:
+            keys = await state.index.keys(prefix)
         if state.resolved.sealed:
-            return set(state.index)
+            return keys
         contents = await state.repo.manifests.contents(state.version)
-        return (set(state.index) - set(contents.deleted)) | set(contents.written)
 
-    async def keys(self) -> set[str]:
-        """Return every key with a value at this version (a listing of the head at a branch;
-        the index, in memory, at a sealed version)."""
-        return await self._keys(await self._open())
+        def wanted(key: str) -> bool:
+            return key.startswith(prefix) and (not metadata or is_metadata(key))
+
+        return (keys - set(contents.deleted)) | {k for k in contents.written if wanted(k)}
+
+    async def keys(self, prefix: str = "") -> set[str]:
+        """Return every key with a value at this version (starting with ``prefix``): the
+        index's keys, read a shard at a time, and at a branch a listing of the head."""
+        return await self._keys(await self._open(), prefix)
+
+    async def key_batches(self) -> tuple[int, AsyncIterator[list[str]]]:
+        """Return how many keys have a value at this version, and an iterator over them in
+        batches (a shard of the index each, then the head's own new keys at a branch): what
+        walks every key in bounded memory (:func:`hubzarr.integrity.verify_store`)."""
+        state = await self._open()
+        index = state.index
+        deleted: set[str] = set()
+        added: list[str] = []
+        total = index.count
+        if not state.resolved.sealed:
+            contents = await state.repo.manifests.contents(state.version)
+            changed = [*contents.deleted, *contents.written]
+            held = await asyncio.gather(*(index.get(k) for k in changed))
+            present = {k for k, location in zip(changed, held, strict=True) if location}
+            deleted = set(contents.deleted)
+            added = sorted(k for k in contents.written if k not in present)
+            total += len(added) - len(deleted & present)
+
+        async def batches() -> AsyncIterator[list[str]]:
+            async for items in index.walk():
+                keys = [k for k, _ in items if k not in deleted]
+                if keys:
+                    yield keys
+            if added:
+                yield added
+
+        return total, batches()
+
+    async def metadata_keys(self, prefix: str = "") -> set[str]:
+        """Return every metadata key (``.zarray``, ``.zattrs``, ``.zgroup``) with a value at
+        this version, starting with ``prefix``: at a sealed version, from the index root alone,
+        whatever the number of chunks."""
+        return await self._keys(await self._open(), prefix, metadata=True)
 
     async def entries(self) -> dict[str, ObjectEntry]:
         """Return, for every key with a value at this version, the object it resolves to:
@@ -914,7 +965,7 @@ class Session:
         """
         state = await self._open()
         files = state.repo.files
-        resolved: dict[str, Location] = dict(state.index)
+        resolved: dict[str, Location] = await state.index.mapping()
         if not state.resolved.sealed:
             contents = await state.repo.manifests.contents(state.version)
             for key in contents.deleted:
@@ -1109,7 +1160,7 @@ class Session:
             in_head = stored is not None and stored[0].version == state.version
             if in_head and stored is not None and stored[2] == len(frame.TOMBSTONE):
                 return None  # deleted in this head already
-            if not in_head and key not in state.index:
+            if not in_head and await state.index.get(key) is None:
                 return None  # no value anywhere
         return await self._put(state, key, None, expected)
 
@@ -1152,7 +1203,7 @@ class Session:
         self._keep_superseded = True
         state = await self._checked_state()
         contents = await state.repo.manifests.contents(state.version)
-        return HeadSnapshot(state.version, contents, dict(state.index))
+        return HeadSnapshot(state.version, contents, state.index)
 
     def release(self) -> None:
         """Stop keeping superseded generations for a :meth:`snapshot` no longer needed."""
@@ -1184,29 +1235,35 @@ class Session:
         now_contents = await state.repo.manifests.contents(state.version)
         scope = tuple(prefixes)
         then_contents = snapshot.contents
+        # The indexes' keys in scope, read a shard at a time.
+        then_index: dict[str, Location] = {}
+        now_index: dict[str, Location] = {}
+        for prefix in scope:
+            then_index.update(await snapshot.index.mapping(prefix))
+            now_index.update(await state.index.mapping(prefix))
         candidates = {
             k
             for keys in (
                 then_contents.written,
                 then_contents.deleted,
-                snapshot.index,
+                then_index,
                 now_contents.written,
                 now_contents.deleted,
+                now_index,
             )
             for k in keys
             if k.startswith(scope)
         }
-        candidates |= {k for k in state.index if k.startswith(scope)}
 
         def then(key: str) -> Location | None:
             if key in then_contents.written:
                 return Location(snapshot.version, then_contents.written[key])
-            return None if key in then_contents.deleted else snapshot.index.get(key)
+            return None if key in then_contents.deleted else then_index.get(key)
 
         def now(key: str) -> Location | None:
             if key in now_contents.written:
                 return Location(state.version, now_contents.written[key])
-            return None if key in now_contents.deleted else state.index.get(key)
+            return None if key in now_contents.deleted else now_index.get(key)
 
         changed = sorted(k for k in candidates if then(k) != now(k))
         limit = asyncio.Semaphore(_CONCURRENCY)

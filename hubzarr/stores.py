@@ -89,7 +89,8 @@ class KeySetListing:
     """zarr's three listings (``list``, ``list_prefix``, ``list_dir``), derived from one set
     of keys that a store returns from ``_listed``. Put it before ``Store`` in the bases."""
 
-    async def _listed(self) -> builtins.set[str]:
+    async def _listed(self, prefix: str = "") -> builtins.set[str]:
+        """Every key starting with ``prefix`` (a superset is fine: callers filter)."""
         raise NotImplementedError
 
     async def list(self) -> AsyncIterator[str]:
@@ -99,7 +100,7 @@ class KeySetListing:
 
     async def list_prefix(self, prefix: str) -> AsyncIterator[str]:
         """Yield every key starting with ``prefix``."""
-        for key in sorted(await self._listed()):
+        for key in sorted(await self._listed(prefix)):
             if key.startswith(prefix):
                 yield key
 
@@ -108,7 +109,7 @@ class KeySetListing:
         base = prefix.rstrip("/")
         base = base + "/" if base else ""
         children = {
-            k[len(base) :].split("/", 1)[0] for k in await self._listed() if k.startswith(base)
+            k[len(base) :].split("/", 1)[0] for k in await self._listed(base) if k.startswith(base)
         }
         for child in sorted(children):
             yield child
@@ -411,9 +412,10 @@ class HubStore(KeySetListing, Store):
 
     # -- listing -------------------------------------------------------------------------
 
-    async def _listed(self) -> builtins.set[str]:
-        """The stored keys and, for each group, its virtual ``.zmetadata``."""
-        keys = await self.session.keys()
+    async def _listed(self, prefix: str = "") -> builtins.set[str]:
+        """The stored keys (starting with ``prefix``) and, for each group, its virtual
+        ``.zmetadata``."""
+        keys = await self.session.keys(prefix)
         groups = {k[: -len(".zgroup")] for k in keys if k.rpartition("/")[2] == ".zgroup"}
         return keys | {group + _ZMETADATA for group in groups}
 
@@ -426,10 +428,10 @@ class HubStore(KeySetListing, Store):
         cached = (resolved.version, group)
         if resolved.sealed and cached in self._zmetadata:
             return self._zmetadata[cached]
-        keys = await session.keys()
+        keys = await session.metadata_keys(group)
         document = None
         if group + ".zgroup" in keys:
-            names = sorted(k for k in keys if k.startswith(group) and is_metadata(k))
+            names = sorted(k for k in keys if is_metadata(k))
             limit = asyncio.Semaphore(_METADATA_CONCURRENCY)
 
             async def read(key: str) -> memoryview | None:

@@ -9,6 +9,8 @@ Layout of one repository under the hub root (``docs/format.md`` specifies every 
     <user>/<name>/<incarnation>/versions/<id>.json       parent and manifest chain, created once
     <user>/<name>/<incarnation>/seals/<id>.json          the fence: <id> takes no more writes
     <user>/<name>/<incarnation>/manifests/<id>.json      what <id> wrote and deleted, created once
+    <user>/<name>/<incarnation>/index/<id>.json          layout 3: the index root of sealed <id>
+    <user>/<name>/<incarnation>/shards/<hash>.json       layout 3: a shard of index roots
     <user>/<name>/<incarnation>/data/<id>/<zarr key>     objects written while <id> was open
 
 Every repository file but a branch ref is created once (put-if-absent) and never changed. A
@@ -19,7 +21,8 @@ incarnation folder that no debris of the old one can leak into.
 ``data/<head>/`` (:mod:`hubzarr.session`). Sealing a head (for a tag or a branch) creates its
 successor's record, then the seal record (the fence), then the manifest listing
 ``data/<head>/``, then moves the branch. No chunk is ever copied: the new head starts empty and
-reads fall through to its ancestors, through the index (:mod:`hubzarr.manifests`).
+reads fall through to its ancestors, through the index (:mod:`hubzarr.index`; layout 2:
+:mod:`hubzarr.manifests`).
 
 **Crashes.** Each step is idempotent and the seal record holds all a finisher needs, so a
 sealer that dies halfway is finished by the next actor that opens the branch or the version.
@@ -47,6 +50,7 @@ from hubzarr.errors import (
     ReadOnlyError,
 )
 from hubzarr.files import RepoFiles
+from hubzarr.index import DictIndex, IndexRoot, Shard, ShardedIndex, VersionIndex, derive_root
 from hubzarr.manifests import Index, Manifests, apply, build, merge
 from hubzarr.names import Name, check_ref
 from hubzarr.records import (
@@ -154,6 +158,8 @@ class Repository:
         self._draft = False
         #: Version records read (by path): written once, never changed.
         self._records: dict[str, VersionRecord] = {}
+        #: Index roots read or derived (layout 3), by version: written once, never changed.
+        self._roots: dict[str, IndexRoot] = {}
 
     @property
     def storage(self) -> Storage:
@@ -573,44 +579,156 @@ class Repository:
         return manifest
 
     async def load_index(self, chain: tuple[str, ...]) -> Index:
-        """Merge the manifests of ``chain`` (newest first) into the index they lead to."""
+        """Merge the manifests of ``chain`` (newest first) into the index they lead to (layout
+        2: a version's starting state)."""
         return merge(reversed(await self._manifests(chain)))
 
     async def _manifests(self, versions: tuple[str, ...]) -> list[Manifest | Checkpoint]:
         return list(await asyncio.gather(*(self.read_manifest(v) for v in versions)))
 
-    async def advance_index(self, index: Index, path: list[str]) -> Index:
+    @property
+    def sharded(self) -> bool:
+        """Whether sealed versions have index roots and shards (layout 3 and newer)."""
+        return self.layout >= 3
+
+    async def advance_index(self, index: VersionIndex, path: list[str]) -> VersionIndex:
         """Return the starting index of ``path[-1]``, given ``index``, that of ``path[0]``.
 
         ``path`` is a head and the heads that took over from it (:meth:`successors`). A
         successor that continues its sealed predecessor starts from the predecessor's sealed
-        state: its manifest is applied to ``index``, without reloading the whole chain. A
-        successor that a copy moved elsewhere (its parent is another version,
-        :mod:`hubzarr.replicate`) starts from its own chain.
+        state: its manifest is applied to ``index``, without reloading the whole chain (layout
+        2), or the predecessor's index root is read (layout 3). A successor that a copy moved
+        elsewhere (its parent is another version, :mod:`hubzarr.replicate`) starts from its
+        own parent's state.
         """
+        if self.sharded:
+            return await self.version_index(path[-1], sealed=False)
+        assert isinstance(index, DictIndex)
+        state = dict(index.index)
         records = await asyncio.gather(*(self._require_version(v) for v in path[1:]))
         for sealed, record in zip(path[:-1], records, strict=True):
             if record.parent == sealed:
-                apply(index, await self.read_manifest(sealed))
+                apply(state, await self.read_manifest(sealed))
             else:
-                index = await self.load_index(record.chain)
-        return index
+                state = await self.load_index(record.chain)
+        return DictIndex(state)
 
-    async def version_index(self, version: str, *, sealed: bool) -> Index:
+    async def version_index(self, version: str, *, sealed: bool) -> VersionIndex:
         """Return the index a reader of ``version`` resolves keys with.
 
         For a sealed version, the whole state; for an open head, its starting state (the head's
         own objects are looked up under its prefix first).
         """
+        if self.sharded:
+            if sealed:
+                return await self.sealed_index(version)
+            parent = (await self._require_version(version)).parent
+            return DictIndex({}) if parent is None else await self.sealed_index(parent)
         if not sealed:
-            return await self.load_index((await self._require_version(version)).chain)
+            return DictIndex(await self.load_index((await self._require_version(version)).chain))
         # The version's own manifest is read with its record: one round trip less.
         record, own = await asyncio.gather(
             self._require_version(version), self.read_manifest(version)
         )
         if isinstance(own, Checkpoint):
-            return merge([own])
-        return merge([*reversed(await self._manifests(record.chain)), own])
+            return DictIndex(merge([own]))
+        return DictIndex(merge([*reversed(await self._manifests(record.chain)), own]))
+
+    # -- the sharded index (layout 3) ---------------------------------------------------
+
+    async def sealed_index(self, version: str) -> VersionIndex:
+        """The index of the sealed ``version`` (layout 3): its root, read (or derived from its
+        ancestors' and its manifest where no root was written yet); shards are read on use.
+
+        Raises
+        ------
+        FormatError
+            If the version is not sealed, or its root, a shard or a manifest is damaged.
+        """
+        root = await self.index_root(version)
+        if root is None:
+            return await self._derive(version)
+        return ShardedIndex(root, self)
+
+    async def index_root(self, version: str) -> IndexRoot | None:
+        """The index root of ``version`` (layout 3) as stored; ``None`` if none was written."""
+        known = self._roots.get(version)
+        if known is not None:
+            return known
+
+        def parse(data: dict[str, Any], where: str) -> IndexRoot:
+            return IndexRoot.parse(data, where, version)
+
+        root = await self.files.read_record(self.files.index_path(version), parse)
+        if root is not None:
+            if len(self._roots) >= _RECORDS_KEPT:
+                self._roots.clear()
+            self._roots[version] = root
+        return root
+
+    async def read_shard(self, name: str) -> Shard:
+        """Read and check the index shard ``name`` (:class:`~hubzarr.index.ShardedIndex` calls
+        this on a shard's first use in the process).
+
+        Raises
+        ------
+        FormatError
+            If the shard is missing or damaged.
+        """
+        path = self.files.shard_path(name)
+        shard = await self.files.read_record(path, Shard.parse)
+        if shard is None:
+            await self.check_live()
+            raise FormatError(
+                f"{self.files.where(path)}, a shard of the index of {self.name}, is missing; "
+                f"{_ADVICE}"
+            )
+        return shard
+
+    async def _derive(self, version: str) -> VersionIndex:
+        """The index of a sealed version that has no root yet: from the nearest ancestor that
+        has one (or the first version), each version's root in turn is derived from its
+        parent's and its own manifest, and written (on a read-only root, the state is built in
+        memory instead)."""
+        path = [version]
+        base: VersionIndex | None = None
+        while True:
+            parent = (await self._require_version(path[-1])).parent
+            if parent is None:
+                break
+            root = await self.index_root(parent)
+            if root is not None:
+                base = ShardedIndex(root, self)
+                break
+            if parent in path:
+                raise FormatError(
+                    f"the versions of {self.name} form a cycle: {parent} is its own ancestor; "
+                    f"{_ADVICE}"
+                )
+            path.append(parent)
+        if self.storage.read_only:
+            state = {} if base is None else await base.mapping()
+            for v in reversed(path):
+                apply(state, await self.read_manifest(v))
+            return DictIndex(state)
+
+        async def write_shard(name: str, record: dict[str, Any]) -> None:
+            with contextlib.suppress(AlreadyExistsError):  # the same content, by its name
+                await self.files.create_record(self.files.shard_path(name), record)
+
+        for v in reversed(path):
+            manifest = await self.read_manifest(v)
+            assert isinstance(manifest, Manifest), "layout 3 writes no checkpoints"
+            changes: dict[str, Any] = dict(manifest.locations())
+            changes.update(dict.fromkeys(manifest.deleted))
+            root = await derive_root(v, base, changes, write_shard)
+            # Every finisher derives the same root; the first one written is kept.
+            with contextlib.suppress(AlreadyExistsError):
+                await self.files.create_record(self.files.index_path(v), root.to_dict())
+            self._roots[v] = root
+            base = ShardedIndex(root, self)
+        assert base is not None
+        return base
 
     # -- the seal protocol ---------------------------------------------------------------
 
@@ -628,6 +746,8 @@ class Repository:
                 await self.files.create_record(
                     self.files.manifest_path(version), manifest.to_dict()
                 )
+        if self.sharded and not self.storage.read_only:
+            await self.sealed_index(version)  # its root, derived once
         if seal.successor is not None:
             await self.refs.move_branch(seal.branch, version, seal.successor)
 
@@ -647,7 +767,7 @@ class Repository:
         check_message(message)
         head = await self.branch_head(branch)
         record = await self._require_version(head)
-        successor = record.child()
+        successor = record.child(chained=not self.sharded)
         await self.files.create_record(self.files.version_path(successor.id), successor.to_dict())
         seal = SealRecord(
             version=head,
@@ -787,7 +907,7 @@ class Repository:
         await self.open()
         await self.refs.check_free(new_branch, "branch")
         base = await self._require_version(await self._sealed_version(ref, "branch from"))
-        head = base.child()
+        head = base.child(chained=not self.sharded)
         await self.files.create_record(self.files.version_path(head.id), head.to_dict())
         await self.refs.publish(new_branch, BranchRef(head.id, nonce=secrets.token_hex(8)))
         return head.id

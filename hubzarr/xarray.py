@@ -341,10 +341,10 @@ class _Rehearsal(KeySetListing, Store):
         self._chunks.discard(key)
         self._deleted.add(key)
 
-    async def _listed(self) -> builtins.set[str]:
+    async def _listed(self, prefix: str = "") -> builtins.set[str]:
         base: builtins.set[str] = set()
         if self._base is not None:
-            base = {key async for key in self._base.list()}
+            base = {key async for key in self._base.list_prefix(prefix)}
         return (base - self._deleted) | set(self._metadata) | self._chunks
 
 

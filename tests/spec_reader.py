@@ -7,6 +7,7 @@ specification is enough to implement the format.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -18,7 +19,7 @@ import fsspec
 import numcodecs
 import numpy as np
 
-KNOWN_LAYOUT = 2
+KNOWN_LAYOUT = 3
 VERSION = re.compile(r"[0-9a-f]{20}")
 GENERATION = re.compile(r"(.+)~([1-9][0-9]*)")
 TOMBSTONE = b"HZ1T"
@@ -136,10 +137,58 @@ class Repository:
         for key in manifest["deleted"]:
             index.pop(key, None)
 
+    @staticmethod
+    def keys_of(data: dict[str, Any]) -> dict[str, tuple[str, int]]:
+        """The keys a shard (or a root's ``meta`` or ``inline`` member) holds, run by run."""
+        keys = data["keys"].split("\n") if data["keys"] else []
+        runs = data["runs"]
+        out: dict[str, tuple[str, int]] = {}
+        for n in range(0, len(runs), 2):
+            end = runs[n + 2] if n + 2 < len(runs) else len(keys)
+            owner, _, generation = data["locations"][runs[n + 1]].partition("~")
+            out.update(dict.fromkeys(keys[runs[n] : end], (owner, int(generation or 0))))
+        if keys != sorted(set(keys)) or len(out) != len(keys):
+            raise DamagedError("a shard's keys are not sorted, distinct and all in runs")
+        return out
+
+    def shard(self, name: str) -> dict[str, tuple[str, int]]:
+        data = self.inner(f"shards/{name}.json")
+        if data is None:
+            raise DamagedError(f"shard {name} is missing")
+        if hashlib.blake2b(canonical(data), digest_size=16).hexdigest() != name:
+            raise DamagedError(f"shard {name} is not named by its content")
+        return self.keys_of(data)
+
+    def sealed_index(self, version: str) -> dict[str, tuple[str, int]]:
+        """Layout 3: the index root if there is one, else the parent's index and the manifest."""
+        root = self.inner(f"index/{version}.json")
+        if root is None:
+            record = self.inner(f"versions/{version}.json")
+            if record is None:
+                raise DamagedError(f"no record of {version}")
+            parent = record["parent"]
+            index = {} if parent is None else self.sealed_index(parent)
+            self.apply(index, version)
+            return index
+        index = self.keys_of(root["meta"])
+        if "inline" in root:
+            index.update(self.keys_of(root["inline"]))
+        else:
+            names = root["shards"]
+            for i in range(len(names) // 32):
+                index.update(self.shard(names[32 * i : 32 * (i + 1)]))
+        if len(index) != root["count"]:
+            raise DamagedError(f"the index root of {version} miscounts its keys")
+        return index
+
     def index(self, version: str, *, sealed: bool) -> dict[str, tuple[str, int]]:
         record = self.inner(f"versions/{version}.json")
         if record is None:
             raise DamagedError(f"no record of {version}")
+        if self.layout is not None and self.layout >= 3:
+            if sealed:
+                return self.sealed_index(version)
+            return {} if record["parent"] is None else self.sealed_index(record["parent"])
         index: dict[str, tuple[str, int]] = {}
         for ancestor in reversed(record["chain"]):
             self.apply(index, ancestor)

@@ -189,14 +189,15 @@ def test_records_are_bound_to_their_place_and_content(local_root: str) -> None:
         hub.load(f"{NAME}:v1")
     (tags / "v1.json").write_bytes(one)
     (tags / "v2.json").write_bytes(two)
-    # A manifest whose key was renamed (a bit flip in "0.0"): the chunk would read as fill.
-    [manifest] = list(Path(local_root).rglob(f"manifests/{v1}.json"))
-    manifest.write_bytes(manifest.read_bytes().replace(b'"0.0"', b'"0.1"', 1))
-    with pytest.raises(hubzarr.FormatError, match=r"manifests.*checksum"):
+    # An index root whose key was renamed (a bit flip in "0.0"): the chunk would read as fill.
+    [root] = list(Path(local_root).rglob(f"index/{v1}.json"))
+    assert b'"0.0\\n' in root.read_bytes()
+    root.write_bytes(root.read_bytes().replace(b'"0.0\\n', b'"0.1\\n', 1))
+    with pytest.raises(hubzarr.FormatError, match=r"index.*checksum"):
         hub.load(f"{NAME}:v1")[0]
     # Without its checksum, in a repository of this layout: refused, not trusted.
-    doc = json.loads(manifest.read_bytes())
+    doc = json.loads(root.read_bytes())
     doc.pop("crc32c")
-    manifest.write_bytes(json.dumps(doc).encode())
+    root.write_bytes(json.dumps(doc).encode())
     with pytest.raises(hubzarr.FormatError, match="crc32c"):
         hub.load(f"{NAME}:v1")[0]

@@ -23,6 +23,7 @@ from envelopes import record
 from zarr.core.buffer import default_buffer_prototype
 
 import hubzarr
+import hubzarr.versions
 from hubzarr import records
 from hubzarr.errors import CorruptChunkError, FormatError, InvalidArgumentError
 from hubzarr.metadata import MAX_ATTRIBUTE_DEPTH, encode_attributes
@@ -58,6 +59,22 @@ def _history(local_root: str) -> tuple[hubzarr.Hub, dict[str, str]]:
     ids["d2"] = hub.tag(f"{NAME}:dev", "d2")
     ids["head"] = hub.load(NAME).version
     return hub, ids
+
+
+@pytest.fixture(params=[2, 3], ids=["layout 2", "layout 3"])
+def layout(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> int:
+    """Repositories made in each layout hubzarr writes: layout 2 builds a version's index
+    from its records and manifests at every open, layout 3 only where its root is missing."""
+    monkeypatch.setattr(hubzarr.versions, "LAYOUT", request.param)
+    return int(request.param)
+
+
+def _rootless(local_root: str, *versions: str) -> None:
+    """Remove the index roots of ``versions`` (layout 3), as a sealer killed after its
+    manifest would leave them: the next reader derives them from the records damaged here."""
+    for version in versions:
+        for path in Path(local_root, NAME).glob(f"*/index/{version}.json"):
+            path.unlink()
 
 
 def _record(local_root: str, relative: str) -> Path:
@@ -147,9 +164,10 @@ def test_a_cycle_of_parents_is_a_format_error_not_an_endless_log(local_root: str
 
 @pytest.mark.parametrize("lead", ["itself", "its child"])
 def test_a_version_that_is_its_own_ancestor_is_refused_when_read(
-    local_root: str, lead: str
+    local_root: str, lead: str, layout: int
 ) -> None:
     _, ids = _history(local_root)
+    _rootless(local_root, ids["v1"])
     parent = ids["v1"] if lead == "itself" else ids["v2"]
     # Parent only: the chain still says the version has none, which is damage too.
     changes: dict[str, Any] = {"parent": parent}
@@ -205,8 +223,9 @@ def test_a_seal_naming_its_own_version_as_successor_is_refused(local_root: str) 
         assert path.name in message, message
 
 
-def test_a_chain_longer_than_a_checkpoint_allows_is_refused(local_root: str) -> None:
+def test_a_chain_longer_than_a_checkpoint_allows_is_refused(local_root: str, layout: int) -> None:
     hub, ids = _history(local_root)
+    _rootless(local_root, ids["v2"])
     # A chain of the parent repeated: each entry loads a manifest, so this much work is done
     # for nothing (or, repeated a million times, for ever).
     chain = [ids["v1"]] * (records.CHECKPOINT_EVERY + 1)
@@ -225,9 +244,10 @@ RECORDS: dict[str, tuple[str, Callable[[hubzarr.Hub, dict[str, str]], Any]]] = {
     "branch": ("refs/branches/main.json", lambda hub, ids: hub.load(NAME)),
     "tag": ("refs/tags/v1.json", lambda hub, ids: hub.load(f"{NAME}:v1")),
     "claim": ("refs/names/v3.json", lambda hub, ids: hub.tag(NAME, "v3")),
-    "version": ("versions/{v1}.json", lambda hub, ids: hub.load(f"{NAME}:v1")),
+    "version": ("versions/{v1}.json", lambda hub, ids: hub.log(NAME)),
     "seal": ("seals/{v1}.json", lambda hub, ids: hub.log(NAME)),
-    "manifest": ("manifests/{v1}.json", lambda hub, ids: hub.load(f"{NAME}:v1")),
+    "manifest": ("manifests/{v1}.json", lambda hub, ids: hub.gc(NAME, dry_run=True)),
+    "index root": ("index/{v1}.json", lambda hub, ids: hub.load(f"{NAME}:v1")),
 }
 
 
@@ -302,9 +322,10 @@ VERSION_DAMAGE: dict[str, Callable[[dict[str, Any]], None]] = {
 
 @pytest.mark.parametrize("change", VERSION_DAMAGE.values(), ids=VERSION_DAMAGE.keys())
 def test_a_damaged_version_record_is_a_format_error_naming_it(
-    local_root: str, change: Callable[[dict[str, Any]], None]
+    local_root: str, change: Callable[[dict[str, Any]], None], layout: int
 ) -> None:
     hub, ids = _history(local_root)
+    _rootless(local_root, ids["v2"])
     path = _edit(local_root, f"versions/{ids['v2']}.json", change)
     for operation in (lambda: hub.load(f"{NAME}:v2"), lambda: hub.log(NAME)):
         with pytest.raises(FormatError) as info:
@@ -363,6 +384,7 @@ def test_a_damaged_claim_is_a_format_error_naming_it(
 def test_a_malformed_checkpoint_location_is_a_format_error(
     local_root: str, monkeypatch: pytest.MonkeyPatch, owner: str
 ) -> None:
+    monkeypatch.setattr(hubzarr.versions, "LAYOUT", 2)  # layout 3 has no checkpoints
     monkeypatch.setattr(records, "CHECKPOINT_EVERY", 2)
     hub = hubzarr.Hub(local_root)
     arr = hub.array((8, 4), name=NAME, dtype="float32", chunks=(2, 4))
@@ -388,17 +410,19 @@ def test_a_malformed_checkpoint_location_is_a_format_error(
     "key", ["../../../../x", "a//b", "./0.0", "0.0~3", "a\\b", "a\x00b", ""], ids=repr
 )
 def test_a_manifest_naming_a_key_no_store_could_write_is_a_format_error(
-    local_root: str, key: str
+    local_root: str, key: str, layout: int
 ) -> None:
     hub, ids = _history(local_root)
+    _rootless(local_root, ids["v1"])
     path = _edit(local_root, f"manifests/{ids['v1']}.json", lambda d: d["written"].append(key))
     with pytest.raises(FormatError) as info:
         hub.load(f"{NAME}:v1")
     assert path.name in str(info.value)
 
 
-def test_a_manifest_with_a_bad_generation_is_a_format_error(local_root: str) -> None:
+def test_a_manifest_with_a_bad_generation_is_a_format_error(local_root: str, layout: int) -> None:
     hub, ids = _history(local_root)
+    _rootless(local_root, ids["v1"])
     path = _edit(local_root, f"manifests/{ids['v1']}.json", _put(generations={"0.0": True}))
     with pytest.raises(FormatError, match=path.name):
         hub.load(f"{NAME}:v1")

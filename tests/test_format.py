@@ -15,6 +15,8 @@ import spec_reader
 from zarr.core.sync import sync
 
 import hubzarr
+import hubzarr.index
+import hubzarr.versions
 from hubzarr import records
 
 
@@ -85,13 +87,33 @@ def _reads_alike(hub: hubzarr.Hub, name: str, ref: str) -> dict[str, bytes]:
     return state
 
 
-def test_a_reader_written_from_the_spec_reads_what_hubzarr_reads(local_root: str) -> None:
+@pytest.fixture
+def small_shards(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Layout 3 indexes cut into shards of 4 keys, so that small histories have many."""
+    monkeypatch.setattr(hubzarr.index, "SHARD_KEYS", 4)
+    monkeypatch.setattr(hubzarr.index, "INLINE_KEYS", 2)
+    hubzarr.index.SHARDS.clear()
+
+
+@pytest.fixture(params=[2, 3])
+def layout(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, small_shards: None
+) -> int:
+    """New repositories in each layout hubzarr writes."""
+    monkeypatch.setattr(hubzarr.versions, "LAYOUT", request.param)
+    return int(request.param)
+
+
+def test_a_reader_written_from_the_spec_reads_what_hubzarr_reads(
+    local_root: str, layout: int
+) -> None:
     root = local_root
     hub = hubzarr.Hub(root)
     _history(hub)
     checked = 0
     for name in ("spec/arr", "spec/grp"):
         repo = spec_reader.Repository(root, name)
+        assert repo.layout == layout
         targets = _refs_and_versions(hub, name)
         assert len(targets) > (records.CHECKPOINT_EVERY if name == "spec/arr" else 3)
         for ref in targets:
@@ -99,8 +121,28 @@ def test_a_reader_written_from_the_spec_reads_what_hubzarr_reads(local_root: str
             checked += 1
         sealed = [t for t in targets if spec_reader.VERSION.fullmatch(t)]
         checkpoints = [v for v in sealed if repo.manifest(v)["checkpoint"]]
-        assert checkpoints if name == "spec/arr" else not checkpoints
+        if layout == 2:
+            assert checkpoints if name == "spec/arr" else not checkpoints
+            continue
+        # Layout 3: no checkpoint; a root for every sealed version, cut into shards.
+        assert not checkpoints
+        roots = [repo.inner(f"index/{v}.json") for v in sealed]
+        assert all(roots) and any("shards" in r for r in roots if r)
     assert checked > records.CHECKPOINT_EVERY
+
+
+def test_the_reader_derives_missing_roots(local_root: str, small_shards: None) -> None:
+    """A root is a stored copy of a state the manifests define: without it, both read the same."""
+    hub = hubzarr.Hub(local_root)
+    _history(hub)
+    reader = spec_reader.Repository(local_root, "spec/arr")
+    expected = {ref: reader.state(ref) for ref in ("t40", "t56", "side-1")}
+    for root in Path(local_root).glob("spec/arr/*/index/*.json"):
+        root.unlink()
+    hubzarr.index.SHARDS.clear()
+    for ref, state in expected.items():
+        assert spec_reader.Repository(local_root, "spec/arr").state(ref) == state
+        assert _reads_alike(hubzarr.Hub(local_root), "spec/arr", ref) == state
 
 
 def test_the_reader_reads_copies_as_hubzarr_does(local_root: str, tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 
 import hubzarr
+import hubzarr.versions
 from hubzarr.cli import app
 from hubzarr.errors import AlreadyExistsError, InvalidArgumentError, NotFoundError
 
@@ -207,11 +208,18 @@ def test_keys_that_look_like_generations_are_refused(hub: hubzarr.Hub) -> None:
         "bad-checkpoint",
     ],
 )
-def test_a_damaged_manifest_is_a_format_error_naming_it(local_root: str, manifest: bytes) -> None:
+@pytest.mark.parametrize("layout", [2, 3])
+def test_a_damaged_manifest_is_a_format_error_naming_it(
+    local_root: str, manifest: bytes, layout: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(hubzarr.versions, "LAYOUT", layout)
     hub = hubzarr.Hub(local_root)
     _make(hub)
     version = hub.tag(NAME, "v1")
     [path] = Path(local_root).rglob(f"manifests/{version}.json")
     path.write_bytes(manifest)
+    # Layout 3 reads a version's manifest where its index root is missing: derived again.
+    for root in Path(local_root).rglob(f"index/{version}.json"):
+        root.unlink()
     with pytest.raises(hubzarr.FormatError, match=f"manifests/{version}.json"):
         hub.load(f"{NAME}:v1")[:]

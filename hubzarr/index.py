@@ -1,0 +1,526 @@
+"""The sharded index of a sealed version (layout 3): open in constant time and memory.
+
+A version's *index* maps each key it holds to the object that holds its value (a
+:class:`~hubzarr.records.Location`). Under layout 2 a reader merged the manifests of a chain of
+versions into one dict, so opening a version cost time and memory linear in its chunks. Under
+layout 3 every sealed version has an index **root**, ``index/<version>.json``, and the keys,
+sorted by code point, are cut into **shards** of a few thousand keys, ``shards/<hash>.json``,
+each named by the BLAKE2b hash of its content (see ``docs/format.md``, section 9):
+
+- opening a version reads its root: the first key of each shard and the shard's name, packed
+  into two strings (a root of 10^8 keys is about 400 KB, parsed in milliseconds), or, for a
+  small version, the keys themselves (an *inline* root);
+- a lookup bisects the root for the shard, reads the shard once (shared by every handle in the
+  process, and cached on disk by the chunk cache, since a shard never changes) and bisects it;
+- a seal derives its root from its parent's root and its own manifest: it rewrites only the
+  shards holding keys it changed, and shares every other shard with the parent. The result
+  depends on nothing else, so every finisher of a seal writes the same bytes.
+
+Walking the index (:meth:`VersionIndex.walk`) reads it a shard at a time, in bounded memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import hashlib
+import json
+import operator
+import threading
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from hubzarr.errors import FormatError
+from hubzarr.records import Location, keys_are_keys
+
+__all__ = [
+    "INLINE_KEYS",
+    "SHARD_KEYS",
+    "DictIndex",
+    "IndexRoot",
+    "Shard",
+    "ShardedIndex",
+    "VersionIndex",
+    "derive_root",
+    "shard_name",
+]
+
+#: Keys per shard when shards are cut; a shard that grows past twice this is cut again.
+SHARD_KEYS = 8192
+#: A version holding at most this many keys keeps them in its root (no shard to read).
+INLINE_KEYS = 256
+#: Characters of a shard's name: the hex digest of BLAKE2b with a 16-byte digest.
+NAME_LENGTH = 32
+
+
+def _damaged(where: str, what: str) -> FormatError:
+    return FormatError(f"{where} {what}; the repository is damaged: restore it from a copy")
+
+
+@dataclass(frozen=True, slots=True)
+class Shard:
+    """Sorted keys and the object each resolves to, run-length coded: keys ``starts[i]`` up to
+    ``starts[i + 1]`` all lie at ``locations[runs[i]]`` (one run for keys one version wrote
+    together, whatever their number)."""
+
+    keys: list[str]
+    locations: list[Location]
+    starts: list[int]
+    runs: list[int]
+
+    @classmethod
+    def from_items(cls, items: Iterable[tuple[str, Location]]) -> Shard:
+        """A shard of ``items``, sorted by key, each key once."""
+        keys: list[str] = []
+        locations: list[Location] = []
+        numbers: dict[Location, int] = {}
+        starts: list[int] = []
+        runs: list[int] = []
+        previous: Location | None = None
+        for key, location in items:
+            if location != previous:
+                number = numbers.get(location)
+                if number is None:
+                    number = numbers[location] = len(locations)
+                    locations.append(location)
+                starts.append(len(keys))
+                runs.append(number)
+                previous = location
+            keys.append(key)
+        return cls(keys, locations, starts, runs)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def get(self, key: str) -> Location | None:
+        """The location of ``key``, ``None`` if the shard does not hold it."""
+        i = bisect.bisect_left(self.keys, key)
+        if i == len(self.keys) or self.keys[i] != key:
+            return None
+        return self.locations[self.runs[bisect.bisect_right(self.starts, i) - 1]]
+
+    def items(self, prefix: str = "") -> Iterator[tuple[str, Location]]:
+        """``(key, location)`` for each key (starting with ``prefix``), in key order."""
+        keys, starts = self.keys, self.starts
+        first = bisect.bisect_left(keys, prefix) if prefix else 0
+        run = bisect.bisect_right(starts, first) - 1 if keys else 0
+        for i in range(first, len(keys)):
+            key = keys[i]
+            if prefix and not key.startswith(prefix):
+                return
+            while run + 1 < len(starts) and starts[run + 1] <= i:
+                run += 1
+            yield key, self.locations[self.runs[run]]
+
+    @property
+    def weight(self) -> int:
+        """About the bytes the shard holds in memory."""
+        return 80 * len(self.keys) + 100 * len(self.locations) + 60 * len(self.starts)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The shard as stored (``keys`` joined by newlines, ``runs`` as start, location
+        pairs)."""
+        runs = [n for pair in zip(self.starts, self.runs, strict=True) for n in pair]
+        return {
+            "keys": "\n".join(self.keys),
+            "locations": [str(loc) for loc in self.locations],
+            "runs": runs,
+        }
+
+    @classmethod
+    def parse(cls, data: Mapping[str, Any], where: str) -> Shard:
+        """Parse and check a stored shard (or a root's inline keys).
+
+        Raises
+        ------
+        FormatError
+            If a member is missing or malformed, the keys are not sorted and distinct, or a run
+            names no location.
+        """
+        joined, names, runs = data.get("keys"), data.get("locations"), data.get("runs")
+        if not isinstance(joined, str) or not isinstance(names, list):
+            raise _damaged(where, "has keys or locations of the wrong type")
+        keys = joined.split("\n") if joined else []
+        if keys and not keys_are_keys(joined, len(keys)):
+            raise _damaged(where, "holds a key no store could have written")
+        if not all(map(operator.lt, keys, keys[1:])):
+            raise _damaged(where, "holds keys that are not sorted and distinct")
+        locations = [Location.parse(name, where) for name in names]
+        if (
+            not isinstance(runs, list)
+            or len(runs) % 2
+            or not all(isinstance(n, int) and not isinstance(n, bool) for n in runs)
+        ):
+            raise _damaged(where, "has runs that are not pairs of integers")
+        starts, numbers = runs[0::2], runs[1::2]
+        if keys and (not starts or starts[0] != 0):
+            raise _damaged(where, "has runs that do not begin at its first key")
+        if not all(map(operator.lt, starts, starts[1:])) or (
+            starts and starts[-1] >= max(len(keys), 1)
+        ):
+            raise _damaged(where, "has runs out of order or past its last key")
+        if any(not 0 <= n < len(locations) for n in numbers):
+            raise _damaged(where, "has a run that names no location")
+        return cls(keys, locations, starts, numbers)
+
+
+def shard_name(record: dict[str, Any]) -> str:
+    """The name of the shard ``record`` (its :meth:`Shard.to_dict`): the hex BLAKE2b-128
+    digest of its canonical JSON."""
+    canonical = json.dumps(record, separators=(",", ":"), sort_keys=True).encode()
+    return hashlib.blake2b(canonical, digest_size=NAME_LENGTH // 2).hexdigest()
+
+
+def is_metadata(key: str) -> bool:
+    """Whether ``key`` is a metadata document (its last segment starts with a dot: zarr's
+    ``.zarray``, ``.zattrs``, ``.zgroup``), which a root holds itself, so that opening an array
+    reads no shard; chunk keys never start with a dot."""
+    return key.rpartition("/")[2].startswith(".")
+
+
+@dataclass(frozen=True, slots=True)
+class IndexRoot:
+    """A sealed version's ``index/<version>.json``: its number of keys, its metadata keys
+    (``meta``), and either its other keys (``inline``) or its shards, each by the first key it
+    holds and its name."""
+
+    version: str
+    count: int
+    meta: Shard
+    inline: Shard | None
+    firsts: list[str]
+    names: str
+
+    @property
+    def shards(self) -> int:
+        return len(self.firsts)
+
+    @property
+    def data_count(self) -> int:
+        """Keys other than metadata."""
+        return self.count - len(self.meta)
+
+    def name(self, i: int) -> str:
+        """The name of shard ``i``."""
+        return self.names[i * NAME_LENGTH : (i + 1) * NAME_LENGTH]
+
+    def shard_of(self, key: str) -> int:
+        """The shard that holds ``key`` if any does (the last whose first key is at most it)."""
+        return max(bisect.bisect_right(self.firsts, key) - 1, 0)
+
+    def shards_under(self, prefix: str) -> range:
+        """The shards that may hold keys starting with ``prefix``."""
+        if not prefix:
+            return range(self.shards)
+        first = self.shard_of(prefix)
+        # Keys with the prefix sort before prefix + U+10FFFF.
+        last = self.shard_of(prefix + "\U0010ffff")
+        return range(first, last + 1)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The root as stored."""
+        out: dict[str, Any] = {
+            "version": self.version,
+            "count": self.count,
+            "meta": self.meta.to_dict(),
+        }
+        if self.inline is not None:
+            out["inline"] = self.inline.to_dict()
+        else:
+            out["firsts"] = "\n".join(self.firsts)
+            out["shards"] = self.names
+        return out
+
+    @classmethod
+    def parse(cls, data: Mapping[str, Any], where: str, version: str) -> IndexRoot:
+        """Parse and check a stored root.
+
+        Raises
+        ------
+        FormatError
+            If a member is missing or malformed, or the root names another version.
+        """
+        if data.get("version") != version:
+            raise _damaged(where, f"is not the index root of {version}")
+        count = data.get("count")
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            raise _damaged(where, "has a count that is not a non-negative integer")
+        meta = data.get("meta")
+        if not isinstance(meta, dict):
+            raise _damaged(where, "has metadata keys that are not an object")
+        held = Shard.parse(meta, where)
+        if not all(map(is_metadata, held.keys)) or len(held) > count:
+            raise _damaged(where, "has metadata keys that are not metadata, or too many")
+        if "inline" in data:
+            inline = data["inline"]
+            if not isinstance(inline, dict):
+                raise _damaged(where, "has inline keys that are not an object")
+            shard = Shard.parse(inline, where)
+            if any(map(is_metadata, shard.keys)) or len(shard) + len(held) != count:
+                raise _damaged(where, f"holds other keys than its count of {count}")
+            return cls(version, count, held, shard, [], "")
+        joined, names = data.get("firsts"), data.get("shards")
+        if not isinstance(joined, str) or not isinstance(names, str):
+            raise _damaged(where, "has shards that are not strings")
+        firsts = joined.split("\n") if joined else []
+        if len(names) != NAME_LENGTH * len(firsts) or names.strip("0123456789abcdef"):
+            raise _damaged(where, "has shard names that are not one hex digest per shard")
+        if firsts and not keys_are_keys(joined, len(firsts)):
+            raise _damaged(where, "has a shard boundary no store could have written")
+        if not all(map(operator.lt, firsts, firsts[1:])):
+            raise _damaged(where, "has shards out of order")
+        if count > len(held) and not firsts:
+            raise _damaged(where, f"counts {count} keys but has no shard")
+        return cls(version, count, held, None, firsts, names)
+
+
+class ShardReader(Protocol):
+    """Where a :class:`ShardedIndex` reads its shards from (a
+    :class:`~hubzarr.versions.Repository`)."""
+
+    async def read_shard(self, name: str) -> Shard: ...
+
+
+class _Shards:
+    """The shards in memory in this process, by name (a name is a hash of the content, so one
+    shard serves every repository and handle that names it), least recently used first out,
+    bounded in bytes."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._lock = threading.Lock()
+        self._held: OrderedDict[str, Shard] = OrderedDict()
+        self._bytes = 0
+
+    def get(self, name: str) -> Shard | None:
+        with self._lock:
+            shard = self._held.get(name)
+            if shard is not None:
+                self._held.move_to_end(name)
+            return shard
+
+    def put(self, name: str, shard: Shard) -> None:
+        with self._lock:
+            if name in self._held:
+                return
+            self._held[name] = shard
+            self._bytes += shard.weight
+            while self._bytes > self.limit and len(self._held) > 1:
+                _, old = self._held.popitem(last=False)
+                self._bytes -= old.weight
+
+    def clear(self) -> None:
+        with self._lock:
+            self._held.clear()
+            self._bytes = 0
+
+
+#: Every shard this process holds (64 MiB: about a hundred shards of 8192 keys).
+SHARDS = _Shards(64 << 20)
+
+
+class VersionIndex:
+    """The index a session resolves keys with: a sealed version's state, or the state an open
+    head started from."""
+
+    #: Keys it holds.
+    count: int
+
+    async def get(self, key: str) -> Location | None:
+        """The location of ``key``; ``None`` if it has no value."""
+        raise NotImplementedError
+
+    def walk(self, prefix: str = "") -> AsyncIterator[list[tuple[str, Location]]]:
+        """The ``(key, location)`` pairs (of keys starting with ``prefix``), a shard at a time
+        (each in key order)."""
+        raise NotImplementedError
+
+    async def mapping(self, prefix: str = "") -> dict[str, Location]:
+        """``{key: location}`` for every key starting with ``prefix`` (all of it in memory)."""
+        out: dict[str, Location] = {}
+        async for items in self.walk(prefix):
+            out.update(items)
+        return out
+
+    async def keys(self, prefix: str = "") -> set[str]:
+        """Every key (starting with ``prefix``)."""
+        return set(await self.mapping(prefix))
+
+    async def metadata(self, prefix: str = "") -> set[str]:
+        """Every metadata key (:func:`is_metadata`) starting with ``prefix``."""
+        return {k for k in await self.keys(prefix) if is_metadata(k)}
+
+
+class DictIndex(VersionIndex):
+    """An index held whole in memory: layout 2's merged manifests, or an empty state."""
+
+    def __init__(self, index: dict[str, Location]) -> None:
+        self.index = index
+        self.count = len(index)
+
+    async def get(self, key: str) -> Location | None:
+        return self.index.get(key)
+
+    async def walk(self, prefix: str = "") -> AsyncIterator[list[tuple[str, Location]]]:
+        yield sorted((k, v) for k, v in self.index.items() if k.startswith(prefix))
+
+
+class ShardedIndex(VersionIndex):
+    """A layout 3 index: a root in memory, its shards read on first use."""
+
+    def __init__(self, root: IndexRoot, reader: ShardReader) -> None:
+        self.root = root
+        self.count = root.count
+        self._reader = reader
+        self._loading: dict[str, asyncio.Future[Shard]] = {}
+        #: The shard used last, held here: reads of neighbouring keys skip the shared LRU.
+        self._last: tuple[int, Shard] | None = None
+
+    def __repr__(self) -> str:
+        return f"ShardedIndex({self.root.version}, {self.count} keys, {self.root.shards} shards)"
+
+    def _held(self, i: int) -> Shard | None:
+        root = self.root
+        if root.inline is not None:
+            return root.inline
+        last = self._last
+        if last is not None and last[0] == i:
+            return last[1]
+        held = SHARDS.get(root.name(i))
+        if held is not None:
+            self._last = (i, held)
+        return held
+
+    async def shard(self, i: int) -> Shard:
+        """Shard ``i``, read once by concurrent callers in one event loop."""
+        held = self._held(i)
+        if held is not None:
+            return held
+        name = self.root.name(i)
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:  # run to its end in the calling thread: no one to share with
+            return await self._read(name)
+        loading = self._loading.get(name)
+        if loading is None:
+            loading = self._loading[name] = asyncio.ensure_future(self._read(name))
+            loading.add_done_callback(lambda _: self._loading.pop(name, None))
+        return await asyncio.shield(loading)
+
+    async def _read(self, name: str) -> Shard:
+        shard = await self._reader.read_shard(name)
+        SHARDS.put(name, shard)
+        return shard
+
+    async def get(self, key: str) -> Location | None:
+        if is_metadata(key):
+            return self.root.meta.get(key)
+        if self.root.data_count == 0:
+            return None
+        return (await self.shard(self.root.shard_of(key))).get(key)
+
+    async def metadata(self, prefix: str = "") -> set[str]:
+        return {k for k, _ in self.root.meta.items(prefix)}
+
+    async def walk(self, prefix: str = "") -> AsyncIterator[list[tuple[str, Location]]]:
+        meta = list(self.root.meta.items(prefix))
+        if meta:
+            yield meta
+        if self.root.data_count == 0:
+            return
+        if self.root.inline is not None:
+            yield list(self.root.inline.items(prefix))
+            return
+        # The next shard is read while this one is handed out.
+        shards = self.root.shards_under(prefix)
+        ahead: asyncio.Future[Shard] | None = None
+        for n, i in enumerate(shards):
+            current = ahead if ahead is not None else asyncio.ensure_future(self.shard(i))
+            ahead = asyncio.ensure_future(self.shard(i + 1)) if n + 1 < len(shards) else None
+            items = list((await current).items(prefix))
+            if items:
+                yield items
+
+
+async def derive_root(
+    version: str,
+    parent: VersionIndex | None,
+    changes: Mapping[str, Location | None],
+    write_shard: Any,
+) -> IndexRoot:
+    """The root of ``version``: the state of ``parent`` (``None``: empty) with ``changes``
+    (key -> new location, ``None`` for a deletion) applied. Shards that hold no changed key
+    are the parent's; each shard holding one is rewritten (cut again into shards of
+    :data:`SHARD_KEYS` if it grew past twice that) and stored by ``await write_shard(name,
+    record)``. Deterministic: the same inputs give the same root.
+    """
+    meta_changes = {k: v for k, v in changes.items() if is_metadata(k)}
+    changes = {k: v for k, v in changes.items() if not is_metadata(k)}
+    sharded = isinstance(parent, ShardedIndex) and parent.root.inline is None
+    meta: dict[str, Location] = {}
+    data: dict[str, Location] = {}
+    if isinstance(parent, ShardedIndex):
+        meta = dict(parent.root.meta.items())
+        if parent.root.inline is not None:
+            data = dict(parent.root.inline.items())
+    elif parent is not None:
+        for key, location in (await parent.mapping()).items():
+            (meta if is_metadata(key) else data)[key] = location
+    _apply(meta, meta_changes)
+    held = Shard.from_items(sorted(meta.items()))
+    if not sharded:
+        _apply(data, changes)
+        items = sorted(data.items())
+        if len(items) <= INLINE_KEYS:
+            return IndexRoot(version, len(held) + len(items), held, Shard.from_items(items), [], "")
+        cut = [
+            Shard.from_items(items[j : j + SHARD_KEYS]) for j in range(0, len(items), SHARD_KEYS)
+        ]
+        names = await asyncio.gather(*(_store(c, write_shard) for c in cut))
+        firsts = [c.keys[0] for c in cut]
+        return IndexRoot(version, len(held) + len(items), held, None, firsts, "".join(names))
+    assert isinstance(parent, ShardedIndex)
+    root = parent.root
+    touched: dict[int, dict[str, Location | None]] = {}
+    for key, change in changes.items():
+        touched.setdefault(root.shard_of(key), {})[key] = change
+    shards = dict(
+        zip(touched, await asyncio.gather(*(parent.shard(i) for i in touched)), strict=True)
+    )
+    count = root.data_count
+    pieces: list[tuple[list[str], list[str]]] = []  # per shard of the parent: firsts, names
+    for i in range(root.shards):
+        if i not in touched:
+            pieces.append(([root.firsts[i]], [root.name(i)]))
+            continue
+        state = dict(shards[i].items())
+        count -= len(state)
+        _apply(state, touched[i])
+        count += len(state)
+        items = sorted(state.items())
+        size = SHARD_KEYS if len(items) > 2 * SHARD_KEYS else max(len(items), 1)
+        cut = [Shard.from_items(items[j : j + size]) for j in range(0, len(items), size)]
+        names = await asyncio.gather(*(_store(c, write_shard) for c in cut))
+        pieces.append(([c.keys[0] for c in cut], list(names)))
+    firsts = [f for fs, _ in pieces for f in fs]
+    return IndexRoot(
+        version, len(held) + count, held, None, firsts, "".join(n for _, ns in pieces for n in ns)
+    )
+
+
+def _apply(state: dict[str, Location], changes: Mapping[str, Location | None]) -> None:
+    for key, location in changes.items():
+        if location is None:
+            state.pop(key, None)
+        else:
+            state[key] = location
+
+
+async def _store(shard: Shard, write_shard: Any) -> str:
+    record = shard.to_dict()
+    name = shard_name(record)
+    await write_shard(name, record)
+    SHARDS.put(name, shard)
+    return name

@@ -1,0 +1,308 @@
+"""The sharded index of layout 3 (hubzarr/index.py): shards against a model dict, roots derived
+from a parent and a manifest, what opening and reading cost, layout 2 repositories, damage."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from counting import counting_hub
+
+import hubzarr
+import hubzarr.index as hindex
+from hubzarr import FormatError
+from hubzarr.index import DictIndex, IndexRoot, Shard, ShardedIndex, derive_root, shard_name
+from hubzarr.names import parse_name
+from hubzarr.records import Location
+from hubzarr.versions import Repository
+
+
+@pytest.fixture
+def small_shards(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Shards of 4 keys, inline roots of at most 2: every path of the index in a small test."""
+    monkeypatch.setattr(hindex, "SHARD_KEYS", 4)
+    monkeypatch.setattr(hindex, "INLINE_KEYS", 2)
+    hindex.SHARDS.clear()
+
+
+class _MemoryShards:
+    """Shards written by derive_root, read back through a stored copy (as JSON)."""
+
+    def __init__(self) -> None:
+        self.stored: dict[str, str] = {}
+        self.reads = 0
+
+    async def write(self, name: str, record: dict[str, Any]) -> None:
+        assert shard_name(record) == name
+        self.stored[name] = json.dumps(record)
+
+    async def read_shard(self, name: str) -> Shard:
+        self.reads += 1
+        return Shard.parse(json.loads(self.stored[name]), name)
+
+
+def _key(i: int) -> str:
+    if i % 11 == 0:
+        return f"c/{i}/.zattrs"  # metadata: held by the root itself
+    return f"a/{i}.0" if i % 7 else f"b/{i}"
+
+
+def test_shard_round_trip_and_runs() -> None:
+    v1, v2 = Location("0" * 12 + "a" * 8), Location("0" * 12 + "b" * 8, 3)
+    items = [("a/0", v1), ("a/1", v1), ("a/2", v2), ("a/3", v1), ("b/.zarray", v2)]
+    shard = Shard.from_items(items)
+    assert shard.starts == [0, 2, 3, 4] and shard.runs == [0, 1, 0, 1]
+    back = Shard.parse(json.loads(json.dumps(shard.to_dict())), "here")
+    assert list(back.items()) == items
+    assert [back.get(k) for k, _ in items] == [loc for _, loc in items]
+    assert back.get("a/") is None and back.get("c") is None
+    assert list(back.items("a/")) == items[:4]
+    assert list(back.items("a/2")) == [items[2]]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"keys": "b\na"}, "not sorted"),
+        ({"keys": "a\na"}, "not sorted"),
+        ({"keys": "a/../x"}, "no store could have written"),
+        ({"runs": [1, 0]}, "do not begin"),
+        ({"runs": [0, 5]}, "names no location"),
+        ({"runs": [0, 0, 0, 0]}, "out of order"),
+        ({"runs": [0]}, "pairs"),
+        ({"locations": ["nope"]}, "nope"),
+    ],
+)
+def test_damaged_shard_is_refused(change: dict[str, Any], message: str) -> None:
+    good = Shard.from_items([("a", Location("0" * 12 + "a" * 8))]).to_dict()
+    with pytest.raises(FormatError, match=message):
+        Shard.parse({**good, **change}, "shards/x.json")
+
+
+def test_derived_roots_match_a_model_and_share_untouched_shards(small_shards: None) -> None:
+    rng = random.Random(7)
+    versions = [f"{n:012x}" + "c" * 8 for n in range(1, 40)]
+    store = _MemoryShards()
+
+    async def run() -> None:
+        model: dict[str, Location] = {}
+        parent: ShardedIndex | DictIndex | None = None
+        for version in versions:
+            changes: dict[str, Location | None] = {}
+            for _ in range(rng.choice([1, 2, 5, 30])):
+                key = _key(rng.randrange(60))
+                changes[key] = None if rng.random() < 0.3 else Location(version, rng.randrange(2))
+            before = set() if not isinstance(parent, ShardedIndex) else set(parent.root.names)
+            root = await derive_root(version, parent, changes, store.write)
+            for key, location in changes.items():
+                if location is None:
+                    model.pop(key, None)
+                else:
+                    model[key] = location
+            # The stored form parses back to itself, and derivation is deterministic.
+            again = IndexRoot.parse(json.loads(json.dumps(root.to_dict())), "r", version)
+            assert again == root
+            assert (await derive_root(version, parent, changes, store.write)) == root
+            index = ShardedIndex(root, store)
+            assert index.count == len(model)
+            assert await index.mapping() == model
+            for i in range(60):
+                assert await index.get(_key(i)) == model.get(_key(i))
+            assert await index.keys("b/") == {k for k in model if k.startswith("b/")}
+            if root.inline is None:
+                assert all(len(store.stored[root.name(i)]) for i in range(root.shards))
+                if isinstance(parent, ShardedIndex) and parent.root.inline is None:
+                    # Only shards holding a changed key are new.
+                    touched = {parent.root.shard_of(k) for k in changes}
+                    kept = {parent.root.name(i) for i in range(parent.root.shards)} - {
+                        parent.root.name(i) for i in touched
+                    }
+                    names = {root.name(i) for i in range(root.shards)}
+                    assert kept <= names
+                    assert len(names - kept) <= len(touched) * 3
+            del before
+            parent = index
+
+    asyncio.run(run())
+
+
+def _fill(hub: hubzarr.Hub, name: str, chunks: int) -> hubzarr.HubArray:
+    arr = hub.array((chunks,), name, chunks=(1,), dtype="i4")
+    arr[:] = np.arange(chunks, dtype="i4")
+    return arr
+
+
+def test_open_reads_the_root_and_one_chunk_reads_one_shard(
+    local_root: str, small_shards: None
+) -> None:
+    hub, counter = counting_hub(local_root)
+    _fill(hub, "alice/big", 3 * hindex.SHARD_KEYS)
+    hub.tag("alice/big", "v1")
+    hindex.SHARDS.clear()
+    counter.reset()
+    arr = hub.load_array("alice/big:v1")
+    opened = [p for op, p in counter.paths if op == "read"]
+    assert not any("/shards/" in p for p in opened)
+    assert sum("/index/" in p for p in opened) == 1
+    counter.reset()
+    # Keys sort by code point: 0 1 10 11 | 2 3 4 5 | 6 7 8 9, in shards of 4.
+    assert arr[9] == 9
+    read = [p for op, p in counter.paths if op == "read"]
+    assert sum("/shards/" in p for p in read) == 1 and sum("/data/" in p for p in read) == 1
+    counter.reset()
+    assert arr[8] == 8  # the shard is held
+    assert [p for op, p in counter.paths if op == "read" and "/shards/" in p] == []
+    np.testing.assert_array_equal(arr[:], np.arange(3 * hindex.SHARD_KEYS))
+
+
+def test_a_tag_after_one_change_writes_one_shard(local_root: str, small_shards: None) -> None:
+    hub, counter = counting_hub(local_root)
+    arr = _fill(hub, "alice/big", 3 * hindex.SHARD_KEYS)
+    hub.tag("alice/big", "v1")
+    arr[7] = -1
+    counter.reset()
+    hub.tag("alice/big", "v2")
+    created = [p for op, p in counter.paths if op == "create"]
+    assert sum("/shards/" in p for p in created) == 1
+    assert hub.load_array("alice/big:v2")[7] == -1
+    assert hub.load_array("alice/big:v1")[7] == 7
+    # The other shards are the tag before's.
+    repo = Repository(hub.storage, parse_name("alice/big", default_user="alice"))
+
+    async def roots() -> tuple[IndexRoot, IndexRoot]:
+        await repo.open()
+        one, two = (await repo.resolve("v1")).version, (await repo.resolve("v2")).version
+        a, b = await repo.index_root(one), await repo.index_root(two)
+        assert a is not None and b is not None
+        return a, b
+
+    one, two = asyncio.run(roots())
+    assert (
+        one.shards == two.shards and sum(one.name(i) != two.name(i) for i in range(one.shards)) == 1
+    )
+
+
+def test_a_missing_root_is_derived_again_identically(local_root: str, small_shards: None) -> None:
+    hub = hubzarr.Hub(local_root)
+    _fill(hub, "alice/big", 2 * hindex.SHARD_KEYS + 3)
+    version = hub.tag("alice/big", "v1")
+    files = list(Path(local_root).glob(f"alice/big/*/index/{version}.json"))
+    assert len(files) == 1
+    before = files[0].read_bytes()
+    files[0].unlink()  # a finisher killed after the manifest
+    hindex.SHARDS.clear()
+    arr = hubzarr.Hub(local_root).load_array("alice/big:v1")
+    assert arr[2 * hindex.SHARD_KEYS + 2] == 2 * hindex.SHARD_KEYS + 2
+    assert files[0].read_bytes() == before
+
+
+def test_a_damaged_shard_is_a_format_error(local_root: str, small_shards: None) -> None:
+    hub = hubzarr.Hub(local_root)
+    _fill(hub, "alice/big", 2 * hindex.SHARD_KEYS)
+    hub.tag("alice/big", "v1")
+    shards = sorted(Path(local_root).glob("alice/big/*/shards/*.json"))
+    assert shards
+    for shard in shards:
+        shard.write_bytes(shard.read_bytes().replace(b'"keys":"', b'"keys":"0'))
+    hindex.SHARDS.clear()
+    arr = hubzarr.Hub(local_root).load_array("alice/big:v1")
+    with pytest.raises(FormatError, match="shards/"):
+        arr[5]
+    for shard in shards:
+        shard.unlink()
+    hindex.SHARDS.clear()
+    with pytest.raises(FormatError, match="is missing"):
+        hubzarr.Hub(local_root).load_array("alice/big:v1")[5]
+
+
+def test_layout_2_repositories_still_open_and_take_tags(
+    local_root: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hubzarr import versions
+
+    with monkeypatch.context() as old:
+        old.setattr(versions, "LAYOUT", 2)
+        hub = hubzarr.Hub(local_root)
+        arr = _fill(hub, "alice/old", 300)
+        hub.tag("alice/old", "v1")
+    folder = Path(local_root, "alice/old")
+    assert json.loads((folder / "repo.json").read_text())["layout"] == 2
+    hub = hubzarr.Hub(local_root)
+    arr = hub.load_array("alice/old")
+    np.testing.assert_array_equal(hub.load_array("alice/old:v1")[:], np.arange(300))
+    arr[3] = -3
+    hub.tag("alice/old", "v2")
+    assert hub.load_array("alice/old:v2")[3] == -3
+    assert not list(folder.glob("*/index")) and not list(folder.glob("*/shards"))
+    assert json.loads((folder / "repo.json").read_text())["layout"] == 2
+
+
+def test_gc_frees_shards_only_collected_versions_named(
+    local_root: str, monkeypatch: pytest.MonkeyPatch, small_shards: None
+) -> None:
+    import time
+
+    import hubzarr.collect
+
+    hub = hubzarr.Hub(local_root)
+    _fill(hub, "alice/big", 2 * hindex.SHARD_KEYS)
+    hub.tag("alice/big", "v1")
+    hub.branch("alice/big:v1", "side")
+    hub.load_array("alice/big:side")[3] = -3
+    hub.tag("alice/big:side", "t")
+    shards = set(Path(local_root).glob("alice/big/*/shards/*.json"))
+    assert len(shards) == 3  # v1's two, and t's rewrite of one
+    hub.delete_tag("alice/big", "t")
+    hub.delete_branch("alice/big", "side")
+    monkeypatch.setattr(hubzarr.collect, "_now", lambda: time.time() + 7200)
+    hub.gc("alice/big", grace=0, dry_run=False)
+    left = set(Path(local_root).glob("alice/big/*/shards/*.json"))
+    assert len(left) == 2 and left < shards
+    assert not list(Path(local_root).glob("alice/big/*/index/*.json.*"))
+    np.testing.assert_array_equal(hub.load_array("alice/big:v1")[:5], [0, 1, 2, 3, 4])
+    hindex.SHARDS.clear()
+    np.testing.assert_array_equal(
+        hubzarr.Hub(local_root).load_array("alice/big:v1")[:], np.arange(2 * hindex.SHARD_KEYS)
+    )
+
+
+def test_a_group_lists_its_members_from_the_root_alone(local_root: str, small_shards: None) -> None:
+    hub, counter = counting_hub(local_root)
+    g = hub.group("alice/grp")
+    g.create_array("images", (40,), dtype="uint8", chunks=(1,))[:] = 1
+    g.create_array("train/labels", (40,), dtype="uint8", chunks=(1,))[:] = 2
+    hub.tag("alice/grp", "v1")
+    hindex.SHARDS.clear()
+    counter.reset()
+    group = hub.load_group("alice/grp:v1")
+    assert group.keys() == ["images", "train"]
+    assert sorted(group["train"].keys()) == ["labels"]
+    assert not [p for _, p in counter.paths if "/shards/" in p]
+    assert group["train/labels"][39] == 2
+    assert len({p for _, p in counter.paths if "/shards/" in p}) == 1
+
+
+def test_a_copy_carries_roots_and_shards(
+    local_root: str, tmp_path: Path, small_shards: None
+) -> None:
+    hub = hubzarr.Hub(local_root)
+    arr = _fill(hub, "alice/big", 3 * hindex.SHARD_KEYS)
+    hub.tag("alice/big", "v1")
+    arr[7] = -7
+    hub.tag("alice/big", "v2")
+    other = hubzarr.Hub(str(tmp_path / "other"))
+    hub.copy("alice/big", "alice/big", to_root=other)
+    source = sorted(p.name for p in Path(local_root).glob("alice/big/*/shards/*.json"))
+    copied = sorted(p.name for p in (tmp_path / "other").glob("alice/big/*/shards/*.json"))
+    assert copied == source
+    roots = {p.name for p in (tmp_path / "other").glob("alice/big/*/index/*.json")}
+    assert roots == {p.name for p in Path(local_root).glob("alice/big/*/index/*.json")}
+    hindex.SHARDS.clear()
+    np.testing.assert_array_equal(
+        other.load_array("alice/big:v2")[:], [*range(7), -7, *range(8, 3 * hindex.SHARD_KEYS)]
+    )

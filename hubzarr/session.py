@@ -72,7 +72,7 @@ from hubzarr.errors import (
     ReadOnlyError,
     StorageError,
 )
-from hubzarr.index import VersionIndex, is_metadata
+from hubzarr.index import UNKNOWN, VersionIndex, is_metadata
 from hubzarr.manifests import HeadContents
 from hubzarr.names import Name
 from hubzarr.records import Location, split_generation
@@ -603,7 +603,9 @@ class Session:
         self, state: _State, key: str, listed: Mapping[str, int] | None = None
     ) -> memoryview | None:
         check_key(key)
-        owner = await state.index.get(key)
+        owner = state.index.known(key)
+        if owner is UNKNOWN:
+            owner = await state.index.get(key)
         if state.resolved.sealed:
             if owner is None:
                 return None

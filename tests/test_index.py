@@ -306,3 +306,21 @@ def test_a_copy_carries_roots_and_shards(
     np.testing.assert_array_equal(
         other.load_array("alice/big:v2")[:], [*range(7), -7, *range(8, 3 * hindex.SHARD_KEYS)]
     )
+
+
+def test_concurrent_lookups_read_each_shard_once(small_shards: None) -> None:
+    store = _MemoryShards()
+    version = "0" * 12 + "d" * 8
+    changes: dict[str, Location | None] = {f"a/{i:03}": Location(version) for i in range(40)}
+
+    async def run() -> None:
+        root = await derive_root(version, None, changes, store.write)
+        assert root.shards == 10
+        hindex.SHARDS.clear()
+        index = ShardedIndex(root, store)
+        found = await asyncio.gather(*(index.get(k) for k in [*changes, *changes]))
+        assert found == [Location(version)] * 80
+        assert store.reads == 10  # one per shard, however many lookups waited for it
+        assert await index.get("a/999") is None and await index.get("0") is None
+
+    asyncio.run(run())

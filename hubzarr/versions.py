@@ -76,6 +76,8 @@ __all__ = ["LogEntry", "Repository", "Resolved", "author", "list_repositories"]
 _ADVICE = "the repository is damaged: restore that file from a copy"
 #: Version records one repository object keeps (a few hundred bytes each).
 _RECORDS_KEPT = 4096
+#: Index roots one repository object keeps (up to about 2 MB each, at 10^8 chunks).
+_ROOTS_KEPT = 64
 #: A new repository's first objects are created this many at a time.
 _CREATING = 64
 
@@ -661,10 +663,13 @@ class Repository:
 
         root = await self.files.read_record(self.files.index_path(version), parse)
         if root is not None:
-            if len(self._roots) >= _RECORDS_KEPT:
-                self._roots.clear()
-            self._roots[version] = root
+            self._remember(version, root)
         return root
+
+    def _remember(self, version: str, root: IndexRoot) -> None:
+        if len(self._roots) >= _ROOTS_KEPT:
+            self._roots.clear()
+        self._roots[version] = root
 
     async def read_shard(self, name: str) -> Shard:
         """Read and check the index shard ``name`` (:class:`~hubzarr.index.ShardedIndex` calls
@@ -725,7 +730,7 @@ class Repository:
             # Every finisher derives the same root; the first one written is kept.
             with contextlib.suppress(AlreadyExistsError):
                 await self.files.create_record(self.files.index_path(v), root.to_dict())
-            self._roots[v] = root
+            self._remember(v, root)
             base = ShardedIndex(root, self)
         assert base is not None
         return base

@@ -407,11 +407,16 @@ class BranchRef:
     nonce : str or None
         A random value making a new branch's record unique to its creator (see
         :meth:`hubzarr.storage.Storage.create`); ``None`` once the branch has moved.
+    base : str or None
+        The version the head started from, as its writer knew it (layout 3): a hint that
+        lets an opener read that version's index root while it reads the head's record,
+        which says for sure. ``None`` where unknown.
     """
 
     kind: ClassVar[RefKind] = "branch"
     head: str
     nonce: str | None = None
+    base: str | None = None
 
     @property
     def version(self) -> str:
@@ -420,7 +425,12 @@ class BranchRef:
 
     def to_dict(self) -> dict[str, Any]:
         """The record as stored."""
-        return {"head": self.head} | ({"nonce": self.nonce} if self.nonce is not None else {})
+        record: dict[str, Any] = {"head": self.head}
+        if self.nonce is not None:
+            record["nonce"] = self.nonce
+        if self.base is not None:
+            record["base"] = self.base
+        return record
 
 
 @dataclass(frozen=True, slots=True)
@@ -474,7 +484,8 @@ class DeletedRef:
 def _parse_live_ref(data: dict[str, Any], where: str, kind: RefKind) -> BranchRef | TagRef:
     nonce = _optional_text(data.get("nonce"), "nonce", where)
     if kind == "branch":
-        return BranchRef(_version_id(_member(data, "head", where), "head", where), nonce)
+        head = _version_id(_member(data, "head", where), "head", where)
+        return BranchRef(head, nonce, _optional_version_id(data.get("base"), "base", where))
     return TagRef(
         _version_id(_member(data, "version", where), "version", where),
         time=_time(_member(data, "time", where), "time", where),

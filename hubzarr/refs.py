@@ -55,10 +55,16 @@ class Refs:
         The default branch's file, if missing (its creator died right after publishing
         ``repo.json``), is created first: ``repo.json`` determines it.
         """
+        record = await self.live_record(kind, ref)
+        return None if record is None else record.version
+
+    async def live_record(self, kind: RefKind, ref: str) -> BranchRef | TagRef | None:
+        """The record of a live ref of ``kind`` (:meth:`live`)."""
         record = await self.read(kind, ref)
         if record is None and kind == "branch" and ref == self.files.info.default_branch:
-            return await self.recover_default_branch()
-        return None if record is None or isinstance(record, DeletedRef) else record.version
+            head = await self.recover_default_branch()
+            return None if head is None else BranchRef(head)
+        return None if record is None or isinstance(record, DeletedRef) else record
 
     async def recover_default_branch(self) -> str | None:
         """Create the first version's record and the default branch, which ``repo.json``
@@ -168,6 +174,9 @@ class Refs:
             and current.head == old
             and not self.files.storage.read_only
         ):
+            # ``new`` most often continues ``old`` (a copy's move starts it elsewhere: the
+            # hint is then wrong, which costs an opener one round trip, nothing else).
+            record = BranchRef(new, base=old).to_dict()
             await self.files.write_record(
-                self.files.ref_path("branch", branch), BranchRef(new).to_dict(), durable=True
+                self.files.ref_path("branch", branch), record, durable=True
             )

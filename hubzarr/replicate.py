@@ -580,14 +580,15 @@ class _Copier:
         elif not self.existing:
             # A repository being built: nobody else writes there yet.
             path = self.dst.files.ref_path("branch", move.branch)
-            await self.dst.files.write_record(path, BranchRef(record.id).to_dict(), durable=True)
+            ref = BranchRef(record.id, base=record.parent)
+            await self.dst.files.write_record(path, ref.to_dict(), durable=True)
             if move.branch != self.dst.files.info.default_branch:
-                claim = NameClaim(BranchRef(record.id))
+                claim = NameClaim(ref)
                 await self.dst.files.write_record(
                     self.dst.files.claim_path(move.branch), claim.to_dict()
                 )
         else:
-            ref = BranchRef(record.id, nonce=secrets.token_hex(8))
+            ref = BranchRef(record.id, nonce=secrets.token_hex(8), base=record.parent)
             await self.dst.refs.publish(move.branch, ref)
         self.copied.refs += 1
 
@@ -818,7 +819,7 @@ async def shallow_copy(
                 dst.files.manifest_path(first), build(record, contents, None).to_dict()
             )
         path = dst.files.ref_path("branch", info.default_branch)
-        await dst.files.write_record(path, BranchRef(head.id).to_dict(), durable=True)
+        await dst.files.write_record(path, BranchRef(head.id, base=first).to_dict(), durable=True)
         copier.copied.versions = 1
         copier.copied.refs = 1
         if resolved.kind == "tag":

@@ -48,6 +48,7 @@ from hubzarr.errors import (
     InvalidArgumentError,
     NotFoundError,
     ReadOnlyError,
+    StorageError,
 )
 from hubzarr.files import RepoFiles
 from hubzarr.index import DictIndex, IndexRoot, Shard, ShardedIndex, VersionIndex, derive_root
@@ -430,11 +431,19 @@ class Repository:
         await self.open()
         ref = ref or self.default_branch
         # Both files at once: one round trip (a tag's name is not a branch's).
-        head, tag = await asyncio.gather(self.refs.live("branch", ref), self.refs.live("tag", ref))
-        if head is not None:
+        branch, tag = await asyncio.gather(
+            self.refs.live_record("branch", ref), self.refs.live("tag", ref)
+        )
+        if isinstance(branch, BranchRef):
+            head = branch.head
             # The head's record is read while its seal is looked for (most heads are not
-            # sealed): opening the head then needs no round trip for it.
-            current, _ = await asyncio.gather(self.current_head(head), self.read_version(head))
+            # sealed), and the index root of the version the ref says it started from:
+            # opening the head then needs no round trip for either.
+            current, _, _ = await asyncio.gather(
+                self.current_head(head),
+                self.read_version(head),
+                self._root_hint(branch.base if self.sharded else None),
+            )
             return Resolved("branch", ref, current, sealed=False)
         if tag is not None:
             return Resolved("tag", ref, tag, sealed=True)
@@ -651,6 +660,13 @@ class Repository:
         if root is None:
             return await self._derive(version)
         return ShardedIndex(root, self)
+
+    async def _root_hint(self, version: str | None) -> None:
+        """Read the index root of ``version`` ahead, as a branch ref hints (a wrong or
+        damaged hint is ignored here: the reader that needs the root reads it again)."""
+        if version is not None:
+            with contextlib.suppress(StorageError):
+                await self.index_root(version)
 
     async def index_root(self, version: str) -> IndexRoot | None:
         """The index root of ``version`` (layout 3) as stored; ``None`` if none was written."""
@@ -914,7 +930,9 @@ class Repository:
         base = await self._require_version(await self._sealed_version(ref, "branch from"))
         head = base.child(chained=not self.sharded)
         await self.files.create_record(self.files.version_path(head.id), head.to_dict())
-        await self.refs.publish(new_branch, BranchRef(head.id, nonce=secrets.token_hex(8)))
+        await self.refs.publish(
+            new_branch, BranchRef(head.id, nonce=secrets.token_hex(8), base=base.id)
+        )
         return head.id
 
     async def log(self, ref: str | None) -> list[LogEntry]:

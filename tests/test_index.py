@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 from counting import counting_hub
+from envelopes import record
 
 import hubzarr
 import hubzarr.index as hindex
@@ -324,3 +325,24 @@ def test_concurrent_lookups_read_each_shard_once(small_shards: None) -> None:
         assert await index.get("a/999") is None and await index.get("0") is None
 
     asyncio.run(run())
+
+
+def test_a_branch_file_hints_where_its_head_started(local_root: str) -> None:
+    hub = hubzarr.Hub(local_root)
+    arr = _fill(hub, "alice/big", 20)
+    v1 = hub.tag("alice/big", "v1")
+    hub.branch("alice/big:v1", "dev")
+    [main] = Path(local_root).glob("alice/big/*/refs/branches/main.json")
+    [dev] = Path(local_root).glob("alice/big/*/refs/branches/dev.json")
+    assert json.loads(main.read_text())["base"] == v1  # moved by the seal of v1
+    assert json.loads(dev.read_text())["base"] == v1  # created from v1
+    arr[0] = -1
+    v2 = hub.tag("alice/big", "v2")
+    assert json.loads(main.read_text())["base"] == v2
+    # A wrong hint (another version), or none, costs a read, never a wrong answer.
+    for change in ({"base": v1}, {}):
+        data = {k: v for k, v in json.loads(main.read_text()).items() if k not in ("base",)}
+        main.write_bytes(record(main, {**data, **change}))
+        hindex.SHARDS.clear()
+        fresh = hubzarr.Hub(local_root).load_array("alice/big")
+        np.testing.assert_array_equal(fresh[:3], [-1, 1, 2])

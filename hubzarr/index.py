@@ -390,6 +390,10 @@ class DictIndex(VersionIndex):
     async def walk(self, prefix: str = "") -> AsyncIterator[list[tuple[str, Location]]]:
         yield sorted((k, v) for k, v in self.index.items() if k.startswith(prefix))
 
+    async def keys(self, prefix: str = "") -> set[str]:
+        # Straight from the dict: no sorted walk to build a set from.
+        return {k for k in self.index if k.startswith(prefix)}
+
 
 class ShardedIndex(VersionIndex):
     """A layout 3 index: a root in memory, its shards read on first use."""

@@ -1242,7 +1242,11 @@ class Session:
         now_index: dict[str, Location] = {}
         for prefix in scope:
             then_index.update(await snapshot.index.mapping(prefix))
-            now_index.update(await state.index.mapping(prefix))
+        if state.index is snapshot.index:  # the head has not moved since: the same index
+            now_index = then_index
+        else:
+            for prefix in scope:
+                now_index.update(await state.index.mapping(prefix))
         candidates = {
             k
             for keys in (

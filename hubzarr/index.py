@@ -30,7 +30,7 @@ import operator
 import threading
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from hubzarr.errors import FormatError
@@ -67,16 +67,50 @@ def _damaged(where: str, what: str) -> FormatError:
     return FormatError(f"{where} {what}; the repository is damaged: restore it from a copy")
 
 
-@dataclass(frozen=True, slots=True)
 class Shard:
     """Sorted keys and the object each resolves to, run-length coded: keys ``starts[i]`` up to
     ``starts[i + 1]`` all lie at ``locations[runs[i]]`` (one run for keys one version wrote
-    together, whatever their number)."""
+    together, whatever their number).
 
-    keys: list[str]
-    locations: list[Location]
-    starts: list[int]
-    runs: list[int]
+    A shard read from storage checks its keys (each one a key, sorted and distinct) only when
+    an answer needs them (:meth:`check`): a lookup that finds its key needs neither, so opening
+    a version and reading one chunk does not pay for the other 8191 keys of its shard.
+    """
+
+    __slots__ = ("_joined", "keys", "locations", "runs", "starts", "where")
+
+    def __init__(
+        self,
+        keys: list[str],
+        locations: list[Location],
+        starts: list[int],
+        runs: list[int],
+        where: str = "",
+        joined: str | None = None,
+    ) -> None:
+        self.keys = keys
+        self.locations = locations
+        self.starts = starts
+        self.runs = runs
+        #: How errors name the file it was read from.
+        self.where = where
+        #: Its keys as stored, until they are checked (``None``: checked, or built here).
+        self._joined = joined
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Shard):
+            return NotImplemented
+        return (self.keys, self.locations, self.starts, self.runs) == (
+            other.keys,
+            other.locations,
+            other.starts,
+            other.runs,
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Shard({len(self.keys)} keys, {len(self.locations)} locations)"
 
     @classmethod
     def from_items(cls, items: Iterable[tuple[str, Location]]) -> Shard:
@@ -102,15 +136,50 @@ class Shard:
     def __len__(self) -> int:
         return len(self.keys)
 
+    def check(self) -> None:
+        """Check that every key is one a store could have written, and that they are sorted
+        and distinct (once: a shard read from storage is checked on its first miss or walk).
+
+        Raises
+        ------
+        FormatError
+            If not.
+        """
+        joined = self._joined
+        if joined is None:
+            return
+        keys = self.keys
+        if keys and not keys_are_keys(joined, len(keys)):
+            raise _damaged(self.where, "holds a key no store could have written")
+        if not all(map(operator.lt, keys, keys[1:])):
+            raise _damaged(self.where, "holds keys that are not sorted and distinct")
+        self._joined = None
+
     def get(self, key: str) -> Location | None:
-        """The location of ``key``, ``None`` if the shard does not hold it."""
-        i = bisect.bisect_left(self.keys, key)
-        if i == len(self.keys) or self.keys[i] != key:
+        """The location of ``key``, ``None`` if the shard does not hold it.
+
+        Raises
+        ------
+        FormatError
+            If the key is not found and the shard's keys fail :meth:`check`: a miss is an
+            answer only in a shard known to be sorted.
+        """
+        keys = self.keys
+        i = bisect.bisect_left(keys, key)
+        if i == len(keys) or keys[i] != key:
+            self.check()
             return None
         return self.locations[self.runs[bisect.bisect_right(self.starts, i) - 1]]
 
     def items(self, prefix: str = "") -> Iterator[tuple[str, Location]]:
-        """``(key, location)`` for each key (starting with ``prefix``), in key order."""
+        """``(key, location)`` for each key (starting with ``prefix``), in key order.
+
+        Raises
+        ------
+        FormatError
+            If the shard's keys fail :meth:`check`.
+        """
+        self.check()
         keys, starts = self.keys, self.starts
         first = bisect.bisect_left(keys, prefix) if prefix else 0
         run = bisect.bisect_right(starts, first) - 1 if keys else 0
@@ -125,7 +194,8 @@ class Shard:
     @property
     def weight(self) -> int:
         """About the bytes the shard holds in memory."""
-        return 80 * len(self.keys) + 100 * len(self.locations) + 60 * len(self.starts)
+        unchecked = len(self._joined) if self._joined is not None else 0
+        return 80 * len(self.keys) + 100 * len(self.locations) + 60 * len(self.starts) + unchecked
 
     def to_dict(self) -> dict[str, Any]:
         """The shard as stored (``keys`` joined by newlines, ``runs`` as start, location
@@ -139,22 +209,18 @@ class Shard:
 
     @classmethod
     def parse(cls, data: Mapping[str, Any], where: str) -> Shard:
-        """Parse and check a stored shard (or a root's inline keys).
+        """Parse a stored shard (or a root's inline or metadata keys). Its structure is
+        checked here; its keys when first needed (:meth:`check`).
 
         Raises
         ------
         FormatError
-            If a member is missing or malformed, the keys are not sorted and distinct, or a run
-            names no location.
+            If a member is missing or malformed, or a run names no location.
         """
         joined, names, runs = data.get("keys"), data.get("locations"), data.get("runs")
         if not isinstance(joined, str) or not isinstance(names, list):
             raise _damaged(where, "has keys or locations of the wrong type")
         keys = joined.split("\n") if joined else []
-        if keys and not keys_are_keys(joined, len(keys)):
-            raise _damaged(where, "holds a key no store could have written")
-        if not all(map(operator.lt, keys, keys[1:])):
-            raise _damaged(where, "holds keys that are not sorted and distinct")
         locations = [Location.parse(name, where) for name in names]
         if (
             not isinstance(runs, list)
@@ -171,7 +237,7 @@ class Shard:
             raise _damaged(where, "has runs out of order or past its last key")
         if any(not 0 <= n < len(locations) for n in numbers):
             raise _damaged(where, "has a run that names no location")
-        return cls(keys, locations, starts, numbers)
+        return cls(keys, locations, starts, numbers, where, joined)
 
 
 def shard_name(record: dict[str, Any]) -> str:
@@ -188,11 +254,16 @@ def is_metadata(key: str) -> bool:
     return key.rpartition("/")[2].startswith(".")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class IndexRoot:
     """A sealed version's ``index/<version>.json``: its number of keys, its metadata keys
     (``meta``), and either its other keys (``inline``) or its shards, each by the first key it
-    holds and its name."""
+    holds and its name.
+
+    As with a :class:`Shard`, what a lookup that finds its key does not need is checked when
+    first needed: the order of the first keys (:meth:`check`) on a miss or a walk, and a
+    shard's name when it is used.
+    """
 
     version: str
     count: int
@@ -200,6 +271,10 @@ class IndexRoot:
     inline: Shard | None
     firsts: list[str]
     names: str
+    #: How errors name the file it was read from.
+    where: str = field(default="", compare=False)
+    #: Whether the first keys are known to be in order.
+    ordered: bool = field(default=True, compare=False)
 
     @property
     def shards(self) -> int:
@@ -211,8 +286,52 @@ class IndexRoot:
         return self.count - len(self.meta)
 
     def name(self, i: int) -> str:
-        """The name of shard ``i``."""
-        return self.names[i * NAME_LENGTH : (i + 1) * NAME_LENGTH]
+        """The name of shard ``i``.
+
+        Raises
+        ------
+        FormatError
+            If it is not a hex digest (a name becomes a path).
+        """
+        name = self.names[i * NAME_LENGTH : (i + 1) * NAME_LENGTH]
+        if not _is_hex(name):
+            raise _damaged(self.where, f"names a shard {name!r}, which is not a hex digest")
+        return name
+
+    def check(self) -> None:
+        """Check that the shards are in order of their first keys (once).
+
+        Raises
+        ------
+        FormatError
+            If not.
+        """
+        if self.ordered:
+            return
+        # The first keys are only compared, never used as paths: their order is what matters
+        # (each shard's own keys are checked when it is read).
+        if not all(map(operator.lt, self.firsts, self.firsts[1:])):
+            raise _damaged(self.where, "has shards out of order")
+        self.ordered = True
+
+    def placed(self, i: int, shard: Shard) -> Shard:
+        """``shard``, read as shard ``i``, if it holds the keys the root places there.
+
+        Raises
+        ------
+        FormatError
+            If its first key is not the one the root lists, or a key lies in the next shard.
+        """
+        keys = shard.keys
+        if (
+            not keys
+            or keys[0] != self.firsts[i]
+            or (i + 1 < len(self.firsts) and keys[-1] >= self.firsts[i + 1])
+        ):
+            raise _damaged(
+                self.where, f"lists shard {self.name(i)} where it does not hold those keys"
+            )
+        return shard
 
     def shard_of(self, key: str) -> int:
         """The shard that holds ``key`` if any does (the last whose first key is at most it)."""
@@ -243,7 +362,8 @@ class IndexRoot:
 
     @classmethod
     def parse(cls, data: Mapping[str, Any], where: str, version: str) -> IndexRoot:
-        """Parse and check a stored root.
+        """Parse a stored root. Its structure is checked here; the order of its shards and
+        their names when first needed.
 
         Raises
         ------
@@ -268,20 +388,16 @@ class IndexRoot:
             shard = Shard.parse(inline, where)
             if any(map(is_metadata, shard.keys)) or len(shard) + len(held) != count:
                 raise _damaged(where, f"holds other keys than its count of {count}")
-            return cls(version, count, held, shard, [], "")
+            return cls(version, count, held, shard, [], "", where)
         joined, names = data.get("firsts"), data.get("shards")
         if not isinstance(joined, str) or not isinstance(names, str):
             raise _damaged(where, "has shards that are not strings")
         firsts = joined.split("\n") if joined else []
-        if len(names) != NAME_LENGTH * len(firsts) or not _is_hex(names):
+        if len(names) != NAME_LENGTH * len(firsts):
             raise _damaged(where, "has shard names that are not one hex digest per shard")
-        # The first keys are only compared, never used as paths: their order is what matters
-        # (each shard's own keys are checked when it is read).
-        if not all(map(operator.lt, firsts, firsts[1:])):
-            raise _damaged(where, "has shards out of order")
         if count > len(held) and not firsts:
             raise _damaged(where, f"counts {count} keys but has no shard")
-        return cls(version, count, held, None, firsts, names)
+        return cls(version, count, held, None, firsts, names, where, ordered=False)
 
 
 class ShardReader(Protocol):
@@ -418,6 +534,7 @@ class ShardedIndex(VersionIndex):
             return held
         held = SHARDS.get(root.name(i))
         if held is not None:
+            root.placed(i, held)
             if len(self._recent) >= _RECENT:
                 self._recent = {}  # replaced, not cleared: other threads may be reading it
             self._recent[i] = held
@@ -432,13 +549,13 @@ class ShardedIndex(VersionIndex):
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # run to its end in the calling thread: no one to share with
-            return await self._read(name)
+            return self.root.placed(i, await self._read(name))
         key = (id(loop), name)  # a future belongs to its loop
         loading = self._loading.get(key)
         if loading is None:
             loading = self._loading[key] = asyncio.ensure_future(self._read(name))
             loading.add_done_callback(lambda _: self._loading.pop(key, None))
-        return await asyncio.shield(loading)
+        return self.root.placed(i, await asyncio.shield(loading))
 
     async def _read(self, name: str) -> Shard:
         shard = await self._reader.read_shard(name)
@@ -449,7 +566,15 @@ class ShardedIndex(VersionIndex):
         found = self.known(key)
         if found is not UNKNOWN:
             return found
-        return (await self.shard(self.root.shard_of(key))).get(key)
+        return self._found(await self.shard(self.root.shard_of(key)), key)
+
+    def _found(self, shard: Shard, key: str) -> Location | None:
+        """``key`` looked up in its shard: a miss is an answer once the shards are known to be
+        in order (checked on the first miss)."""
+        found = shard.get(key)
+        if found is None:
+            self.root.check()
+        return found
 
     def known(self, key: str) -> Location | None:
         root = self.root
@@ -458,7 +583,7 @@ class ShardedIndex(VersionIndex):
         if root.data_count == 0:
             return None
         held = self._held(root.shard_of(key))
-        return UNKNOWN if held is None else held.get(key)
+        return UNKNOWN if held is None else self._found(held, key)
 
     async def metadata(self, prefix: str = "") -> set[str]:
         return {k for k, _ in self.root.meta.items(prefix)}
@@ -469,6 +594,7 @@ class ShardedIndex(VersionIndex):
             yield meta
         if self.root.data_count == 0:
             return
+        self.root.check()
         if self.root.inline is not None:
             yield list(self.root.inline.items(prefix))
             return
@@ -522,6 +648,7 @@ async def derive_root(
         return IndexRoot(version, len(held) + len(items), held, None, firsts, "".join(names))
     assert isinstance(parent, ShardedIndex)
     root = parent.root
+    root.check()  # the new root keeps the parent's order
     touched: dict[int, dict[str, Location | None]] = {}
     for key, change in changes.items():
         touched.setdefault(root.shard_of(key), {})[key] = change

@@ -67,11 +67,29 @@ def test_shard_round_trip_and_runs() -> None:
 
 
 @pytest.mark.parametrize(
+    ("keys", "message"),
+    [
+        ("b\na", "not sorted"),
+        ("a\na", "not sorted"),
+        ("a\nb//c", "no store could have written"),
+        ("a\nb/../c", "no store could have written"),
+    ],
+)
+def test_damaged_keys_are_refused_by_any_answer_that_needs_them(keys: str, message: str) -> None:
+    location = Location("0" * 12 + "a" * 8)
+    good = Shard.from_items([("a", location)]).to_dict()
+    if message != "not sorted":
+        # A lookup that finds its key needs neither the order nor the other keys...
+        assert Shard.parse({**good, "keys": keys}, "s").get("a") == location
+    # ...a miss, a walk and a check do.
+    for answer in (lambda s: s.get("zz"), lambda s: list(s.items()), Shard.check):
+        with pytest.raises(FormatError, match=message):
+            answer(Shard.parse({**good, "keys": keys}, "shards/x.json"))
+
+
+@pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"keys": "b\na"}, "not sorted"),
-        ({"keys": "a\na"}, "not sorted"),
-        ({"keys": "a/../x"}, "no store could have written"),
         ({"runs": [1, 0]}, "do not begin"),
         ({"runs": [0, 5]}, "names no location"),
         ({"runs": [0, 0, 0, 0]}, "out of order"),
@@ -83,6 +101,46 @@ def test_damaged_shard_is_refused(change: dict[str, Any], message: str) -> None:
     good = Shard.from_items([("a", Location("0" * 12 + "a" * 8))]).to_dict()
     with pytest.raises(FormatError, match=message):
         Shard.parse({**good, **change}, "shards/x.json")
+
+
+def test_a_root_is_checked_where_an_answer_needs_it(small_shards: None) -> None:
+    """A root whose shards are out of order, list a shard where it does not belong, or name a
+    shard with something other than a hex digest: a lookup that finds its key in its shard is
+    answered; a miss, a walk and the use of the bad name are refused."""
+    store = _MemoryShards()
+    v = "0" * 12 + "d" * 8
+    keys = [f"k{i:02}" for i in range(12)]  # three shards of four
+
+    async def run() -> None:
+        root = await derive_root(v, None, {k: Location(v) for k in keys}, store.write)
+        stored = root.to_dict()
+        firsts = stored["firsts"].split("\n")
+        assert firsts == ["k00", "k04", "k08"]
+
+        def parsed(**change: Any) -> ShardedIndex:
+            return ShardedIndex(IndexRoot.parse({**stored, **change}, "index/r.json", v), store)
+
+        good = parsed()
+        assert [await good.get(k) for k in ["k05", "k99", "a"]] == [Location(v), None, None]
+        # Out of order: shards 1 and 2 swapped, with their names.
+        names = [stored["shards"][i * 32 : (i + 1) * 32] for i in range(3)]
+        swapped = {"firsts": "k00\nk08\nk04", "shards": names[0] + names[2] + names[1]}
+        assert await parsed(**swapped).get("k00") == Location(v)
+        with pytest.raises(FormatError, match=r"index/r\.json has shards out of order"):
+            await parsed(**swapped).get("k02x")
+        with pytest.raises(FormatError, match="out of order"):
+            await parsed(**swapped).mapping()
+        # A shard listed where it does not hold those keys.
+        moved = {"shards": names[1] + names[0] + names[2]}
+        with pytest.raises(FormatError, match="where it does not hold those keys"):
+            await parsed(**moved).get("k01")
+        # A name that is no digest is refused before it becomes a path.
+        bad = parsed(shards=names[0] + "../../../../etc/passwd".ljust(32, "x") + names[2])
+        assert await bad.get("k01") == Location(v)
+        with pytest.raises(FormatError, match="not a hex digest"):
+            await bad.get("k05")
+
+    asyncio.run(run())
 
 
 def test_derived_roots_match_a_model_and_share_untouched_shards(small_shards: None) -> None:

@@ -21,6 +21,9 @@ local writer), records of unreachable versions (the successor record of a sealer
 race), index shards no kept root names, and the folders of deleted incarnations of the
 repository.
 
+The sweep of ``data/`` goes one version folder at a time (a listing of it, and that version's
+manifest), so gc holds one version's own objects at once, whatever the repository's history.
+
 Concurrent writers and taggers are safe: a version created after ``now - grace`` (its id starts
 with its creation time) and an object modified after it are never swept, and every object of a
 head that was open when marking began is kept even if the head is sealed meanwhile. Records and
@@ -46,7 +49,7 @@ from dataclasses import dataclass
 from hubzarr.errors import NotFoundError
 from hubzarr.names import REF
 from hubzarr.records import INCARNATION_ID, VERSION_ID, split_generation
-from hubzarr.storage import TMP_SUFFIX
+from hubzarr.storage import TMP_SUFFIX, Storage
 from hubzarr.versions import Repository
 
 __all__ = ["DEFAULT_GRACE_S", "GCReport", "collect"]
@@ -146,15 +149,35 @@ async def _reachable(repo: Repository) -> tuple[set[str], set[str]]:
     return heads, sealed - heads
 
 
-async def _named_objects(repo: Repository, sealed: Iterable[str]) -> set[str]:
-    """Return ``"<version>/<object name>"`` for every object a sealed version's manifest names."""
-    names: set[str] = set()
-    for version in sealed:
-        manifest = await repo.read_manifest(version)
-        names.update(
-            f"{version}/{loc.object_name(key)}" for key, loc in manifest.locations().items()
-        )
-    return names
+async def _named_objects(repo: Repository, version: str) -> set[str]:
+    """Return the names (below ``data/<version>/``) of every object the sealed ``version``'s
+    manifest names."""
+    manifest = await repo.read_manifest(version)
+    return {loc.object_name(key) for key, loc in manifest.locations().items()}
+
+
+async def _data_garbage(
+    repo: Repository,
+    version: str,
+    heads: set[str],
+    sealed: set[str],
+    cutoffs: tuple[float, float],
+) -> tuple[dict[str, int], int]:
+    """``{path: size}`` of the objects in ``data/<version>/`` that nothing keeps and are older
+    than the cutoffs (objects, temporary files), and how many objects it keeps."""
+    cutoff, record_cutoff = cutoffs
+    listed = await repo.storage.list_detailed(repo.path("data", version), temporaries=True)
+    named = await _named_objects(repo, version) if version in sealed else set()
+    garbage: dict[str, int] = {}
+    for name, (size, mtime) in listed.items():
+        limit = record_cutoff if name.endswith(TMP_SUFFIX) else cutoff
+        old = mtime < limit and not _young(version, limit)
+        # An open head keeps everything but a killed writer's temporary files; a sealed
+        # version keeps what its manifest names.
+        reachable = not name.endswith(TMP_SUFFIX) if version in heads else name in named
+        if old and not reachable:
+            garbage[repo.path("data", version, name)] = size
+    return garbage, len(listed) - len(garbage)
 
 
 async def _unnamed_shards(repo: Repository, sealed: Iterable[str], cutoff: float) -> dict[str, int]:
@@ -235,23 +258,26 @@ async def collect(repo: Repository, *, grace: float, dry_run: bool) -> GCReport:
         await repo.seal(branch, message=_SEAL_MESSAGE)
     heads, sealed = await _reachable(repo)
     live = heads | sealed
-    named = await _named_objects(repo, sealed)
 
+    # Version folder by version folder: what gc holds at once is one version's own objects
+    # and its manifest, whatever the size of the repository and its history.
     kept = 0
-    data = await storage.list_detailed(repo.path("data"), temporaries=True)
-    for name, (size, mtime) in data.items():
-        version, _, rest = name.partition("/")
-        if not rest or not VERSION_ID.fullmatch(version):
-            continue  # not an object hubzarr wrote: never ours to delete
-        limit = record_cutoff if rest.endswith(TMP_SUFFIX) else cutoff
-        old = mtime < limit and not _young(version, limit)
-        # An open head keeps everything but a killed writer's temporary files; a sealed
-        # version keeps what its manifest names.
-        reachable = not rest.endswith(TMP_SUFFIX) if version in heads else name in named
-        if old and not reachable:
-            doomed[repo.path("data", name)] = size
-        else:
-            kept += 1
+    freed = [0, 0]
+
+    async def sweep(paths: dict[str, int]) -> None:
+        freed[0] += len(paths)
+        freed[1] += sum(paths.values())
+        if not dry_run:
+            await _delete(storage, paths)
+
+    for version in sorted(await storage.list_dir(repo.path("data"))):
+        if not VERSION_ID.fullmatch(version):
+            continue  # not a folder hubzarr wrote: never ours to delete
+        garbage, kept_here = await _data_garbage(
+            repo, version, heads, sealed, (cutoff, record_cutoff)
+        )
+        kept += kept_here
+        await sweep(garbage)
 
     versions: set[str] = set()
     for folder in ("versions", "seals", "manifests", "index"):
@@ -280,17 +306,20 @@ async def collect(repo: Repository, *, grace: float, dry_run: bool) -> GCReport:
         if own and all(mtime < record_cutoff for _, mtime in own.values()):
             doomed.update((f"{repo.base}/{entry}/{n}", size) for n, (size, _) in own.items())
 
-    if not dry_run:
-        paths = sorted(doomed)
-        for start in range(0, len(paths), _BATCH):
-            await asyncio.gather(*(storage.delete(p) for p in paths[start : start + _BATCH]))
+    await sweep(doomed)
     return GCReport(
-        objects=len(doomed),
-        bytes=sum(doomed.values()),
+        objects=freed[0],
+        bytes=freed[1],
         versions=len(versions),
         kept_objects=kept,
         dry_run=dry_run,
     )
+
+
+async def _delete(storage: Storage, sizes: dict[str, int]) -> None:
+    paths = sorted(sizes)
+    for start in range(0, len(paths), _BATCH):
+        await asyncio.gather(*(storage.delete(p) for p in paths[start : start + _BATCH]))
 
 
 def _young(version: str, cutoff: float) -> bool:

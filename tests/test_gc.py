@@ -96,6 +96,34 @@ def test_a_deleted_branch_is_freed_and_everything_reachable_stays(
         hub.branch(f"{NAME}:v1", "dev")
 
 
+def test_gc_goes_through_one_version_folder_at_a_time(tmp_path: Path, later: None) -> None:
+    """What gc holds at once is one version's objects and manifest: it never lists the whole
+    ``data/`` folder of a repository (10^8 objects over a history would not fit)."""
+    from counting import counting_hub
+
+    root = str(tmp_path / "hub")
+    hub = hubzarr.Hub(root)
+    arr = _make(hub)
+    hub.tag(NAME, "v1")
+    hub.branch(f"{NAME}:v1", "dev")
+    hub.load(f"{NAME}:dev")[0] = 7
+    hub.delete_branch(NAME, "dev")
+    data = f"{NAME}/{_repo(hub).incarnation}/data"
+    folders = {f"{data}/{p.name}" for p in (tmp_path / "hub" / data).iterdir()}
+    before = {p for p in _objects(hub) if "/data/" in p}
+    counted, counter = counting_hub(root)
+    report = counted.gc(NAME, grace=0, dry_run=False)
+    listed = [path for op, path in counter.paths if op == "list_detailed" and "/data" in path]
+    # Each listing is of one version's folder (heads' folders are listed once more, for the
+    # generations a newer one superseded), and every version folder was listed.
+    assert all(p.startswith(data + "/") and "/" not in p[len(data) + 1 :] for p in listed)
+    assert folders <= set(listed) and len(folders) >= 2  # v1 and dev's head at least
+    assert report.versions == 1  # dev's head: its chunk and its records are freed
+    freed = before - {p for p in _objects(hub) if "/data/" in p}
+    assert len(freed) == 1 and report.objects > 1, freed  # dev's chunk, and dev's records
+    np.testing.assert_array_equal(hub.load(f"{NAME}:v1")[:], arr[:])
+
+
 def test_rewrites_superseded_before_a_tag_are_freed(hub: hubzarr.Hub, later: None) -> None:
     arr = _make(hub)
     for value in range(5):

@@ -1,25 +1,27 @@
 """Opening a version at 10^3 to 10^8 chunks, tagging after one change, and the index's share of
-a full read (issue 15), side by side with the layout 2 index and plain zarr.
+a full read (issue 15), side by side with the layout 3 and layout 2 indexes and plain zarr.
 
 **Synthetic versions.** This machine cannot write 10^8 chunk files in a benchmark's time, so
 the large versions are built through the format: a repository is created with a 1-d int32 array
 of N one-element chunks, one chunk (the one read, ``N // 2``) is written for real and tagged
 ``real``; then that version's index is replaced by one that names all N chunks at that version,
-written directly as layout 3 records (:mod:`hubzarr.index`: shards of 8192 keys, named by
-their content, and the root), or, for the layout 2 rows, as the version's manifest (what
-layout 2 merges at open). Only the chunk read exists as an object. The repositories are kept
-in ``--dir`` and reused.
+written directly as layout 4 records (:mod:`hubzarr.index`: shards of 8192 keys, named by
+the version and a number, and the root listing them as one run), as layout 3 records for the
+layout 3 rows (the same shards named by their content, the root listing every name), or, for
+the layout 2 rows, as the version's manifest (what layout 2 merges at open). Only the chunk
+read exists as an object. The repositories are kept in ``--dir`` and reused.
 
 Rows, each trial in a fresh process (imports untimed), ``--repeats`` trials, medians:
 
 - ``open+read``: ``Hub(root).load_array("bench/nN:real")`` then ``arr[N // 2]``: seconds,
   storage requests (reads, sizes, listings: counted in a second, untimed pass with every cache
   cleared) and the growth of the process's resident memory over the timed pass;
-- the same for layout 2 (10^3 and 10^5 chunks: at 10^7 its manifest alone is 100 MB) and for
+- the same for layout 3 (the smallest and largest sizes), layout 2 (10^3 and 10^5 chunks: at
+  10^7 its manifest alone is 100 MB) and for
   plain zarr (``zarr.open_array`` of a format 2 array of the same shape holding that chunk);
 - ``tag``: change one chunk at the branch head, then ``hub.tag``, timed, alternating 10^3 and
   10^7 chunks (``--tags`` each);
-- ``full read``: ``arr[:]`` of a real array of 10^5 chunks (``--full``) at a tag, layout 3
+- ``full read``: ``arr[:]`` of a real array of 10^5 chunks (``--full``) at a tag, layout 4
   against layout 2 (today's index before this one), and the index records read against the
   chunks read.
 
@@ -54,7 +56,7 @@ import hubzarr  # noqa: E402
 import hubzarr.index as hindex  # noqa: E402
 import hubzarr.versions as hversions  # noqa: E402
 from hubzarr.names import parse_name  # noqa: E402
-from hubzarr.records import Location, Manifest  # noqa: E402
+from hubzarr.records import LAYOUT, Location, Manifest  # noqa: E402
 
 RESULTS = HERE / "results" / "index-latest.json"
 #: A small repository (and zarr array) every trial opens first, untimed: imports, the event
@@ -79,11 +81,12 @@ def lexicographic(n: int) -> Iterator[str]:
 
 
 def _name(n: int, layout: int) -> str:
-    return f"bench/n{n}" if layout == 3 else f"bench/old{n}"
+    return {4: f"bench/n{n}", 3: f"bench/h{n}"}.get(layout, f"bench/old{n}")
 
 
 def build(root: str, n: int, layout: int) -> None:
-    """Create ``bench/nN`` (layout 3) or ``bench/oldN`` (layout 2) with a synthetic tag
+    """Create ``bench/nN`` (layout 4), ``bench/hN`` (layout 3) or ``bench/oldN`` (layout 2)
+    with a synthetic tag
     ``real`` of ``n`` chunks (see the module docstring); nothing if it exists."""
     name = _name(n, layout)
     hub = hubzarr.Hub(root)
@@ -95,7 +98,7 @@ def build(root: str, n: int, layout: int) -> None:
         arr[n // 2] = 42
         version = hub.tag(name, "real")
     finally:
-        hversions.LAYOUT = 3
+        hversions.LAYOUT = LAYOUT
     repo = hversions.Repository(hub.storage, parse_name(name, default_user="bench"))
     asyncio.run(_forge(repo, Path(root), version, n, layout))
 
@@ -115,17 +118,19 @@ async def _forge(
         await files.create_record(files.manifest_path(version), manifest.to_dict())
         return
     firsts: list[str] = []
-    names: list[str] = []
+    refs: list[tuple[str, int]] = []
     batch: list[str] = []
 
     async def flush() -> None:
         shard = hindex.Shard(list(batch), [here], [0], [0])
         record = shard.to_dict()
-        name = hindex.shard_name(record)
+        # Layout 4 names a shard by its writer and number, layout 3 by its content.
+        ref = (version, len(refs)) if layout == 4 else (hindex.shard_name(record), -1)
+        name = f"{version}-{ref[1]}" if layout == 4 else ref[0]
         with contextlib.suppress(hubzarr.AlreadyExistsError):
             await files.create_record(files.shard_path(name), record)
         firsts.append(batch[0])
-        names.append(name)
+        refs.append(ref)
         batch.clear()
 
     for key in lexicographic(n):
@@ -136,7 +141,7 @@ async def _forge(
         await flush()
     real = await repo.index_root(version)
     assert real is not None
-    root = hindex.IndexRoot(version, n + len(real.meta), real.meta, None, firsts, "".join(names))
+    root = hindex.IndexRoot.sharded(version, n + len(real.meta), real.meta, firsts, refs)
     (folder / files.index_path(version)).unlink()
     await files.create_record(files.index_path(version), root.to_dict())
 
@@ -162,9 +167,9 @@ def trial_open(root: str, n: int, kind: str) -> dict[str, Any]:
         seconds = time.perf_counter() - start
         assert value == 42
         return {"seconds": seconds, "requests": 2, "rss": _rss() - before}
-    name = f"{_name(n, 3 if kind == 'layout 3' else 2)}:real"
+    name = f"{_name(n, int(kind.split()[1]))}:real"
     hub = hubzarr.Hub(root)
-    assert hub.load_array(f"{_name(WARM, 3)}:real")[WARM // 2] == 42  # as zarr's row
+    assert hub.load_array(f"{_name(WARM, LAYOUT)}:real")[WARM // 2] == 42  # as zarr's row
     before = _rss()
     start = time.perf_counter()
     value = hub.load_array(name)[k]
@@ -207,7 +212,7 @@ def tags(root: str, sizes: list[int], count: int) -> dict[int, list[float]]:
     stamp = int(time.time())
     for i in range(count):
         for n in sizes:
-            name = _name(n, 3)
+            name = _name(n, LAYOUT)
             hub.load_array(name)[(n // 3 + i) % n] = i + 1
             start = time.perf_counter()
             hub.tag(name, f"t{stamp}-{i}")
@@ -216,14 +221,14 @@ def tags(root: str, sizes: list[int], count: int) -> dict[int, list[float]]:
 
 
 def full_read(work: Path, elements: int, repeats: int) -> dict[str, Any]:
-    """``arr[:]`` of an int32 array of ``elements`` in real chunks of 16, at a tag, layout 3
+    """``arr[:]`` of an int32 array of ``elements`` in real chunks of 16, at a tag, layout 4
     against layout 2."""
     from counting import counting_hub
 
     root = str(work / "full")
     hub = hubzarr.Hub(root)
     data = np.arange(elements, dtype="int32")
-    for layout in (3, 2):
+    for layout in (4, 2):
         name = f"bench/full{layout}"
         if name not in hub.ls("bench/"):
             hversions.LAYOUT = layout
@@ -231,10 +236,10 @@ def full_read(work: Path, elements: int, repeats: int) -> dict[str, Any]:
                 hub.array((elements,), name, chunks=(16,), dtype="int32")[:] = data
                 hub.tag(name, "v1")
             finally:
-                hversions.LAYOUT = 3
-    seconds: dict[int, list[float]] = {3: [], 2: []}
+                hversions.LAYOUT = LAYOUT
+    seconds: dict[int, list[float]] = {4: [], 2: []}
     for r in range(repeats):
-        for layout in (3, 2) if r % 2 == 0 else (2, 3):
+        for layout in (4, 2) if r % 2 == 0 else (2, 4):
             hindex.SHARDS.clear()
             arr = hubzarr.Hub(root).load_array(f"bench/full{layout}:v1")
             start = time.perf_counter()
@@ -243,7 +248,7 @@ def full_read(work: Path, elements: int, repeats: int) -> dict[str, Any]:
             assert got[-1] == elements - 1
     hindex.SHARDS.clear()
     counted, counter = counting_hub(root)
-    counted.load_array("bench/full3:v1")[:]
+    counted.load_array("bench/full4:v1")[:]
     paths = [p for _, p in counter.paths]
     index = sum("/index/" in p or "/shards/" in p for p in paths)
     data_reads = sum("/data/" in p for p in paths)
@@ -251,10 +256,10 @@ def full_read(work: Path, elements: int, repeats: int) -> dict[str, Any]:
     med = {k: statistics.median(v) for k, v in seconds.items()}
     return {
         "objects": -(-elements // 16),
-        "layout 3 MB/s": mb / med[3],
+        "layout 4 MB/s": mb / med[4],
         "layout 2 MB/s": mb / med[2],
-        "ratio": med[2] / med[3],
-        "paired": statistics.median(b / a for a, b in zip(seconds[3], seconds[2], strict=True)),
+        "ratio": med[2] / med[4],
+        "paired": statistics.median(b / a for a, b in zip(seconds[4], seconds[2], strict=True)),
         "index requests": index,
         "chunk requests": data_reads,
     }
@@ -296,39 +301,49 @@ def main() -> None:
         work = Path(args.dir or stack.enter_context(tempfile.TemporaryDirectory()))
         root = str(work / "hub")
         old_sizes = [n for n in args.sizes if n <= 10**5]
+        hashed_sizes = sorted({min(args.sizes), max(args.sizes)})
         for n in args.sizes:
             start = time.perf_counter()
-            build(root, n, 3)
+            build(root, n, LAYOUT)
             _zarr_reference(root, n)
             print(f"built {n:,} chunks in {time.perf_counter() - start:.1f} s", flush=True)
+        for n in hashed_sizes:
+            build(root, n, 3)
         for n in old_sizes:
             build(root, n, 2)
-        build(root, WARM, 3)
+        build(root, WARM, LAYOUT)
         _zarr_reference(root, WARM)
         rows: dict[str, list[dict[str, Any]]] = {}
-        kinds = [(n, "layout 3") for n in args.sizes] + [(n, "layout 2") for n in old_sizes]
+        kinds = [(n, "layout 4") for n in args.sizes] + [(n, "layout 3") for n in hashed_sizes]
+        kinds += [(n, "layout 2") for n in old_sizes]
         kinds += [(n, "zarr") for n in args.sizes]
         for r in range(args.repeats):
             for n, kind in kinds[r % len(kinds) :] + kinds[: r % len(kinds)]:
                 rows.setdefault(f"{kind} {n}", []).append(_run_trial(root, n, kind))
         summary = _report_opens(rows, args.repeats)
         small, large = min(args.sizes), max(args.sizes)
-        ratio = summary[f"layout 3 {large}"]["ms"] / summary[f"layout 3 {small}"]["ms"]
-        print(f"\nlayout 3 at {large:,} / at {small:,}: {ratio:.2f}x (target: at most 2x)")
+        for layout in (4, 3):
+            ratio = (
+                summary[f"layout {layout} {large}"]["ms"]
+                / summary[f"layout {layout} {small}"]["ms"]
+            )
+            print(
+                f"\nlayout {layout} at {large:,} / at {small:,}: {ratio:.2f}x (target: at most 2x)"
+            )
         tag_sizes = [n for n in (10**3, 10**7) if n in args.sizes]
         tag_sizes = tag_sizes if len(tag_sizes) == 2 else [small, large]
         tag_times = tags(root, tag_sizes, args.tags)
         print("\n| tag after changing one chunk | chunks | ms (median) |")
         print("|---|---|---|")
         for n, seconds in tag_times.items():
-            print(f"| layout 3 | {n:,} | {1000 * statistics.median(seconds):.1f} |")
+            print(f"| layout 4 | {n:,} | {1000 * statistics.median(seconds):.1f} |")
         a, b = (statistics.median(tag_times[n]) for n in tag_sizes[:2])
         print(f"\ntag at {tag_sizes[-1]:,} / at {tag_sizes[0]:,}: {b / a:.2f}x (target: within 2x)")
         full = full_read(work, args.full, args.repeats)
         print(
-            f"\nfull read of {full['objects']:,} chunks at a tag: layout 3 "
-            f"{full['layout 3 MB/s']:.0f} MB/s, layout 2 {full['layout 2 MB/s']:.0f} MB/s "
-            f"(layout 3 / layout 2: {full['ratio']:.2f}x, paired {full['paired']:.2f}x); index "
+            f"\nfull read of {full['objects']:,} chunks at a tag: layout 4 "
+            f"{full['layout 4 MB/s']:.0f} MB/s, layout 2 {full['layout 2 MB/s']:.0f} MB/s "
+            f"(layout 4 / layout 2: {full['ratio']:.2f}x, paired {full['paired']:.2f}x); index "
             f"requests {full['index requests']} for {full['chunk requests']} chunk requests "
             f"({100 * full['index requests'] / full['chunk requests']:.3f}%, target < 1%)"
         )

@@ -7,7 +7,7 @@ What is kept (*marked*), from every live branch and tag:
 - for every sealed version on the way back from a ref to the first version, the objects its
   manifest names (a sealed version can be opened by its id, so each one's state is kept);
 - the records (version, seal, manifest, index root) of all those versions, and the index
-  shards their roots name (layout 3; shards are shared between versions, by content).
+  shards their roots name (layout 3 and newer; a version shares its parent's unchanged shards).
 
 A branch's open head that holds generations superseded by newer ones (a chunk rewritten
 several times since the last tag) is sealed first, with a message saying so: the sealed
@@ -74,12 +74,15 @@ _TEMPORARY = rf"(?:\.[0-9a-f]{{32}}{re.escape(TMP_SUFFIX)})?"
 #: A version's record, seal or manifest, relative to ``versions/``, ``seals/`` or
 #: ``manifests/``; group 1 is the version id.
 _RECORD = re.compile(rf"({_VERSION})\.json{_TEMPORARY}", re.ASCII)
-#: An index shard (layout 3), relative to ``shards/``: 32 hex digits, its content's hash.
-_SHARD = re.compile(rf"[0-9a-f]{{32}}\.json{_TEMPORARY}", re.ASCII)
+#: An index shard's name: ``<version>-<number>`` (layout 4), or 32 hex digits, its content's
+#: hash (layout 3).
+_SHARD_NAME = rf"(?:{_VERSION}-(?:0|[1-9][0-9]{{0,12}})|[0-9a-f]{{32}})"
+#: An index shard, relative to ``shards/``; group 1 is its name.
+_SHARD = re.compile(rf"({_SHARD_NAME})\.json{_TEMPORARY}", re.ASCII)
 #: An object inside an incarnation folder, relative to it.
 _INCARNATION_OBJECT = re.compile(
     rf"(?:(?:versions|seals|manifests|index)/{_VERSION}\.json"
-    rf"|shards/[0-9a-f]{{32}}\.json"
+    rf"|shards/{_SHARD_NAME}\.json"
     rf"|refs/(?:branches|tags|names)/{REF.pattern}\.json"
     rf"){_TEMPORARY}"
     rf"|data/{_VERSION}/.+",
@@ -191,11 +194,12 @@ async def _unnamed_shards(repo: Repository, sealed: Iterable[str], cutoff: float
         if root is not None:
             names.update(root.name(i) for i in range(root.shards))
     listed = await repo.storage.list_detailed(repo.path("shards"), temporaries=True)
-    return {
-        repo.path("shards", name): size
-        for name, (size, mtime) in listed.items()
-        if _SHARD.fullmatch(name) and name[:32] not in names and mtime < cutoff
-    }
+    unnamed: dict[str, int] = {}
+    for name, (size, mtime) in listed.items():
+        shard = _SHARD.fullmatch(name)
+        if shard is not None and shard[1] not in names and mtime < cutoff:
+            unnamed[repo.path("shards", name)] = size
+    return unnamed
 
 
 _SEAL_MESSAGE = "gc: sealed so that rewrites superseded in this version can be freed"

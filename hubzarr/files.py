@@ -129,11 +129,12 @@ class RepoFiles:
         return self.path("manifests", f"{version}.json")
 
     def index_path(self, version: str) -> str:
-        """``index/<version>.json``: a sealed version's index root (layout 3)."""
+        """``index/<version>.json``: a sealed version's index root (layout 3 and newer)."""
         return self.path("index", f"{version}.json")
 
     def shard_path(self, name: str) -> str:
-        """``shards/<name>.json``: an index shard (layout 3), named by its content's hash."""
+        """``shards/<name>.json``: an index shard, named ``<writer version>-<number>`` (layout
+        4) or by its content's hash (layout 3)."""
         return self.path("shards", f"{name}.json")
 
     def ref_path(self, kind: RefKind, ref: str) -> str:

@@ -1,17 +1,20 @@
-"""The sharded index of a sealed version (layout 3): open in constant time and memory.
+"""The sharded index of a sealed version (layouts 3 and 4): open in constant time and memory.
 
 A version's *index* maps each key it holds to the object that holds its value (a
 :class:`~hubzarr.records.Location`). Under layout 2 a reader merged the manifests of a chain of
-versions into one dict, so opening a version cost time and memory linear in its chunks. Under
+versions into one dict, so opening a version cost time and memory linear in its chunks. Since
 layout 3 every sealed version has an index **root**, ``index/<version>.json``, and the keys,
-sorted by code point, are cut into **shards** of a few thousand keys, ``shards/<hash>.json``,
-each named by the BLAKE2b hash of its content (see ``docs/format.md``, section 9):
+sorted by code point, are cut into **shards** of a few thousand keys, ``shards/<name>.json``
+(see ``docs/format.md``, section 9). Layout 4 names a shard ``<version>-<number>``: the
+version that wrote it and its place among that version's new shards, so that a root lists its
+shards' names as a few runs (a root of 10^8 keys is about 110 KB); layout 3 named each by the
+BLAKE2b hash of its content (a root of 10^8 keys: 500 KB).
 
-- opening a version reads its root: the first key of each shard and the shard's name, packed
-  into two strings (a root of 10^8 keys is about 400 KB, parsed in milliseconds), or, for a
-  small version, the keys themselves (an *inline* root);
-- a lookup bisects the root for the shard, reads the shard once (shared by every handle in the
-  process, and cached on disk by the chunk cache, since a shard never changes) and bisects it;
+- opening a version reads its root: the first key of each shard and the shards' names, or,
+  for a small version, the keys themselves (an *inline* root);
+- a lookup bisects the root for the shard, reads the shard once (shared by every handle of
+  the repository in the process, and cached on disk by the chunk cache, since a shard never
+  changes) and bisects it;
 - a seal derives its root from its parent's root and its own manifest: it rewrites only the
   shards holding keys it changed, and shares every other shard with the parent. The result
   depends on nothing else, so every finisher of a seal writes the same bytes.
@@ -25,16 +28,17 @@ import asyncio
 import bisect
 import contextlib
 import hashlib
+import itertools
 import json
 import operator
 import threading
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from hubzarr.errors import FormatError
-from hubzarr.records import Location, keys_are_keys
+from hubzarr.records import VERSION_ID, Location, keys_are_keys
 
 __all__ = [
     "INLINE_KEYS",
@@ -270,7 +274,15 @@ class IndexRoot:
     meta: Shard
     inline: Shard | None
     firsts: list[str]
+    #: Layout 3: the shards' names, hex digests of their content, one after another.
     names: str
+    #: Layout 4: the versions that wrote the shards, and the runs of shards: ``run_starts[j]``
+    #: is the first shard of run ``j``, written by ``writers[run_writers[j]]`` as its shard
+    #: number ``run_numbers[j]``, the next shard as the next number, and so on.
+    writers: list[str] = field(default_factory=list)
+    run_starts: list[int] = field(default_factory=list)
+    run_writers: list[int] = field(default_factory=list)
+    run_numbers: list[int] = field(default_factory=list)
     #: How errors name the file it was read from.
     where: str = field(default="", compare=False)
     #: Whether the first keys are known to be in order.
@@ -286,17 +298,55 @@ class IndexRoot:
         return self.count - len(self.meta)
 
     def name(self, i: int) -> str:
-        """The name of shard ``i``.
+        """The name of shard ``i``: ``<writer>-<number>`` (layout 4), or the hex digest of its
+        content (layout 3).
 
         Raises
         ------
         FormatError
-            If it is not a hex digest (a name becomes a path).
+            If a layout 3 name is not a hex digest (a name becomes a path).
         """
+        if self.writers:
+            writer, number = self.ref(i)
+            return f"{writer}-{number}"
         name = self.names[i * NAME_LENGTH : (i + 1) * NAME_LENGTH]
         if not _is_hex(name):
             raise _damaged(self.where, f"names a shard {name!r}, which is not a hex digest")
         return name
+
+    def ref(self, i: int) -> tuple[str, int]:
+        """Shard ``i`` as ``(writer, number)`` (layout 4), or ``(hex name, -1)`` (layout 3)."""
+        if not self.writers:
+            return self.name(i), -1
+        j = bisect.bisect_right(self.run_starts, i) - 1
+        return self.writers[self.run_writers[j]], self.run_numbers[j] + i - self.run_starts[j]
+
+    @classmethod
+    def sharded(
+        cls, version: str, count: int, meta: Shard, firsts: list[str], refs: list[tuple[str, int]]
+    ) -> IndexRoot:
+        """A root of shards, each by its first key and its :meth:`ref`: all of layout 3's
+        form, or all of layout 4's."""
+        hashed = bool(refs) and refs[0][1] < 0
+        if any((number < 0) != hashed for _, number in refs):
+            raise AssertionError("a root names its shards one way: by writer, or by hash")
+        if hashed:
+            return cls(version, count, meta, None, firsts, "".join(name for name, _ in refs))
+        writers: dict[str, int] = {}
+        starts: list[int] = []
+        run_writers: list[int] = []
+        numbers: list[int] = []
+        previous: tuple[str, int] = ("", -2)
+        for i, (writer, number) in enumerate(refs):
+            if writer != previous[0] or number != previous[1] + 1:
+                starts.append(i)
+                run_writers.append(writers.setdefault(writer, len(writers)))
+                numbers.append(number)
+            previous = (writer, number)
+        writer_list = list(writers)
+        return cls(
+            version, count, meta, None, firsts, "", writer_list, starts, run_writers, numbers
+        )
 
     def check(self) -> None:
         """Check that the shards are in order of their first keys (once).
@@ -355,10 +405,22 @@ class IndexRoot:
         }
         if self.inline is not None:
             out["inline"] = self.inline.to_dict()
+        elif self.writers:
+            out["firsts"] = "\n".join(self.firsts)
+            out["writers"] = self.writers
+            out["runs"] = [
+                n
+                for run in zip(self.run_writers, self.run_numbers, self._run_lengths(), strict=True)
+                for n in run
+            ]
         else:
             out["firsts"] = "\n".join(self.firsts)
             out["shards"] = self.names
         return out
+
+    def _run_lengths(self) -> list[int]:
+        ends = [*self.run_starts[1:], len(self.firsts)]
+        return [end - start for start, end in zip(self.run_starts, ends, strict=True)]
 
     @classmethod
     def parse(cls, data: Mapping[str, Any], where: str, version: str) -> IndexRoot:
@@ -388,37 +450,89 @@ class IndexRoot:
             shard = Shard.parse(inline, where)
             if any(map(is_metadata, shard.keys)) or len(shard) + len(held) != count:
                 raise _damaged(where, f"holds other keys than its count of {count}")
-            return cls(version, count, held, shard, [], "", where)
-        joined, names = data.get("firsts"), data.get("shards")
-        if not isinstance(joined, str) or not isinstance(names, str):
-            raise _damaged(where, "has shards that are not strings")
+            return cls(version, count, held, shard, [], "", where=where)
+        joined = data.get("firsts")
+        if not isinstance(joined, str):
+            raise _damaged(where, "has first keys that are not a string")
         firsts = joined.split("\n") if joined else []
-        if len(names) != NAME_LENGTH * len(firsts):
-            raise _damaged(where, "has shard names that are not one hex digest per shard")
         if count > len(held) and not firsts:
             raise _damaged(where, f"counts {count} keys but has no shard")
-        return cls(version, count, held, None, firsts, names, where, ordered=False)
+        if "writers" in data:
+            return cls._parse_runs(data, where, version, count, held, firsts)
+        names = data.get("shards")
+        if not isinstance(names, str) or len(names) != NAME_LENGTH * len(firsts):
+            raise _damaged(where, "has shard names that are not one hex digest per shard")
+        return cls(version, count, held, None, firsts, names, where=where, ordered=False)
+
+    @classmethod
+    def _parse_runs(
+        cls,
+        data: Mapping[str, Any],
+        where: str,
+        version: str,
+        count: int,
+        held: Shard,
+        firsts: list[str],
+    ) -> IndexRoot:
+        """A layout 4 root's ``writers`` and ``runs`` (triples: writer, first number,
+        shards)."""
+        writers, runs = data.get("writers"), data.get("runs")
+        if not isinstance(writers, list) or not all(
+            isinstance(w, str) and VERSION_ID.fullmatch(w) for w in writers
+        ):
+            raise _damaged(where, "has writers that are not version ids")
+        if (
+            not isinstance(runs, list)
+            or len(runs) % 3
+            or not all(type(n) is int and 0 <= n < 2**40 for n in runs)
+        ):
+            raise _damaged(where, "has runs that are not triples of non-negative integers")
+        run_writers, numbers, lengths = runs[0::3], runs[1::3], runs[2::3]
+        if any(w >= len(writers) for w in run_writers) or not all(lengths):
+            raise _damaged(where, "has a run that names no writer, or holds no shard")
+        starts = list(itertools.accumulate(lengths, initial=0))
+        if starts.pop() != len(firsts):
+            raise _damaged(where, f"has runs of other than its {len(firsts)} shards")
+        return cls(
+            version,
+            count,
+            held,
+            None,
+            firsts,
+            "",
+            writers,
+            starts,
+            run_writers,
+            numbers,
+            where=where,
+            ordered=False,
+        )
 
 
 class ShardReader(Protocol):
     """Where a :class:`ShardedIndex` reads its shards from (a
     :class:`~hubzarr.versions.Repository`)."""
 
+    @property
+    def scope(self) -> str:
+        """What the names of its shards are unique within (a repository's folder): the
+        shards this process holds are kept by scope and name."""
+
     async def read_shard(self, name: str) -> Shard: ...
 
 
 class _Shards:
-    """The shards in memory in this process, by name (a name is a hash of the content, so one
-    shard serves every repository and handle that names it), least recently used first out,
-    bounded in bytes."""
+    """The shards in memory in this process, by the scope of their names (a repository's
+    folder) and name, least recently used first out, bounded in bytes: one shard serves every
+    handle of a repository."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self._lock = threading.Lock()
-        self._held: OrderedDict[str, Shard] = OrderedDict()
+        self._held: OrderedDict[tuple[str, str], Shard] = OrderedDict()
         self._bytes = 0
 
-    def get(self, name: str) -> Shard | None:
+    def get(self, name: tuple[str, str]) -> Shard | None:
         # No lock: every read of a chunk asks, from several threads, and each OrderedDict
         # operation is atomic under the GIL (a shard evicted meanwhile is simply not moved).
         shard = self._held.get(name)
@@ -427,7 +541,7 @@ class _Shards:
                 self._held.move_to_end(name)
         return shard
 
-    def put(self, name: str, shard: Shard) -> None:
+    def put(self, name: tuple[str, str], shard: Shard) -> None:
         with self._lock:
             if name in self._held:
                 return
@@ -532,7 +646,7 @@ class ShardedIndex(VersionIndex):
         held = self._recent.get(i)
         if held is not None:
             return held
-        held = SHARDS.get(root.name(i))
+        held = SHARDS.get((self._reader.scope, root.name(i)))
         if held is not None:
             root.placed(i, held)
             if len(self._recent) >= _RECENT:
@@ -559,7 +673,7 @@ class ShardedIndex(VersionIndex):
 
     async def _read(self, name: str) -> Shard:
         shard = await self._reader.read_shard(name)
-        SHARDS.put(name, shard)
+        SHARDS.put((self._reader.scope, name), shard)
         return shard
 
     async def get(self, key: str) -> Location | None:
@@ -609,17 +723,25 @@ class ShardedIndex(VersionIndex):
                 yield items
 
 
+#: Shards written at once by a derivation.
+_WRITES = 64
+
+
 async def derive_root(
     version: str,
     parent: VersionIndex | None,
     changes: Mapping[str, Location | None],
-    write_shard: Any,
+    write_shard: Callable[[str, Shard], Awaitable[None]],
+    *,
+    by_writer: bool = True,
 ) -> IndexRoot:
     """The root of ``version``: the state of ``parent`` (``None``: empty) with ``changes``
     (key -> new location, ``None`` for a deletion) applied. Shards that hold no changed key
     are the parent's; each shard holding one is rewritten (cut again into shards of
     :data:`SHARD_KEYS` if it grew past twice that) and stored by ``await write_shard(name,
-    record)``. Deterministic: the same inputs give the same root.
+    shard)``. New shards are named ``<version>-<n>``, numbered in key order (layout 4), or,
+    without ``by_writer``, by the hash of their content (layout 3). Deterministic: the same
+    inputs give the same root, and the same shards.
     """
     meta_changes = {k: v for k, v in changes.items() if is_metadata(k)}
     changes = {k: v for k, v in changes.items() if not is_metadata(k)}
@@ -635,18 +757,44 @@ async def derive_root(
             (meta if is_metadata(key) else data)[key] = location
     _apply(meta, meta_changes)
     held = Shard.from_items(sorted(meta.items()))
+    writes: list[tuple[str, Shard]] = []
+
+    def new(shard: Shard) -> tuple[str, int]:
+        """The ref of a new shard, to be written."""
+        ref = (version, len(writes)) if by_writer else (shard_name(shard.to_dict()), -1)
+        writes.append((f"{version}-{ref[1]}" if by_writer else ref[0], shard))
+        return ref
+
+    firsts: list[str] = []
+    refs: list[tuple[str, int]] = []
     if not sharded:
         _apply(data, changes)
         items = sorted(data.items())
         if len(items) <= INLINE_KEYS:
             return IndexRoot(version, len(held) + len(items), held, Shard.from_items(items), [], "")
-        cut = [
-            Shard.from_items(items[j : j + SHARD_KEYS]) for j in range(0, len(items), SHARD_KEYS)
-        ]
-        names = await asyncio.gather(*(_store(c, write_shard) for c in cut))
-        firsts = [c.keys[0] for c in cut]
-        return IndexRoot(version, len(held) + len(items), held, None, firsts, "".join(names))
-    assert isinstance(parent, ShardedIndex)
+        count = len(items)
+        for j in range(0, len(items), SHARD_KEYS):
+            cut = Shard.from_items(items[j : j + SHARD_KEYS])
+            firsts.append(cut.keys[0])
+            refs.append(new(cut))
+    else:
+        assert isinstance(parent, ShardedIndex)
+        count = await _rewrite(parent, changes, firsts, refs, new)
+    for start in range(0, len(writes), _WRITES):
+        await asyncio.gather(*(write_shard(n, c) for n, c in writes[start : start + _WRITES]))
+    return IndexRoot.sharded(version, len(held) + count, held, firsts, refs)
+
+
+async def _rewrite(
+    parent: ShardedIndex,
+    changes: Mapping[str, Location | None],
+    firsts: list[str],
+    refs: list[tuple[str, int]],
+    new: Callable[[Shard], tuple[str, int]],
+) -> int:
+    """Append the shards of ``parent`` with ``changes`` applied to ``firsts`` and ``refs``:
+    the parent's own where no key changed, new ones (``new(shard)``) where one did; return the
+    number of keys."""
     root = parent.root
     root.check()  # the new root keeps the parent's order
     touched: dict[int, dict[str, Location | None]] = {}
@@ -656,10 +804,10 @@ async def derive_root(
         zip(touched, await asyncio.gather(*(parent.shard(i) for i in touched)), strict=True)
     )
     count = root.data_count
-    pieces: list[tuple[list[str], list[str]]] = []  # per shard of the parent: firsts, names
     for i in range(root.shards):
         if i not in touched:
-            pieces.append(([root.firsts[i]], [root.name(i)]))
+            firsts.append(root.firsts[i])
+            refs.append(root.ref(i))
             continue
         state = dict(shards[i].items())
         count -= len(state)
@@ -667,13 +815,11 @@ async def derive_root(
         count += len(state)
         items = sorted(state.items())
         size = SHARD_KEYS if len(items) > 2 * SHARD_KEYS else max(len(items), 1)
-        cut = [Shard.from_items(items[j : j + size]) for j in range(0, len(items), size)]
-        names = await asyncio.gather(*(_store(c, write_shard) for c in cut))
-        pieces.append(([c.keys[0] for c in cut], list(names)))
-    firsts = [f for fs, _ in pieces for f in fs]
-    return IndexRoot(
-        version, len(held) + count, held, None, firsts, "".join(n for _, ns in pieces for n in ns)
-    )
+        for j in range(0, len(items), size):
+            cut = Shard.from_items(items[j : j + size])
+            firsts.append(cut.keys[0])
+            refs.append(new(cut))
+    return count
 
 
 def _apply(state: dict[str, Location], changes: Mapping[str, Location | None]) -> None:
@@ -682,11 +828,3 @@ def _apply(state: dict[str, Location], changes: Mapping[str, Location | None]) -
             state.pop(key, None)
         else:
             state[key] = location
-
-
-async def _store(shard: Shard, write_shard: Any) -> str:
-    record = shard.to_dict()
-    name = shard_name(record)
-    await write_shard(name, record)
-    SHARDS.put(name, shard)
-    return name

@@ -63,11 +63,13 @@ __all__ = [
 ]
 
 #: The repository layout this code writes (and the newest it reads): the storage format's
-#: version (``docs/format.md``). Layout 3 gives every sealed version an index root and shards
-#: (:mod:`hubzarr.index`) instead of checkpoints; layout 2 binds every data object to its key,
-#: version and generation (:mod:`hubzarr.frame`) and every record to its path; layout 1 did
-#: neither. Older layouts are still read (and written to, in repositories created with them).
-LAYOUT = 3
+#: version (``docs/format.md``). Layout 4 names index shards by the version that wrote them and
+#: a number, so that a root lists them as runs; layout 3 gives every sealed version an index
+#: root and shards (:mod:`hubzarr.index`) instead of checkpoints, each shard named by the hash
+#: of its content; layout 2 binds every data object to its key, version and generation
+#: (:mod:`hubzarr.frame`) and every record to its path; layout 1 did neither. Older layouts are
+#: still read (and written to, in repositories created with them).
+LAYOUT = 4
 #: A sealed version whose chain is this long gets a checkpoint instead of a manifest.
 CHECKPOINT_EVERY = 50
 

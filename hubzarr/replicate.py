@@ -414,9 +414,10 @@ class _Copier:
         self.copied.versions += 1
 
     async def copy_index(self, version: str) -> None:
-        """Copy a sealed version's index root (layout 3) and the shards it names that the
-        destination lacks (shards are shared by content: most are there already), shards
-        first. A version without a root gets one derived at the destination when read."""
+        """Copy a sealed version's index root (layout 3 and newer) and the shards it names that
+        the destination lacks (a version shares its parent's unchanged shards: most are there
+        already), shards first. A version without a root gets one derived at the destination
+        when read."""
         if not self.src.sharded:
             return
         root = await self.src.index_root(version)

@@ -51,7 +51,15 @@ from hubzarr.errors import (
     StorageError,
 )
 from hubzarr.files import RepoFiles
-from hubzarr.index import DictIndex, IndexRoot, Shard, ShardedIndex, VersionIndex, derive_root
+from hubzarr.index import (
+    SHARDS,
+    DictIndex,
+    IndexRoot,
+    Shard,
+    ShardedIndex,
+    VersionIndex,
+    derive_root,
+)
 from hubzarr.manifests import Index, Manifests, apply, build, merge
 from hubzarr.names import Name, check_ref
 from hubzarr.records import (
@@ -188,6 +196,11 @@ class Repository:
     def layout(self) -> int:
         """The storage format version the repository was written with."""
         return self.files.info.layout
+
+    @property
+    def scope(self) -> str:
+        """Where the names of its index shards are unique: its incarnation folder."""
+        return f"{self.storage.url}/{self.files.home}"
 
     @property
     def default_branch(self) -> str:
@@ -733,16 +746,18 @@ class Repository:
                 apply(state, await self.read_manifest(v))
             return DictIndex(state)
 
-        async def write_shard(name: str, record: dict[str, Any]) -> None:
-            with contextlib.suppress(AlreadyExistsError):  # the same content, by its name
-                await self.files.create_record(self.files.shard_path(name), record)
+        async def write_shard(name: str, shard: Shard) -> None:
+            # Every finisher derives the same shards: one written first holds the same content.
+            with contextlib.suppress(AlreadyExistsError):
+                await self.files.create_record(self.files.shard_path(name), shard.to_dict())
+            SHARDS.put((self.scope, name), shard)
 
         for v in reversed(path):
             manifest = await self.read_manifest(v)
             assert isinstance(manifest, Manifest), "layout 3 writes no checkpoints"
             changes: dict[str, Any] = dict(manifest.locations())
             changes.update(dict.fromkeys(manifest.deleted))
-            root = await derive_root(v, base, changes, write_shard)
+            root = await derive_root(v, base, changes, write_shard, by_writer=self.layout >= 4)
             # Every finisher derives the same root; the first one written is kept.
             with contextlib.suppress(AlreadyExistsError):
                 await self.files.create_record(self.files.index_path(v), root.to_dict())

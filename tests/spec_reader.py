@@ -19,7 +19,7 @@ import fsspec
 import numcodecs
 import numpy as np
 
-KNOWN_LAYOUT = 3
+KNOWN_LAYOUT = 4
 VERSION = re.compile(r"[0-9a-f]{20}")
 GENERATION = re.compile(r"(.+)~([1-9][0-9]*)")
 TOMBSTONE = b"HZ1T"
@@ -155,12 +155,28 @@ class Repository:
         data = self.inner(f"shards/{name}.json")
         if data is None:
             raise DamagedError(f"shard {name} is missing")
-        if hashlib.blake2b(canonical(data), digest_size=16).hexdigest() != name:
+        hashed = "-" not in name  # layout 3: named by its content
+        if hashed and hashlib.blake2b(canonical(data), digest_size=16).hexdigest() != name:
             raise DamagedError(f"shard {name} is not named by its content")
         return self.keys_of(data)
 
+    @staticmethod
+    def shard_names(root: dict[str, Any]) -> list[str]:
+        """Section 9: layout 4 lists runs of shards by writer and number, layout 3 hex
+        digests."""
+        if "writers" in root:
+            runs = root["runs"]
+            return [
+                f"{root['writers'][w]}-{n + j}"
+                for w, n, count in zip(runs[0::3], runs[1::3], runs[2::3], strict=True)
+                for j in range(count)
+            ]
+        names = root["shards"]
+        return [names[32 * i : 32 * (i + 1)] for i in range(len(names) // 32)]
+
     def sealed_index(self, version: str) -> dict[str, tuple[str, int]]:
-        """Layout 3: the index root if there is one, else the parent's index and the manifest."""
+        """Layouts 3 and 4: the index root if there is one, else the parent's index and the
+        manifest."""
         root = self.inner(f"index/{version}.json")
         if root is None:
             record = self.inner(f"versions/{version}.json")
@@ -174,9 +190,11 @@ class Repository:
         if "inline" in root:
             index.update(self.keys_of(root["inline"]))
         else:
-            names = root["shards"]
-            for i in range(len(names) // 32):
-                index.update(self.shard(names[32 * i : 32 * (i + 1)]))
+            names = self.shard_names(root)
+            if len(names) != len(root["firsts"].split("\n")):
+                raise DamagedError(f"the index root of {version} names other shards than it lists")
+            for name in names:
+                index.update(self.shard(name))
         if len(index) != root["count"]:
             raise DamagedError(f"the index root of {version} miscounts its keys")
         return index

@@ -61,16 +61,16 @@ def _history(local_root: str) -> tuple[hubzarr.Hub, dict[str, str]]:
     return hub, ids
 
 
-@pytest.fixture(params=[2, 3], ids=["layout 2", "layout 3"])
+@pytest.fixture(params=[2, 4], ids=["layout 2", "layout 4"])
 def layout(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> int:
     """Repositories made in each layout hubzarr writes: layout 2 builds a version's index
-    from its records and manifests at every open, layout 3 only where its root is missing."""
+    from its records and manifests at every open, layout 4 only where its root is missing."""
     monkeypatch.setattr(hubzarr.versions, "LAYOUT", request.param)
     return int(request.param)
 
 
 def _rootless(local_root: str, *versions: str) -> None:
-    """Remove the index roots of ``versions`` (layout 3), as a sealer killed after its
+    """Remove the index roots of ``versions`` (layouts 3, 4), as a sealer killed after its
     manifest would leave them: the next reader derives them from the records damaged here."""
     for version in versions:
         for path in Path(local_root, NAME).glob(f"*/index/{version}.json"):

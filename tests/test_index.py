@@ -17,7 +17,15 @@ from envelopes import record
 import hubzarr
 import hubzarr.index as hindex
 from hubzarr import FormatError
-from hubzarr.index import DictIndex, IndexRoot, Shard, ShardedIndex, derive_root, shard_name
+from hubzarr.index import (
+    DictIndex,
+    IndexRoot,
+    Shard,
+    ShardedIndex,
+    derive_root,
+    is_metadata,
+    shard_name,
+)
 from hubzarr.names import parse_name
 from hubzarr.records import Location
 from hubzarr.versions import Repository
@@ -34,13 +42,18 @@ def small_shards(monkeypatch: pytest.MonkeyPatch) -> None:
 class _MemoryShards:
     """Shards written by derive_root, read back through a stored copy (as JSON)."""
 
+    scope = "memory"
+
     def __init__(self) -> None:
         self.stored: dict[str, str] = {}
         self.reads = 0
 
-    async def write(self, name: str, record: dict[str, Any]) -> None:
-        assert shard_name(record) == name
-        self.stored[name] = json.dumps(record)
+    async def write(self, name: str, shard: Shard) -> None:
+        stored = json.dumps(shard.to_dict())
+        if "-" not in name:  # layout 3: named by its content
+            assert shard_name(shard.to_dict()) == name
+        # A name always means one content: a derivation done again writes the same.
+        assert self.stored.setdefault(name, stored) == stored
 
     async def read_shard(self, name: str) -> Shard:
         self.reads += 1
@@ -104,15 +117,16 @@ def test_damaged_shard_is_refused(change: dict[str, Any], message: str) -> None:
 
 
 def test_a_root_is_checked_where_an_answer_needs_it(small_shards: None) -> None:
-    """A root whose shards are out of order, list a shard where it does not belong, or name a
-    shard with something other than a hex digest: a lookup that finds its key in its shard is
-    answered; a miss, a walk and the use of the bad name are refused."""
+    """A root (layout 3) whose shards are out of order, list a shard where it does not belong,
+    or name a shard with something other than a hex digest: a lookup that finds its key in its
+    shard is answered; a miss, a walk and the use of the bad name are refused."""
     store = _MemoryShards()
     v = "0" * 12 + "d" * 8
     keys = [f"k{i:02}" for i in range(12)]  # three shards of four
 
     async def run() -> None:
-        root = await derive_root(v, None, {k: Location(v) for k in keys}, store.write)
+        changes: dict[str, Location | None] = {k: Location(v) for k in keys}
+        root = await derive_root(v, None, changes, store.write, by_writer=False)
         stored = root.to_dict()
         firsts = stored["firsts"].split("\n")
         assert firsts == ["k00", "k04", "k08"]
@@ -143,7 +157,41 @@ def test_a_root_is_checked_where_an_answer_needs_it(small_shards: None) -> None:
     asyncio.run(run())
 
 
-def test_derived_roots_match_a_model_and_share_untouched_shards(small_shards: None) -> None:
+@pytest.mark.parametrize(
+    ("runs", "message"),
+    [
+        ([0, 0, 2], "runs of other than its 3 shards"),
+        ([0, 0, 4], "runs of other than its 3 shards"),
+        ([0, 0, 1, 1, 0, 2], "names no writer"),
+        ([0, 0, 3, 0, 5, 0], "holds no shard"),
+        ([0, 0], "triples"),
+        ([0, -1, 3], "triples"),
+        ([0, True, 3], "triples"),
+    ],
+)
+def test_a_damaged_layout_4_root_is_refused(
+    small_shards: None, runs: list[Any], message: str
+) -> None:
+    store = _MemoryShards()
+    v = "0" * 12 + "e" * 8
+
+    async def run() -> dict[str, Any]:
+        changes: dict[str, Location | None] = {f"k{i:02}": Location(v) for i in range(12)}
+        return (await derive_root(v, None, changes, store.write)).to_dict()
+
+    stored = asyncio.run(run())
+    assert (stored["writers"], stored["runs"]) == ([v], [0, 0, 3])  # one run of three shards
+    with pytest.raises(FormatError, match=message):
+        IndexRoot.parse({**stored, "runs": runs}, "r", v)
+    for writers in (["../../etc"], [v.upper()], "x", [v + "0"]):
+        with pytest.raises(FormatError, match="writers that are not version ids"):
+            IndexRoot.parse({**stored, "writers": writers}, "r", v)
+
+
+@pytest.mark.parametrize("by_writer", [True, False], ids=["layout 4", "layout 3"])
+def test_derived_roots_match_a_model_and_share_untouched_shards(
+    small_shards: None, by_writer: bool
+) -> None:
     rng = random.Random(7)
     versions = [f"{n:012x}" + "c" * 8 for n in range(1, 40)]
     store = _MemoryShards()
@@ -156,8 +204,7 @@ def test_derived_roots_match_a_model_and_share_untouched_shards(small_shards: No
             for _ in range(rng.choice([1, 2, 5, 30])):
                 key = _key(rng.randrange(60))
                 changes[key] = None if rng.random() < 0.3 else Location(version, rng.randrange(2))
-            before = set() if not isinstance(parent, ShardedIndex) else set(parent.root.names)
-            root = await derive_root(version, parent, changes, store.write)
+            root = await derive_root(version, parent, changes, store.write, by_writer=by_writer)
             for key, location in changes.items():
                 if location is None:
                     model.pop(key, None)
@@ -166,7 +213,8 @@ def test_derived_roots_match_a_model_and_share_untouched_shards(small_shards: No
             # The stored form parses back to itself, and derivation is deterministic.
             again = IndexRoot.parse(json.loads(json.dumps(root.to_dict())), "r", version)
             assert again == root
-            assert (await derive_root(version, parent, changes, store.write)) == root
+            again = await derive_root(version, parent, changes, store.write, by_writer=by_writer)
+            assert again == root
             index = ShardedIndex(root, store)
             assert index.count == len(model)
             assert await index.mapping() == model
@@ -177,14 +225,19 @@ def test_derived_roots_match_a_model_and_share_untouched_shards(small_shards: No
                 assert all(len(store.stored[root.name(i)]) for i in range(root.shards))
                 if isinstance(parent, ShardedIndex) and parent.root.inline is None:
                     # Only shards holding a changed key are new.
-                    touched = {parent.root.shard_of(k) for k in changes}
+                    touched = {parent.root.shard_of(k) for k in changes if not is_metadata(k)}
                     kept = {parent.root.name(i) for i in range(parent.root.shards)} - {
                         parent.root.name(i) for i in touched
                     }
                     names = {root.name(i) for i in range(root.shards)}
                     assert kept <= names
                     assert len(names - kept) <= len(touched) * 3
-            del before
+                    if by_writer:  # new shards are the version's, numbered from 0
+                        numbers = sorted(int(n.split("-")[1]) for n in names - kept)
+                        assert numbers == list(range(len(numbers)))
+                        assert all(n.startswith(f"{version}-") for n in names - kept)
+                        # The names come as runs: one per stretch of a writer's shards.
+                        assert len(root.writers) <= len(root.run_starts) <= root.shards
             parent = index
 
     asyncio.run(run())
@@ -301,13 +354,47 @@ def test_layout_2_repositories_still_open_and_take_tags(
     assert json.loads((folder / "repo.json").read_text())["layout"] == 2
 
 
-def test_gc_frees_shards_only_collected_versions_named(
+def test_layout_3_repositories_keep_naming_shards_by_content(
     local_root: str, monkeypatch: pytest.MonkeyPatch, small_shards: None
+) -> None:
+    """A repository made with layout 3 is read and written as layout 3 (its shards named by
+    the hash of their content) and copied as such."""
+    from hubzarr import versions
+
+    with monkeypatch.context() as old:
+        old.setattr(versions, "LAYOUT", 3)
+        hub = hubzarr.Hub(local_root)
+        _fill(hub, "alice/three", 3 * hindex.SHARD_KEYS)
+        hub.tag("alice/three", "v1")
+    hub = hubzarr.Hub(local_root)
+    arr = hub.load_array("alice/three")
+    arr[5] = -5
+    hub.tag("alice/three", "v2")
+    hub.copy("alice/three", "alice/copy")
+    for name in ("alice/three", "alice/copy"):
+        folder = Path(local_root, name)
+        assert json.loads((folder / "repo.json").read_text())["layout"] == 3
+        shards = [p.stem for p in folder.glob("*/shards/*.json")]
+        assert len(shards) == 4 and all(len(s) == 32 and "-" not in s for s in shards)
+        roots = [json.loads(p.read_text()) for p in folder.glob("*/index/*.json")]
+        assert roots and all("writers" not in r for r in roots)
+        hindex.SHARDS.clear()
+        expected = np.arange(3 * hindex.SHARD_KEYS)
+        np.testing.assert_array_equal(hubzarr.Hub(local_root).load_array(f"{name}:v1")[:], expected)
+        expected[5] = -5
+        np.testing.assert_array_equal(hubzarr.Hub(local_root).load_array(f"{name}:v2")[:], expected)
+
+
+@pytest.mark.parametrize("layout", [3, 4])
+def test_gc_frees_shards_only_collected_versions_named(
+    local_root: str, monkeypatch: pytest.MonkeyPatch, small_shards: None, layout: int
 ) -> None:
     import time
 
     import hubzarr.collect
+    from hubzarr import versions
 
+    monkeypatch.setattr(versions, "LAYOUT", layout)
     hub = hubzarr.Hub(local_root)
     _fill(hub, "alice/big", 2 * hindex.SHARD_KEYS)
     hub.tag("alice/big", "v1")

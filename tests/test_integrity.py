@@ -208,7 +208,7 @@ def test_keys_that_look_like_generations_are_refused(hub: hubzarr.Hub) -> None:
         "bad-checkpoint",
     ],
 )
-@pytest.mark.parametrize("layout", [2, 3])
+@pytest.mark.parametrize("layout", [2, 4])
 def test_a_damaged_manifest_is_a_format_error_naming_it(
     local_root: str, manifest: bytes, layout: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:

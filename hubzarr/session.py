@@ -148,6 +148,17 @@ class ObjectEntry:
 _METADATA = frozenset({".zarray", ".zattrs", ".zgroup", ".zmetadata"})
 
 
+@dataclass(frozen=True, slots=True)
+class _EarlyHead:
+    """A key's objects read while an open head was resolved (:meth:`Session.open_expecting`)."""
+
+    head: str
+    first: bytes | None
+    second: bytes | None
+    base: str | None
+    inherited: bytes | None
+
+
 @dataclass(slots=True)
 class _State:
     """What an opened session reads and writes with."""
@@ -163,6 +174,10 @@ class _State:
     #: version's own generation 0 (``None``: none there). Each is taken once, and checked as
     #: any read is.
     early: dict[str, bytes | None] = field(default_factory=dict)
+    #: At a branch, the same for the open head: key -> what its head held at generations 0
+    #: and 1, and the object the key has at generation 0 of the version the head started
+    #: from, with that version's id (read while the head's seal was looked for).
+    early_head: dict[str, _EarlyHead] = field(default_factory=dict)
 
     @property
     def version(self) -> str:
@@ -383,7 +398,32 @@ class Session:
         if self._state is None:
             repo = self._repository or Repository(self.storage, self.name)
             await repo.open()
-            resolved = self._pinned or await repo.resolve(self.name.ref)
+            early_head: dict[str, _EarlyHead] = {}
+
+            async def ahead(head: str, base: str | None) -> None:
+                # The expected keys at the head (generations 0 and 1: the next is probed only
+                # if 1 exists) and in the version it started from: one round trip fewer.
+                files = repo.files
+                paths = [
+                    path
+                    for key in map(check_key, expected)
+                    for path in (
+                        files.data_path(head, key, 0),
+                        files.data_path(head, key, 1),
+                        files.data_path(base, key, 0) if base is not None else None,
+                    )
+                ]
+                found = await asyncio.gather(
+                    *(self.storage.read(p) if p else asyncio.sleep(0) for p in paths)
+                )
+                for i, key in enumerate(expected):
+                    first, second, inherited = (
+                        None if raw is None else bytes(raw) for raw in found[3 * i : 3 * i + 3]
+                    )
+                    early_head[key] = _EarlyHead(head, first, second, base, inherited)
+
+            speculate = ahead if expected and not self.storage.read_only else None
+            resolved = self._pinned or await repo.resolve(self.name.ref, speculate)
             if resolved.kind == "version" and not resolved.sealed:
                 raise InvalidArgumentError(
                     f"version {resolved.version} of {repo.name} is the open head of a branch: "
@@ -406,7 +446,9 @@ class Session:
             else:
                 index = await repo.version_index(resolved.version, sealed=resolved.sealed)
             if self._state is None:
-                self._state = _State(repo, resolved, index, early=early)
+                # Read at the head the branch file named: of no use if another took over.
+                early_head = {k: e for k, e in early_head.items() if e.head == resolved.version}
+                self._state = _State(repo, resolved, index, early=early, early_head=early_head)
         return self._state
 
     async def resolved(self) -> Resolved:
@@ -643,6 +685,11 @@ class Session:
         head). ``listed``: the head's newest generations from a listing begun after this read
         was asked for (:meth:`head_listing`), so one request reads the key."""
         files, version = state.repo.files, state.version
+        early = state.early_head.pop(key, None) if state.early_head else None
+        if early is not None and listed is None:
+            settled = self._settle_early(state, key, owner, early)
+            if settled is not None:
+                return settled
         known = state.generations.get(key)
         inherited = [] if owner is None else [(owner, False)]
         inherited_paths = [] if owner is None else [files.object_path(owner, key)]
@@ -719,6 +766,28 @@ class Session:
                 continue
             state.generations[key] = newest
             return found, newest
+
+    def _settle_early(
+        self, state: _State, key: str, owner: Location | None, early: _EarlyHead
+    ) -> tuple[tuple[int, _Found] | None, int] | None:
+        """:meth:`_read_head`'s answer from what was read while the head was resolved, if
+        that is enough (as reading them now: generation 0 in the head and no generation 1, or
+        neither and the object the index names at the base); ``None`` to read as usual."""
+        if early.second is not None:
+            return None  # rewritten in the head: the newest generation is probed as usual
+        if early.first is not None:
+            checked = self._decoder(state, key, [(Location(state.version, 0), True)])(
+                0, early.first
+            )
+            if isinstance(checked, _Superseded):
+                return None  # being emptied (a newer generation came after the read)
+            state.generations[key] = 0
+            return (0, checked), 0
+        if owner is None:
+            return None, -1
+        if early.inherited is not None and owner == Location(early.base or "", 0):
+            return (0, self._decoder(state, key, [(owner, False)])(0, early.inherited)), -1
+        return None
 
     async def read(self, key: str, *, listed: Mapping[str, int] | None = None) -> memoryview | None:
         """Return the checked payload stored at ``key`` (what zarr stored), or ``None`` if the
@@ -1060,6 +1129,7 @@ class Session:
         superseded.
         """
         files, head = state.repo.files, state.version
+        state.early_head.pop(key, None)  # read before this write: no longer the head's
         if expected is not None:
             generation = expected + 1
         else:

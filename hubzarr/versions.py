@@ -36,6 +36,7 @@ import difflib
 import getpass
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -433,8 +434,16 @@ class Repository:
             await self._finish_seal(head, seal)
             return
 
-    async def resolve(self, ref: str | None) -> Resolved:
+    async def resolve(
+        self,
+        ref: str | None,
+        ahead: Callable[[str, str | None], Awaitable[None]] | None = None,
+    ) -> Resolved:
         """Resolve a branch, tag or version id (``None``: the default branch).
+
+        ``ahead(head, base)``: at a branch, run while the head's seal is looked for, with the
+        head the branch file names and the version it says the head started from: reads that
+        opening the head would do next (valid if the head found is that head).
 
         Raises
         ------
@@ -452,10 +461,12 @@ class Repository:
             # The head's record is read while its seal is looked for (most heads are not
             # sealed), and the index root of the version the ref says it started from:
             # opening the head then needs no round trip for either.
-            current, _, _ = await asyncio.gather(
+            base = branch.base if self.sharded else None
+            current, *_ = await asyncio.gather(
                 self.current_head(head),
                 self.read_version(head),
-                self._root_hint(branch.base if self.sharded else None),
+                self._root_hint(base),
+                ahead(head, base) if ahead is not None else asyncio.sleep(0),
             )
             return Resolved("branch", ref, current, sealed=False)
         if tag is not None:

@@ -185,8 +185,7 @@ def test_opening_costs_few_sequential_round_trips(s3_server: Server, bucket: str
         rounds[name] = counter.rounds
     # At a tag: repo.json; the tag (and a branch of that name); the version's index root
     # with its metadata where it most often lies. A head: its seal looked for while its
-    # record is read, and the index root of the version the branch file says it started
-    # from; then its metadata (in the head, or where that root says).
-    assert rounds["net/tagged:v1"] == 3
-    assert rounds["net/fresh"] <= 4
-    assert rounds["net/tagged"] <= 4
+    # record is read, the index root of the version the branch file says it started from,
+    # and its metadata where it most often lies (the head's first two generations, and that
+    # version's own objects).
+    assert rounds == {"net/tagged:v1": 3, "net/fresh": 3, "net/tagged": 3}

@@ -292,3 +292,78 @@ def test_a_reader_decodes_chunks_with_the_arrays_layout(hub: hubzarr.Hub) -> Non
     layout = hub.load_array("test/chunks:v1").layout
     np.testing.assert_array_equal(sync(reader.read_chunk(layout, (0, 0))), np.full((2, 4), 7.5))
     np.testing.assert_array_equal(sync(reader.read_chunk(layout, (2, 0))), np.full((2, 4), -1.0))
+
+
+def test_reads_begun_while_a_head_is_resolved_answer_as_reads_after_it(
+    keys: hubzarr.Hub,
+) -> None:
+    """Opening a branch reads the keys it expects where they most often lie, while the head's
+    seal is looked for (one round trip less); each answers what a read after opening would."""
+    s = _session(keys)
+    sync(s.write("base", b"in v1"))
+    sync(s.write("deep", b"in v0"))
+    keys.tag(REPO, "v0")
+    sync(s.write("base", b"in v1"))
+    sync(s.write("gone", b"there"))
+    keys.tag(REPO, "v1")
+    for value in (b"g0", b"g1", b"g2"):
+        sync(s.write("many", value))  # generations 0 to 2 in the head
+    sync(s.write("once", b"g0"))
+    sync(s.delete("gone"))  # a tombstone in the head
+    expected = {
+        "base": b"in v1",  # the version the head started from wrote it
+        "deep": b"in v0",  # an older one did
+        "many": b"g2",
+        "once": b"g0",
+        "gone": None,
+        "never": None,
+    }
+    fresh = _session(keys)
+    sync(fresh.open_expecting(list(expected)))
+    state = fresh._state
+    assert state is not None and set(state.early_head) == set(expected)
+    for key, value in expected.items():
+        got = sync(fresh.read(key))
+        assert (None if got is None else bytes(got)) == value, key
+    assert not state.early_head  # each taken once
+    # A write after opening is what a later read sees, whatever was read at opening.
+    again = _session(keys)
+    sync(again.open_expecting(["once"]))
+    sync(again.write("once", b"g1"))
+    assert bytes(sync(again.read("once")) or b"") == b"g1"
+
+
+def test_reads_at_a_head_the_branch_file_no_longer_names_are_dropped(
+    keys: hubzarr.Hub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A head sealed by a sealer that died before moving the branch: what was read at it
+    while opening is not the branch's state, which lies in the head that took over (the
+    opener finishes the seal, and reads there; the objects' bindings to their version would
+    refuse them too)."""
+
+    class CrashError(Exception):
+        pass
+
+    async def crash(self: Repository, version: str, seal: object) -> None:
+        raise CrashError  # every sealer stops right after publishing the seal record
+
+    s = _session(keys)
+    sync(s.write("k", b"old"))
+    head = sync(s.resolved()).version
+    with monkeypatch.context() as patch:
+        patch.setattr(Repository, "_finish_seal", crash)
+        with pytest.raises(CrashError):
+            keys.tag(REPO, "v1")
+    repo = Repository(keys.storage, _name())
+    sync(repo.open())
+    seal = sync(repo.read_seal(head))
+    successor = seal.successor if seal is not None else None
+    assert successor is not None
+    # A writer of the head that took over, as one would write there (bypassing the sealer,
+    # which would finish the seal and move the branch file).
+    payload = b"new"
+    bound = frame.encode_header(payload, frame.binding(successor, "k", 0))
+    sync(keys.storage.write(repo.files.data_path(successor, "k", 0), bound + payload))
+    fresh = _session(keys)
+    sync(fresh.open_expecting(["k"]))
+    assert bytes(sync(fresh.read("k")) or b"") == b"new"

@@ -726,7 +726,9 @@ def _progress(label: str, *, nbytes: bool) -> Iterator[Callable[..., None]]:
         task = bar.add_task(label, total=None)
 
         def update(completed: int, total: int, description: str = label) -> None:
-            bar.update(task, completed=completed, total=total, description=description)
+            # A total of 0: not known ahead (an export's bytes); the bar then pulses.
+            known = total if total > 0 else None
+            bar.update(task, completed=completed, total=known, description=description)
 
         yield update
 

@@ -23,7 +23,8 @@ if TYPE_CHECKING:
 
 __all__ = ["CopyReport", "Progress", "export_zarr"]
 
-#: ``progress(objects done, objects in all, bytes done, bytes in all)``.
+#: ``progress(objects done, objects in all, bytes done, bytes in all)`` (bytes in all: ``0``
+#: where it is not known ahead, as in an export).
 Progress = Callable[[int, int, int, int], None]
 
 #: Objects in flight on object stores (latency-bound); local writes are bound by the disk.
@@ -79,6 +80,11 @@ async def export_zarr(
 ) -> tuple[int, int, int]:
     """Write the version ``session`` reads as a plain zarr (format 2) store at ``dest``.
 
+    The version's keys are walked a shard of its index at a time, in bounded memory whatever
+    the number of chunks; progress reports ``0`` bytes in all (not known ahead). Resuming into
+    a folder that already holds part of the export holds that folder's listing, and checks
+    each object there by its size.
+
     Returns
     -------
     tuple of int
@@ -87,30 +93,32 @@ async def export_zarr(
     Raises
     ------
     AlreadyExistsError
-        If ``dest`` holds a zarr store already, or anything that is not part of this export.
+        If ``dest`` holds a zarr store already, or anything that is not part of this export
+        (checked before anything is written).
     CorruptChunkError
         If a source object fails its checksum (the store's root metadata is then never
         written, so nothing opens).
     """
-    from hubzarr.frame import HEADER_SIZE
     from hubzarr.stores import is_metadata
 
-    entries = await session.entries()
     present = await dest.list("")
-    foreign = sorted(set(present) - set(entries))
-    if foreign or any(k in present for k in (".zarray", ".zgroup")):
-        what = f"holds {foreign[0]!r}, which" if foreign else "holds a zarr store, which"
-        raise AlreadyExistsError(
-            f"{dest.url} {what} this export would not write; export into a new or empty "
-            "folder, or delete it first"
-        )
-    sizes = {key: entry.size - HEADER_SIZE for key, entry in entries.items()}
-    todo = [key for key in entries if present.get(key) != sizes[key]]
-    skipped = len(entries) - len(todo)
-    total_bytes = sum(sizes[key] for key in todo)
-    done = [0, 0]
+    if any(k in present for k in (".zarray", ".zgroup")):
+        raise _not_empty(dest, "holds a zarr store, which")
+    if present:
+        # What is there must all be this export's: checked whole before the first write.
+        foreign = set(present)
+        _, batches = await session.key_batches()
+        async for keys in batches:
+            foreign.difference_update(keys)
+        if foreign:
+            raise _not_empty(dest, f"holds {min(foreign)!r}, which")
+    total, batches = await session.key_batches()
+    done = [0, 0, 0]  # objects, bytes, skipped
 
     async def copy(key: str) -> None:
+        if key in present and present[key] == await session.size(key):
+            done[2] += 1
+            return
         payload = await session.read(key)
         if payload is None:  # deleted at a branch head since the listing
             return
@@ -118,7 +126,7 @@ async def export_zarr(
         done[0] += 1
         done[1] += len(payload)
         if progress is not None:
-            progress(done[0], len(todo), done[1], total_bytes)
+            progress(done[0], total - done[2], done[1], 0)
 
     limit = asyncio.Semaphore(CONCURRENCY)
 
@@ -126,10 +134,18 @@ async def export_zarr(
         async with limit:
             await copy(key)
 
-    chunks = [k for k in todo if not is_metadata(k)]
-    await asyncio.gather(*(bounded(k) for k in chunks))
+    metadata: list[str] = []
+    async for keys in batches:
+        metadata += filter(is_metadata, keys)
+        await asyncio.gather(*(bounded(k) for k in keys if not is_metadata(k)))
     # Metadata after every chunk, deepest first, the root's last: a store opens only complete.
-    metadata = sorted((k for k in todo if is_metadata(k)), key=lambda k: (-k.count("/"), k))
-    for key in metadata:
+    for key in sorted(metadata, key=lambda k: (-k.count("/"), k)):
         await copy(key)
-    return done[0], done[1], skipped
+    return done[0], done[1], done[2]
+
+
+def _not_empty(dest: Storage, what: str) -> AlreadyExistsError:
+    return AlreadyExistsError(
+        f"{dest.url} {what} this export would not write; export into a new or empty "
+        "folder, or delete it first"
+    )

@@ -313,6 +313,35 @@ def test_export_refuses_a_destination_it_would_not_own(hub: hubzarr.Hub, work: P
     assert files_under(work / "out.zarr") == before
 
 
+def test_an_export_walks_the_index_a_shard_at_a_time(
+    work: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No listing of the repository's folders, no map of every key: the version's index is
+    read a shard at a time (here shards of 4 keys), each shard once, and every chunk once."""
+    from counting import counting_hub
+
+    import hubzarr.index as hindex
+
+    monkeypatch.setattr(hindex, "SHARD_KEYS", 4)
+    monkeypatch.setattr(hindex, "INLINE_KEYS", 2)
+    hindex.SHARDS.clear()
+    root = str(work / "hub")
+    values = data((40, 3), "i4")
+    hubzarr.Hub(root).array(values.shape, "alice/long", dtype="i4", chunks=(1, 3))[:] = values
+    hubzarr.Hub(root).tag("alice/long", "v1")
+    hindex.SHARDS.clear()
+    counted, counter = counting_hub(root)
+    report = counted.copy("alice/long:v1", str(work / "out.zarr"))
+    assert report.objects == 42  # 40 chunks, .zarray and .zattrs
+    sources = [(op, p) for op, p in counter.paths if p.startswith("alice/")]
+    assert not [p for op, p in sources if op.startswith("list")], "listed the repository"
+    shards = [p for op, p in sources if "/shards/" in p]
+    assert len(shards) == len(set(shards)) == 10  # 40 keys in shards of 4, each read once
+    chunks = [p for op, p in sources if op == "read" and "/data/" in p]
+    assert len(chunks) == len(set(chunks)) == 42
+    np.testing.assert_array_equal(zarr.open_array(str(work / "out.zarr"), mode="r")[:], values)
+
+
 def test_npy_export_round_trips_and_never_overwrites(hub: hubzarr.Hub, work: Path) -> None:
     values = data((130, 9), "f8")
     hub.array(values.shape, "alice/a", dtype="f8", chunks=(32, 9))[:] = values

@@ -34,7 +34,6 @@ import operator
 import threading
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from hubzarr.errors import FormatError
@@ -57,6 +56,9 @@ __all__ = [
 SHARD_KEYS = 8192
 #: A version holding at most this many keys keeps them in its root (no shard to read).
 INLINE_KEYS = 256
+#: Lookups a root or shard answers from its stored string (each a search at C speed) before it
+#: splits the string into a list, which costs more once but less per lookup.
+_PROBES = 8
 #: Characters of a shard's name: the hex digest of BLAKE2b with a 16-byte digest.
 NAME_LENGTH = 32
 
@@ -65,6 +67,11 @@ def _is_hex(text: str) -> bool:
     """Whether ``text`` is lowercase hex digits only (at C speed: a root of 10^8 chunks names
     12,000 shards in one 390 KB string)."""
     return text.isascii() and not text.encode("ascii").translate(None, b"0123456789abcdef")
+
+
+def _lines(joined: str) -> int:
+    """How many lines ``joined`` holds (``""``: none)."""
+    return joined.count("\n") + 1 if joined else 0
 
 
 def _damaged(where: str, what: str) -> FormatError:
@@ -76,30 +83,69 @@ class Shard:
     ``starts[i + 1]`` all lie at ``locations[runs[i]]`` (one run for keys one version wrote
     together, whatever their number).
 
-    A shard read from storage checks its keys (each one a key, sorted and distinct) only when
-    an answer needs them (:meth:`check`): a lookup that finds its key needs neither, so opening
-    a version and reading one chunk does not pay for the other 8191 keys of its shard.
+    A shard read from storage keeps its keys as stored, one joined string, until something
+    needs them one by one: its first few lookups find their key in that string, so opening a
+    version and reading a chunk builds no list of 8192 keys; later lookups bisect the list. What a
+    found key does not need is checked when an answer first needs it (:meth:`check`): that
+    every key is a key, and their order.
     """
 
-    __slots__ = ("_joined", "keys", "locations", "runs", "starts", "where")
+    __slots__ = (
+        "_checked",
+        "_count",
+        "_joined",
+        "_keys",
+        "_scans",
+        "locations",
+        "runs",
+        "starts",
+        "where",
+    )
 
     def __init__(
         self,
-        keys: list[str],
+        keys: list[str] | None,
         locations: list[Location],
         starts: list[int],
         runs: list[int],
         where: str = "",
         joined: str | None = None,
     ) -> None:
-        self.keys = keys
         self.locations = locations
         self.starts = starts
         self.runs = runs
         #: How errors name the file it was read from.
         self.where = where
-        #: Its keys as stored, until they are checked (``None``: checked, or built here).
+        #: The keys one by one (``None``: not split from ``_joined`` yet).
+        self._keys = keys
+        #: The keys as stored (kept: threads may be reading it while another splits it).
         self._joined = joined
+        self._count = len(keys) if keys is not None else _lines(joined or "")
+        #: Whether the keys are known to be keys, sorted and distinct (built here: yes).
+        self._checked = joined is None
+        #: How many lookups searched the joined keys (past :data:`_PROBES`, they are split).
+        self._scans = 0
+
+    @property
+    def keys(self) -> list[str]:
+        """The keys, sorted (split from the stored string on first use)."""
+        keys = self._keys
+        if keys is None:
+            joined = self._joined or ""
+            keys = self._keys = joined.split("\n") if joined else []
+        return keys
+
+    def first(self) -> str | None:
+        """The first key (``None``: no key), without splitting the keys."""
+        if self._keys is not None or self._joined is None:
+            return self.keys[0] if self.keys else None
+        return self._joined.partition("\n")[0] if self._joined else None
+
+    def last(self) -> str | None:
+        """The last key (``None``: no key), without splitting the keys."""
+        if self._keys is not None or self._joined is None:
+            return self.keys[-1] if self.keys else None
+        return self._joined.rpartition("\n")[2] if self._joined else None
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Shard):
@@ -114,7 +160,7 @@ class Shard:
     __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
-        return f"Shard({len(self.keys)} keys, {len(self.locations)} locations)"
+        return f"Shard({len(self)} keys, {len(self.locations)} locations)"
 
     @classmethod
     def from_items(cls, items: Iterable[tuple[str, Location]]) -> Shard:
@@ -138,7 +184,7 @@ class Shard:
         return cls(keys, locations, starts, runs)
 
     def __len__(self) -> int:
-        return len(self.keys)
+        return self._count
 
     def check(self) -> None:
         """Check that every key is one a store could have written, and that they are sorted
@@ -149,15 +195,14 @@ class Shard:
         FormatError
             If not.
         """
-        joined = self._joined
-        if joined is None:
+        if self._checked:
             return
-        keys = self.keys
+        joined, keys = self._joined or "", self.keys
         if keys and not keys_are_keys(joined, len(keys)):
             raise _damaged(self.where, "holds a key no store could have written")
         if not all(map(operator.lt, keys, keys[1:])):
             raise _damaged(self.where, "holds keys that are not sorted and distinct")
-        self._joined = None
+        self._checked = True
 
     def get(self, key: str) -> Location | None:
         """The location of ``key``, ``None`` if the shard does not hold it.
@@ -168,12 +213,35 @@ class Shard:
             If the key is not found and the shard's keys fail :meth:`check`: a miss is an
             answer only in a shard known to be sorted.
         """
-        keys = self.keys
-        i = bisect.bisect_left(keys, key)
-        if i == len(keys) or keys[i] != key:
+        if self._keys is None and self._scans < _PROBES:
+            self._scans += 1
+            i = self._scan(key)
+        else:
+            keys = self.keys
+            i = bisect.bisect_left(keys, key)
+            if i == len(keys) or keys[i] != key:
+                i = -1
+        if i < 0:
             self.check()
             return None
         return self.locations[self.runs[bisect.bisect_right(self.starts, i) - 1]]
+
+    def _scan(self, key: str) -> int:
+        """The position of ``key`` found in the joined keys (``-1``: not there), without
+        splitting them: the line equal to ``key``, at C speed."""
+        joined = self._joined or ""
+        if "\n" in key:
+            return -1  # not a key (a line of its own)
+        if joined == key or joined.startswith(key + "\n"):
+            at = 0
+        elif joined.endswith("\n" + key):
+            at = len(joined) - len(key)
+        else:
+            at = joined.find("\n" + key + "\n")
+            if at < 0:
+                return -1
+            at += 1
+        return joined.count("\n", 0, at) if len(self.starts) > 1 else 0
 
     def items(self, prefix: str = "") -> Iterator[tuple[str, Location]]:
         """``(key, location)`` for each key (starting with ``prefix``), in key order.
@@ -198,8 +266,9 @@ class Shard:
     @property
     def weight(self) -> int:
         """About the bytes the shard holds in memory."""
-        unchecked = len(self._joined) if self._joined is not None else 0
-        return 80 * len(self.keys) + 100 * len(self.locations) + 60 * len(self.starts) + unchecked
+        joined = len(self._joined) if self._joined is not None else 0
+        split = 80 * len(self) if self._keys is not None else 0
+        return split + joined + 100 * len(self.locations) + 60 * len(self.starts)
 
     def to_dict(self) -> dict[str, Any]:
         """The shard as stored (``keys`` joined by newlines, ``runs`` as start, location
@@ -224,7 +293,7 @@ class Shard:
         joined, names, runs = data.get("keys"), data.get("locations"), data.get("runs")
         if not isinstance(joined, str) or not isinstance(names, list):
             raise _damaged(where, "has keys or locations of the wrong type")
-        keys = joined.split("\n") if joined else []
+        count = joined.count("\n") + 1 if joined else 0
         locations = [Location.parse(name, where) for name in names]
         if (
             not isinstance(runs, list)
@@ -233,15 +302,15 @@ class Shard:
         ):
             raise _damaged(where, "has runs that are not pairs of integers")
         starts, numbers = runs[0::2], runs[1::2]
-        if keys and (not starts or starts[0] != 0):
+        if count and (not starts or starts[0] != 0):
             raise _damaged(where, "has runs that do not begin at its first key")
         if not all(map(operator.lt, starts, starts[1:])) or (
-            starts and starts[-1] >= max(len(keys), 1)
+            starts and starts[-1] >= max(count, 1)
         ):
             raise _damaged(where, "has runs out of order or past its last key")
         if any(not 0 <= n < len(locations) for n in numbers):
             raise _damaged(where, "has a run that names no location")
-        return cls(keys, locations, starts, numbers, where, joined)
+        return cls(None, locations, starts, numbers, where, joined)
 
 
 def shard_name(record: dict[str, Any]) -> str:
@@ -258,39 +327,127 @@ def is_metadata(key: str) -> bool:
     return key.rpartition("/")[2].startswith(".")
 
 
-@dataclass(slots=True)
 class IndexRoot:
     """A sealed version's ``index/<version>.json``: its number of keys, its metadata keys
     (``meta``), and either its other keys (``inline``) or its shards, each by the first key it
     holds and its name.
 
-    As with a :class:`Shard`, what a lookup that finds its key does not need is checked when
-    first needed: the order of the first keys (:meth:`check`) on a miss or a walk, and a
-    shard's name when it is used.
+    As with a :class:`Shard`, a root read from storage keeps its shards' first keys as stored,
+    one joined string: its first few lookups bisect that string (a key in the shard the last
+    one found costs nothing more); anything more splits it. What a
+    lookup that finds its key does not need is checked when first needed: the order of the
+    first keys (:meth:`check`) on a miss or a walk, and a shard's name when it is used.
     """
 
-    version: str
-    count: int
-    meta: Shard
-    inline: Shard | None
-    firsts: list[str]
-    #: Layout 3: the shards' names, hex digests of their content, one after another.
-    names: str
-    #: Layout 4: the versions that wrote the shards, and the runs of shards: ``run_starts[j]``
-    #: is the first shard of run ``j``, written by ``writers[run_writers[j]]`` as its shard
-    #: number ``run_numbers[j]``, the next shard as the next number, and so on.
-    writers: list[str] = field(default_factory=list)
-    run_starts: list[int] = field(default_factory=list)
-    run_writers: list[int] = field(default_factory=list)
-    run_numbers: list[int] = field(default_factory=list)
-    #: How errors name the file it was read from.
-    where: str = field(default="", compare=False)
-    #: Whether the first keys are known to be in order.
-    ordered: bool = field(default=True, compare=False)
+    __slots__ = (
+        "_firsts",
+        "_joined",
+        "_probe",
+        "_probes",
+        "_shards",
+        "count",
+        "inline",
+        "meta",
+        "names",
+        "ordered",
+        "run_numbers",
+        "run_starts",
+        "run_writers",
+        "version",
+        "where",
+        "writers",
+    )
+
+    def __init__(
+        self,
+        version: str,
+        count: int,
+        meta: Shard,
+        inline: Shard | None,
+        firsts: list[str] | None,
+        names: str,
+        writers: list[str] | None = None,
+        run_starts: list[int] | None = None,
+        run_writers: list[int] | None = None,
+        run_numbers: list[int] | None = None,
+        *,
+        where: str = "",
+        ordered: bool = True,
+        joined: str | None = None,
+    ) -> None:
+        self.version = version
+        self.count = count
+        self.meta = meta
+        self.inline = inline
+        #: Layout 3: the shards' names, hex digests of their content, one after another.
+        self.names = names
+        #: Layout 4: the versions that wrote the shards, and the runs of shards:
+        #: ``run_starts[j]`` is the first shard of run ``j``, written by
+        #: ``writers[run_writers[j]]`` as its shard number ``run_numbers[j]``, the next shard
+        #: as the next number, and so on.
+        self.writers = writers or []
+        self.run_starts = run_starts or []
+        self.run_writers = run_writers or []
+        self.run_numbers = run_numbers or []
+        #: How errors name the file it was read from.
+        self.where = where
+        #: Whether the first keys are known to be in order.
+        self.ordered = ordered
+        #: The first keys one by one (``None``: not split from ``_joined`` yet).
+        self._firsts = firsts
+        self._joined = joined
+        self._shards = len(firsts) if firsts is not None else _lines(joined or "")
+        #: The last lookup answered from the joined first keys: (shard, its first key, the
+        #: next shard's first key or ``None``), and how many were.
+        self._probe: tuple[int, str, str | None] | None = None
+        self._probes = 0
+
+    @property
+    def firsts(self) -> list[str]:
+        """The first key of each shard (split from the stored string on first use)."""
+        firsts = self._firsts
+        if firsts is None:
+            joined = self._joined or ""
+            firsts = self._firsts = joined.split("\n") if joined else []
+        return firsts
+
+    def first(self, i: int) -> str:
+        """The first key of shard ``i``."""
+        probe = self._probe
+        if self._firsts is None and probe is not None:
+            if i == probe[0]:
+                return probe[1]
+            if i == probe[0] + 1 and probe[2] is not None:
+                return probe[2]
+        return self.firsts[i]
+
+    def _key_fields(self) -> tuple[Any, ...]:
+        return (
+            self.version,
+            self.count,
+            self.meta,
+            self.inline,
+            self.firsts,
+            self.names,
+            self.writers,
+            self.run_starts,
+            self.run_writers,
+            self.run_numbers,
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, IndexRoot):
+            return NotImplemented
+        return self._key_fields() == other._key_fields()
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"IndexRoot({self.version}, {self.count} keys, {self.shards} shards)"
 
     @property
     def shards(self) -> int:
-        return len(self.firsts)
+        return self._shards
 
     @property
     def data_count(self) -> int:
@@ -360,7 +517,8 @@ class IndexRoot:
             return
         # The first keys are only compared, never used as paths: their order is what matters
         # (each shard's own keys are checked when it is read).
-        if not all(map(operator.lt, self.firsts, self.firsts[1:])):
+        firsts = self.firsts
+        if not all(map(operator.lt, firsts, firsts[1:])):
             raise _damaged(self.where, "has shards out of order")
         self.ordered = True
 
@@ -372,11 +530,12 @@ class IndexRoot:
         FormatError
             If its first key is not the one the root lists, or a key lies in the next shard.
         """
-        keys = shard.keys
+        first, last = shard.first(), shard.last()
         if (
-            not keys
-            or keys[0] != self.firsts[i]
-            or (i + 1 < len(self.firsts) and keys[-1] >= self.firsts[i + 1])
+            first is None
+            or last is None
+            or first != self.first(i)
+            or (i + 1 < self.shards and last >= self.first(i + 1))
         ):
             raise _damaged(
                 self.where, f"lists shard {self.name(i)} where it does not hold those keys"
@@ -385,7 +544,38 @@ class IndexRoot:
 
     def shard_of(self, key: str) -> int:
         """The shard that holds ``key`` if any does (the last whose first key is at most it)."""
+        joined, probe = self._joined, self._probe
+        if self._firsts is None and joined:
+            if probe is not None and probe[1] <= key and (probe[2] is None or key < probe[2]):
+                return probe[0]  # the shard the last lookup found holds this key too
+            if self._probes < _PROBES:
+                self._probes += 1
+                return self._bisect_joined(joined, key)
         return max(bisect.bisect_right(self.firsts, key) - 1, 0)
+
+    def _bisect_joined(self, joined: str, key: str) -> int:
+        """:meth:`shard_of` on the joined first keys, without splitting them: a bisection
+        over character offsets, each step reading the line that starts after its middle."""
+        lo, hi = 0, len(joined)  # the answer starts at lo, or after lo and at most at hi
+        while lo < hi:
+            mid = (lo + hi) // 2
+            newline = joined.find("\n", mid, hi)
+            if newline < 0:
+                hi = mid
+                continue
+            end = joined.find("\n", newline + 1)
+            if joined[newline + 1 : end if end >= 0 else len(joined)] <= key:
+                lo = newline + 1
+            else:
+                hi = newline
+        end = joined.find("\n", lo)
+        following = None
+        if end >= 0:
+            after = joined.find("\n", end + 1)
+            following = joined[end + 1 : after if after >= 0 else len(joined)]
+        i = joined.count("\n", 0, lo)
+        self._probe = (i, joined[lo : end if end >= 0 else len(joined)], following)
+        return i
 
     def shards_under(self, prefix: str) -> range:
         """The shards that may hold keys starting with ``prefix``."""
@@ -454,15 +644,17 @@ class IndexRoot:
         joined = data.get("firsts")
         if not isinstance(joined, str):
             raise _damaged(where, "has first keys that are not a string")
-        firsts = joined.split("\n") if joined else []
-        if count > len(held) and not firsts:
+        shards = _lines(joined)
+        if count > len(held) and not shards:
             raise _damaged(where, f"counts {count} keys but has no shard")
         if "writers" in data:
-            return cls._parse_runs(data, where, version, count, held, firsts)
+            return cls._parse_runs(data, where, version, count, held, joined)
         names = data.get("shards")
-        if not isinstance(names, str) or len(names) != NAME_LENGTH * len(firsts):
+        if not isinstance(names, str) or len(names) != NAME_LENGTH * shards:
             raise _damaged(where, "has shard names that are not one hex digest per shard")
-        return cls(version, count, held, None, firsts, names, where=where, ordered=False)
+        return cls(
+            version, count, held, None, None, names, where=where, ordered=False, joined=joined
+        )
 
     @classmethod
     def _parse_runs(
@@ -472,10 +664,11 @@ class IndexRoot:
         version: str,
         count: int,
         held: Shard,
-        firsts: list[str],
+        joined: str,
     ) -> IndexRoot:
         """A layout 4 root's ``writers`` and ``runs`` (triples: writer, first number,
         shards)."""
+        shards = _lines(joined)
         writers, runs = data.get("writers"), data.get("runs")
         if not isinstance(writers, list) or not all(
             isinstance(w, str) and VERSION_ID.fullmatch(w) for w in writers
@@ -491,14 +684,14 @@ class IndexRoot:
         if any(w >= len(writers) for w in run_writers) or not all(lengths):
             raise _damaged(where, "has a run that names no writer, or holds no shard")
         starts = list(itertools.accumulate(lengths, initial=0))
-        if starts.pop() != len(firsts):
-            raise _damaged(where, f"has runs of other than its {len(firsts)} shards")
+        if starts.pop() != shards:
+            raise _damaged(where, f"has runs of other than its {shards} shards")
         return cls(
             version,
             count,
             held,
             None,
-            firsts,
+            None,
             "",
             writers,
             starts,
@@ -506,6 +699,7 @@ class IndexRoot:
             numbers,
             where=where,
             ordered=False,
+            joined=joined,
         )
 
 

@@ -4,6 +4,7 @@ from a parent and a manifest, what opening and reading cost, layout 2 repositori
 from __future__ import annotations
 
 import asyncio
+import bisect
 import json
 import random
 from pathlib import Path
@@ -155,6 +156,53 @@ def test_a_root_is_checked_where_an_answer_needs_it(small_shards: None) -> None:
             await bad.get("k05")
 
     asyncio.run(run())
+
+
+def test_first_lookups_in_the_stored_strings_match_lookups_in_lists() -> None:
+    """A root's first lookups bisect its joined first keys, and a shard's first lookups find
+    their key in its joined keys, neither splitting them (then they split them): all answer as
+    a bisection of the lists would, for keys that are prefixes of each other, below the first,
+    past the last."""
+    rng = random.Random(11)
+    v1, v2 = Location("0" * 12 + "a" * 8), Location("0" * 12 + "b" * 8, 2)
+    for trial in range(300):
+        pool = {
+            "/".join(
+                rng.choice(["a", "b", "a1", "0", "z9", "a.1"]) for _ in range(rng.randint(1, 3))
+            )
+            for _ in range(rng.randint(1, 40))
+        }
+        keys = sorted(pool)
+        probes = [*keys, "", "0", "~", *(k + suffix for k in keys for suffix in ("/", "0", "."))]
+        root = IndexRoot.parse(
+            {
+                "version": "v",
+                "count": len(keys),
+                "meta": Shard.from_items([]).to_dict(),
+                "firsts": "\n".join(keys),
+                "shards": "0" * 32 * len(keys),
+            },
+            "r",
+            "v",
+        )
+        fresh = IndexRoot.parse(root.to_dict(), "r", "v")
+        for n, probe in enumerate(rng.sample(probes, len(probes))):
+            if n % 12 == 0:
+                fresh = IndexRoot.parse(root.to_dict(), "r", "v")  # a first lookup again
+            i = fresh.shard_of(probe)
+            assert i == max(bisect.bisect_right(keys, probe) - 1, 0), (keys, probe)
+            assert fresh.first(i) == keys[i]
+            if i + 1 < len(keys):
+                assert fresh.first(i + 1) == keys[i + 1]
+        locations = [rng.choice([v1, v2]) for _ in keys]
+        stored = Shard.from_items(zip(keys, locations, strict=True)).to_dict()
+        shard = Shard.parse(stored, "s")
+        for n, probe in enumerate(rng.sample(probes, len(probes))):
+            if n % 12 == 0:
+                shard = Shard.parse(stored, "s")
+            expected = locations[keys.index(probe)] if probe in keys else None
+            assert shard.get(probe) == expected, (trial, keys, probe)
+            assert len(shard) == len(keys)
 
 
 @pytest.mark.parametrize(

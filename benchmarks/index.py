@@ -342,7 +342,7 @@ def main() -> None:
         full = full_read(work, args.full, args.repeats)
         print(
             f"\nfull read of {full['objects']:,} chunks at a tag: layout 4 "
-            f"{full['layout 4 MB/s']:.0f} MB/s, layout 2 {full['layout 2 MB/s']:.0f} MB/s "
+            f"{full['layout 4 MB/s']:.2f} MB/s, layout 2 {full['layout 2 MB/s']:.2f} MB/s "
             f"(layout 4 / layout 2: {full['ratio']:.2f}x, paired {full['paired']:.2f}x); index "
             f"requests {full['index requests']} for {full['chunk requests']} chunk requests "
             f"({100 * full['index requests'] / full['chunk requests']:.3f}%, target < 1%)"

@@ -743,7 +743,8 @@ class Hub:
         - repository to ``.zarr`` folder or URL (any path not ending in ``.npy``): a plain
           zarr (format 2) store of that version, objects copied byte for byte (checksums
           checked), the metadata last: what zarr, xarray and TensorStore open without hubzarr.
-          An interrupted export resumes where it stopped when run again;
+          The version's index is read a shard at a time, in bounded memory whatever the number
+          of chunks. An interrupted export resumes where it stopped when run again;
         - repository to ``.npy``: the array, written in bounded memory;
         - ``.npy`` file to repository: an array; ``.npz``: a group of its arrays;
         - HDF5 file (``.h5``, ``.hdf5``, ``.hdf``, ``.he5``, ``.nc``; needs

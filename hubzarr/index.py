@@ -74,6 +74,11 @@ def _lines(joined: str) -> int:
     return joined.count("\n") + 1 if joined else 0
 
 
+def _split(joined: str | None) -> list[str]:
+    """The lines of ``joined`` (``""`` or ``None``: none)."""
+    return joined.split("\n") if joined else []
+
+
 def _damaged(where: str, what: str) -> FormatError:
     return FormatError(f"{where} {what}; the repository is damaged: restore it from a copy")
 
@@ -131,8 +136,7 @@ class Shard:
         """The keys, sorted (split from the stored string on first use)."""
         keys = self._keys
         if keys is None:
-            joined = self._joined or ""
-            keys = self._keys = joined.split("\n") if joined else []
+            keys = self._keys = _split(self._joined)
         return keys
 
     def first(self) -> str | None:
@@ -407,8 +411,7 @@ class IndexRoot:
         """The first key of each shard (split from the stored string on first use)."""
         firsts = self._firsts
         if firsts is None:
-            joined = self._joined or ""
-            firsts = self._firsts = joined.split("\n") if joined else []
+            firsts = self._firsts = _split(self._joined)
         return firsts
 
     def first(self, i: int) -> str:

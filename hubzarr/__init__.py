@@ -24,6 +24,7 @@ from hubzarr.api import (
     Hub,
     array,
     branch,
+    commit,
     copy,
     delete,
     delete_branch,
@@ -50,6 +51,7 @@ from hubzarr.collect import GCReport
 from hubzarr.errors import (
     AccessDeniedError,
     AlreadyExistsError,
+    AsOfWarning,
     ConflictError,
     CorruptChunkError,
     DivergedError,
@@ -134,6 +136,7 @@ def __dir__() -> list[str]:
 __all__ = [
     "AccessDeniedError",
     "AlreadyExistsError",
+    "AsOfWarning",
     "CacheInfo",
     "ChunkCache",
     "ConflictError",
@@ -164,6 +167,7 @@ __all__ = [
     "__version__",
     "array",
     "branch",
+    "commit",
     "copy",
     "delete",
     "delete_branch",

@@ -9,7 +9,10 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import time
+import warnings
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from hubzarr.cache import CachedStorage, ChunkCache, open_cached
@@ -17,6 +20,7 @@ from hubzarr.collect import DEFAULT_GRACE_S, GCReport, collect
 from hubzarr.config import resolve_namespace, resolve_root, resolve_storage_options
 from hubzarr.errors import (
     AlreadyExistsError,
+    AsOfWarning,
     HubError,
     InvalidArgumentError,
     InvalidNameError,
@@ -140,8 +144,23 @@ class Hub:
             self._storage = open_cached(self.root, self.storage_options)
         return self._storage
 
-    def _parse(self, name: str) -> Name:
-        return parse_name(name, default_user=resolve_namespace())
+    def _parse(self, name: str, as_of: datetime | None = None) -> Name:
+        """``name`` parsed; with ``as_of``, pinned to the version its branch had then."""
+        parsed = parse_name(name, default_user=resolve_namespace())
+        if as_of is None:
+            return parsed
+        when = _moment(as_of)
+        repo = Repository(self.storage, parsed)
+        if when > time.time() and _run(repo.resolve(parsed.ref)).kind == "branch":
+            stamp = as_of.astimezone(UTC).isoformat().replace("+00:00", "Z")
+            warnings.warn(
+                f"as_of {stamp} is in the future: {name} is read at its branch's head, as it "
+                "is now",
+                AsOfWarning,
+                stacklevel=3,
+            )
+            return parsed
+        return parsed.with_ref(_run(repo.sealed_at(parsed.ref, as_of)))
 
     def _store(self, name: Name, *, read_only: bool, session: Session | None = None) -> HubStore:
         from hubzarr.stores import HubStore
@@ -380,7 +399,9 @@ class Hub:
         assign(arr, Ellipsis, darr, new=True)
         return arr
 
-    def load(self, name: str, *, mode: Literal["r", "r+"] = "r+") -> HubArray | HubGroup:
+    def load(
+        self, name: str, *, mode: Literal["r", "r+"] = "r+", as_of: datetime | None = None
+    ) -> HubArray | HubGroup:
         """Open an array (or a group) by name, lazily: no chunk is read until indexed.
 
         Parameters
@@ -389,6 +410,10 @@ class Hub:
             ``user/name[:ref]``; ref is a branch, tag or version id (default: default branch).
         mode : {"r+", "r"}
             ``"r+"`` allows writes at a branch; tags and versions are always read-only.
+        as_of : datetime.datetime, optional
+            Read the branch as it was then (a time with a zone): the newest version of its
+            history sealed (committed or tagged) at or before it, read-only. A time in the
+            future reads the head, with an :class:`AsOfWarning`.
 
         Returns
         -------
@@ -399,9 +424,12 @@ class Hub:
         ------
         InvalidNameError
             If ``name`` is malformed.
+        InvalidArgumentError
+            If ``as_of`` has no time zone, or ``name`` is a tag or version id with ``as_of``.
         NotFoundError
-            If the repository or ref does not exist (the message names close matches), or the
-            repository holds neither an array nor a group.
+            If the repository or ref does not exist (the message names close matches), the
+            repository holds neither an array nor a group, or nothing of the branch was sealed
+            by ``as_of`` (the message says when its history starts).
         FormatError
             If the array's (or group's) metadata is malformed.
         """
@@ -411,13 +439,15 @@ class Hub:
 
         if mode not in ("r", "r+"):
             raise InvalidArgumentError(f"mode must be 'r' or 'r+', not {mode!r}")
-        store = self._store(self._parse(name), read_only=mode == "r")
+        store = self._store(self._parse(name, as_of), read_only=mode == "r")
         node = open_node(store)
         if isinstance(node, GroupInfo):
             return HubGroup(store)
         return HubArray(store, node)
 
-    def load_array(self, name: str, *, mode: Literal["r", "r+"] = "r+") -> HubArray:
+    def load_array(
+        self, name: str, *, mode: Literal["r", "r+"] = "r+", as_of: datetime | None = None
+    ) -> HubArray:
         """Open an array by name, as :meth:`load` does, typed as one.
 
         Raises
@@ -430,9 +460,11 @@ class Hub:
         """
         from hubzarr.arrays import HubArray
 
-        return self._load_as(HubArray, name, mode, "load_group")
+        return self._load_as(HubArray, name, mode, "load_group", as_of)
 
-    def load_group(self, name: str, *, mode: Literal["r", "r+"] = "r+") -> HubGroup:
+    def load_group(
+        self, name: str, *, mode: Literal["r", "r+"] = "r+", as_of: datetime | None = None
+    ) -> HubGroup:
         """Open the group a repository holds, as :meth:`load` does, typed as one.
 
         Raises
@@ -445,13 +477,18 @@ class Hub:
         """
         from hubzarr.groups import HubGroup
 
-        return self._load_as(HubGroup, name, mode, "load_array")
+        return self._load_as(HubGroup, name, mode, "load_array", as_of)
 
     def _load_as(
-        self, kind: type[_Node], name: str, mode: Literal["r", "r+"], instead: str
+        self,
+        kind: type[_Node],
+        name: str,
+        mode: Literal["r", "r+"],
+        instead: str,
+        as_of: datetime | None,
     ) -> _Node:
         """:meth:`load`, refusing anything but a ``kind``, whose loader is ``instead``."""
-        node = self.load(name, mode=mode)
+        node = self.load(name, mode=mode, as_of=as_of)
         if not isinstance(node, kind):
             held = "an array" if instead == "load_array" else "a group"
             raise NotFoundError(
@@ -460,7 +497,7 @@ class Hub:
             )
         return node
 
-    def reader(self, name: str) -> Session:
+    def reader(self, name: str, *, as_of: datetime | None = None) -> Session:
         """Return a reader of one version of a repository: its keys with their objects'
         locations and sizes, each object as stored, each payload checked.
 
@@ -476,7 +513,7 @@ class Hub:
         NotFoundError
             If the repository or ref does not exist.
         """
-        return self._reader(self._parse(name))
+        return self._reader(self._parse(name, as_of))
 
     def _reader(self, name: Name) -> Session:
         from hubzarr.session import Session
@@ -548,6 +585,39 @@ class Hub:
         repo, parsed = self._repo(name)
         version = _run(repo.sealed_state(parsed.ref, check_message(message)))
         return f"{parsed.repository}:{version}"
+
+    def commit(self, name: str, message: str | None = None) -> str:
+        """Seal the head of the branch ``name`` as a version of its history without a name
+        (a tag without a name), with ``message``; no chunk is copied, and the branch goes on
+        in a new head. :meth:`log` lists it; ``name:<version id>`` and ``as_of`` read it.
+
+        A head holding no write of its own is not sealed: its state is already the version
+        it started from, which is returned.
+
+        Returns
+        -------
+        str
+            The id of the sealed version.
+
+        Raises
+        ------
+        InvalidNameError
+            If ``name`` is malformed.
+        InvalidArgumentError
+            If ``name`` is a tag or version id, or ``message`` is neither a string nor
+            ``None``.
+        NotFoundError
+            If the repository or branch does not exist.
+        ReadOnlyError
+            On a read-only root (HTTP).
+        """
+        return self.commit_state(name, message)[0]
+
+    def commit_state(self, name: str, message: str | None = None) -> tuple[str, bool]:
+        """:meth:`commit`, also saying whether a new version was sealed (``False``: the head
+        held no write of its own, and the version its state already is was returned)."""
+        repo, parsed = self._repo(name)
+        return _run(repo.commit(parsed.ref, check_message(message)))
 
     def tag(self, name: str, tag: str, *, message: str | None = None) -> str:
         """Create an immutable tag of ``name``'s current state; no chunk is copied.
@@ -673,7 +743,11 @@ class Hub:
         return _run(collect(repo, grace=float(grace), dry_run=bool(dry_run)))
 
     def verify(
-        self, name: str, *, progress: Callable[[int, int], None] | None = None
+        self,
+        name: str,
+        *,
+        progress: Callable[[int, int], None] | None = None,
+        as_of: datetime | None = None,
     ) -> VerifyReport:
         """Read and check every stored object of a version.
 
@@ -709,7 +783,7 @@ class Hub:
         # What storage holds is checked, never the local cache's copies.
         storage = self.storage
         uncached = storage.inner if isinstance(storage, CachedStorage) else storage
-        parsed = self._parse(name)
+        parsed = self._parse(name, as_of)
         store = HubStore(self.root, parsed, read_only=True, storage=uncached)
         return _run(verify_store(store, progress))
 
@@ -991,16 +1065,25 @@ class Hub:
             )
         return repo, parsed
 
-    def log(self, name: str) -> list[LogEntry]:
-        """Return the versions leading to ``name``, newest first.
+    def log(
+        self, name: str, *, limit: int | None = None, as_of: datetime | None = None
+    ) -> list[LogEntry]:
+        """Return the versions leading to ``name`` (as of ``as_of``), newest first, at most
+        ``limit`` of them.
 
         Raises
         ------
+        InvalidArgumentError
+            If ``limit`` is not a positive integer or ``None``.
         NotFoundError
             If the repository or ref does not exist.
         """
-        repo, parsed = self._repo(name)
-        return _run(repo.log(parsed.ref))
+        if limit is not None and (
+            isinstance(limit, bool) or not isinstance(limit, int) or limit < 1
+        ):
+            raise InvalidArgumentError(f"limit must be a positive integer or None, not {limit!r}")
+        parsed = self._parse(name, as_of)
+        return _run(Repository(self.storage, parsed).log(parsed.ref, limit))
 
     def ls(self, prefix: str = "") -> list[str]:
         """Return the names (``user/name``) of the repositories whose name starts with prefix.
@@ -1214,20 +1297,36 @@ def from_numpy(
 
 
 def load(
-    name: str, *, mode: Literal["r", "r+"] = "r+", root: RootLike = None
+    name: str,
+    *,
+    mode: Literal["r", "r+"] = "r+",
+    as_of: datetime | None = None,
+    root: RootLike = None,
 ) -> HubArray | HubGroup:
     """Open an array or group by name; see :meth:`Hub.load`."""
-    return Hub(root).load(name, mode=mode)
+    return Hub(root).load(name, mode=mode, as_of=as_of)
 
 
-def load_array(name: str, *, mode: Literal["r", "r+"] = "r+", root: RootLike = None) -> HubArray:
+def load_array(
+    name: str,
+    *,
+    mode: Literal["r", "r+"] = "r+",
+    as_of: datetime | None = None,
+    root: RootLike = None,
+) -> HubArray:
     """Open an array by name; see :meth:`Hub.load_array`."""
-    return Hub(root).load_array(name, mode=mode)
+    return Hub(root).load_array(name, mode=mode, as_of=as_of)
 
 
-def load_group(name: str, *, mode: Literal["r", "r+"] = "r+", root: RootLike = None) -> HubGroup:
+def load_group(
+    name: str,
+    *,
+    mode: Literal["r", "r+"] = "r+",
+    as_of: datetime | None = None,
+    root: RootLike = None,
+) -> HubGroup:
     """Open a repository's group by name; see :meth:`Hub.load_group`."""
-    return Hub(root).load_group(name, mode=mode)
+    return Hub(root).load_group(name, mode=mode, as_of=as_of)
 
 
 def group(name: str, *, root: RootLike = None) -> HubGroup:
@@ -1240,14 +1339,19 @@ def store(name: str, *, mode: Literal["r", "r+", "w-"] = "r", root: RootLike = N
     return Hub(root).store(name, mode=mode)
 
 
-def reader(name: str, *, root: RootLike = None) -> Session:
+def reader(name: str, *, as_of: datetime | None = None, root: RootLike = None) -> Session:
     """Return a reader of one version of a repository; see :meth:`Hub.reader`."""
-    return Hub(root).reader(name)
+    return Hub(root).reader(name, as_of=as_of)
 
 
 def pin(name: str, *, message: str | None = None, root: RootLike = None) -> str:
     """Name a version that never changes, with ``name``'s state now; see :meth:`Hub.pin`."""
     return Hub(root).pin(name, message=message)
+
+
+def commit(name: str, message: str | None = None, *, root: RootLike = None) -> str:
+    """Seal a branch's head as an unnamed version; see :meth:`Hub.commit`."""
+    return Hub(root).commit(name, message)
 
 
 def tag(name: str, tag: str, *, message: str | None = None, root: RootLike = None) -> str:
@@ -1260,9 +1364,15 @@ def branch(name: str, new_branch: str, *, root: RootLike = None) -> str:
     return Hub(root).branch(name, new_branch)
 
 
-def log(name: str, *, root: RootLike = None) -> list[LogEntry]:
+def log(
+    name: str,
+    *,
+    limit: int | None = None,
+    as_of: datetime | None = None,
+    root: RootLike = None,
+) -> list[LogEntry]:
     """Return a repository's history; see :meth:`Hub.log`."""
-    return Hub(root).log(name)
+    return Hub(root).log(name, limit=limit, as_of=as_of)
 
 
 def ls(prefix: str = "", *, root: RootLike = None) -> list[str]:
@@ -1332,3 +1442,24 @@ def copy(
         from_root=from_root,
         to_root=to_root,
     )
+
+
+def _moment(as_of: Any) -> float:
+    """``as_of`` as seconds since the epoch.
+
+    Raises
+    ------
+    InvalidArgumentError
+        If it is not a datetime, or has no time zone (a naive time means no one instant).
+    """
+    if not isinstance(as_of, datetime):
+        raise InvalidArgumentError(
+            f"as_of must be a datetime with a time zone, not {type(as_of).__name__} ({as_of!r})"
+        )
+    if as_of.tzinfo is None or as_of.utcoffset() is None:
+        raise InvalidArgumentError(
+            f"as_of {as_of.isoformat()} has no time zone, so it names no one instant: give "
+            "one, as datetime(2026, 1, 2, 15, 0, tzinfo=datetime.timezone.utc), or "
+            "'2026-01-02T15:00Z' / '2026-01-02T16:00+01:00' on the command line"
+        )
+    return as_of.timestamp()

@@ -8,6 +8,7 @@ import json
 import os
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import datetime
@@ -45,6 +46,14 @@ NameArgument = Annotated[str, typer.Argument(help="Repository name: user/name[:r
 JsonOption = Annotated[
     bool, typer.Option("--json", help="Print one JSON document instead, for scripts.")
 ]
+AsOfOption = Annotated[
+    str | None,
+    typer.Option(
+        "--as-of",
+        help="Read the branch as it was at this time, ISO 8601 with a zone (2026-01-02T15:00Z):"
+        " its newest version committed or tagged by then.",
+    ),
+]
 
 
 def _handles_errors(command: F) -> F:
@@ -79,6 +88,43 @@ def _plural(count: int, word: str) -> str:
 def _json(document: Any) -> None:
     """Print ``document`` as one JSON document on stdout."""
     typer.echo(json.dumps(document, indent=2))
+
+
+def _as_of(text: str | None) -> datetime | None:
+    """``--as-of``, parsed (its zone is checked where it is used).
+
+    Raises
+    ------
+    InvalidArgumentError
+        If it is not an ISO 8601 time.
+    """
+    if text is None:
+        return None
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        raise InvalidArgumentError(
+            f"--as-of {text!r} is not a time: write ISO 8601 with a zone, as "
+            "2026-01-02T15:00Z or 2026-01-02T16:00+01:00"
+        ) from None
+
+
+@contextlib.contextmanager
+def _noted() -> Iterator[None]:
+    """Print hubzarr's warnings about what was read (an ``--as-of`` in the future) as notes
+    on stderr."""
+    from hubzarr.errors import AsOfWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", AsOfWarning)
+        yield
+    for warning in caught:
+        if issubclass(warning.category, AsOfWarning):
+            typer.echo(f"note: {warning.message}", err=True)
+        else:
+            warnings.showwarning(
+                warning.message, warning.category, warning.filename, warning.lineno
+            )
 
 
 def _utc(moment: datetime) -> str:
@@ -403,11 +449,20 @@ def _group_arrays(group: HubGroup) -> list[tuple[str, Any]]:
 
 @app.command()
 @_handles_errors
-def log(name: NameArgument, as_json: JsonOption = False, root: RootOption = None) -> None:
+def log(
+    name: NameArgument,
+    count: Annotated[
+        int | None, typer.Option("-n", "--max-count", help="Show at most this many versions.")
+    ] = None,
+    as_of: AsOfOption = None,
+    as_json: JsonOption = False,
+    root: RootOption = None,
+) -> None:
     """Show the versions leading to NAME, newest first."""
     from hubzarr.api import Hub
 
-    entries = Hub(root).log(name)
+    with _noted():
+        entries = Hub(root).log(name, limit=count, as_of=_as_of(as_of))
     if as_json:
         _json(
             [
@@ -425,6 +480,27 @@ def log(name: NameArgument, as_json: JsonOption = False, root: RootOption = None
         return
     for entry in entries:
         typer.echo(_log_line(entry))
+
+
+@app.command()
+@_handles_errors
+def commit(
+    name: NameArgument,
+    message: Annotated[str | None, typer.Option("--message", "-m", help="A message.")] = None,
+    root: RootOption = None,
+) -> None:
+    """Seal the head of the branch NAME as a version of its history without a name.
+
+    The version is listed by 'hub log' and read as NAME:<version id> or with --as-of; the
+    branch goes on in a new head. No chunk is copied.
+    """
+    from hubzarr.api import Hub
+
+    version, new = Hub(root).commit_state(name, message)
+    if new:
+        typer.echo(f"committed {name} as version {version}")
+    else:
+        typer.echo(f"nothing to commit: {name} holds no change since version {version}")
 
 
 @app.command()
@@ -530,7 +606,7 @@ def gc(
 
 @app.command()
 @_handles_errors
-def verify(name: NameArgument, root: RootOption = None) -> None:
+def verify(name: NameArgument, as_of: AsOfOption = None, root: RootOption = None) -> None:
     """Read every object of NAME's version and check it: checksums, metadata, chunks.
 
     Exits with status 1 if anything is wrong, listing each problem.
@@ -538,8 +614,9 @@ def verify(name: NameArgument, root: RootOption = None) -> None:
     from hubzarr.api import Hub
 
     hub = Hub(root)  # a refused root is reported before the progress bar starts
-    with _progress("verifying", nbytes=False) as update:
-        report = hub.verify(name, progress=update)
+    when = _as_of(as_of)
+    with _noted(), _progress("verifying", nbytes=False) as update:
+        report = hub.verify(name, progress=update, as_of=when)
     for problem in report.problems:
         typer.echo(f"error: {problem.message}", err=True)
     status = "OK" if report.ok else f"{len(report.problems)} problems"
@@ -587,6 +664,7 @@ def show(
             "if it holds one value a sample.",
         ),
     ] = None,
+    as_of: AsOfOption = None,
     root: RootOption = None,
 ) -> None:
     """Draw samples of NAME as one picture: a grid of tiles, each captioned with its index
@@ -602,7 +680,8 @@ def show(
     from hubzarr.arrays import HubArray
 
     selection = pictures.parse_index(index) if index is not None else None
-    node = Hub(root).load(name, mode="r")
+    with _noted():
+        node = Hub(root).load(name, mode="r", as_of=_as_of(as_of))
     target = output if output is not None else f"{name.replace('/', '-').replace(':', '-')}.png"
     if isinstance(node, HubArray):
         if key is not None or labels is not None:

@@ -37,6 +37,7 @@ from __future__ import annotations
 __all__ = [
     "AccessDeniedError",
     "AlreadyExistsError",
+    "AsOfWarning",
     "ConflictError",
     "CorruptChunkError",
     "DivergedError",
@@ -108,3 +109,8 @@ class FormatError(StorageError):
 
 class CorruptChunkError(StorageError):
     """A stored object is truncated, empty, or fails its checksum."""
+
+
+class AsOfWarning(UserWarning):
+    """A read ``as_of`` a time in the future: the branch is read at its head, as it is now
+    (a warning, not an error: the state asked for is the newest there is)."""

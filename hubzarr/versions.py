@@ -36,7 +36,7 @@ import difflib
 import getpass
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -919,6 +919,31 @@ class Repository:
             return record.parent
         return await self.seal(resolved.ref, message)
 
+    async def commit(self, ref: str | None, message: str | None = None) -> tuple[str, bool]:
+        """Seal the head of the branch ``ref`` as an unnamed version of its history, with
+        ``message`` in its seal (a tag without a name); return the sealed version and whether
+        it is new (``False``: the head held no write of its own, and its parent is returned).
+
+        Raises
+        ------
+        InvalidArgumentError
+            If ``ref`` is a tag or version id (only a branch takes commits), or ``message`` is
+            neither a string nor ``None`` (nothing is read or written).
+        NotFoundError
+            If the repository or branch does not exist.
+        ReadOnlyError
+            On a read-only root.
+        """
+        check_message(message)
+        resolved = await self.resolve(ref)
+        if resolved.kind != "branch":
+            raise InvalidArgumentError(
+                f"{self.name}:{resolved.ref} is a {resolved.kind}, which never changes: commit "
+                f"the branch it was taken from (hub commit {self.name.repository}:<branch>)"
+            )
+        version = await self.sealed_state(resolved.ref, message)
+        return version, version == resolved.version
+
     async def tag(self, ref: str | None, tag: str, message: str | None = None) -> str:
         """Create an immutable tag at ``ref`` (sealing a branch's head); return the version id.
 
@@ -961,29 +986,16 @@ class Repository:
         )
         return head.id
 
-    async def log(self, ref: str | None) -> list[LogEntry]:
-        """Return the history leading to ``ref``, newest first."""
+    async def log(self, ref: str | None, limit: int | None = None) -> list[LogEntry]:
+        """Return the history leading to ``ref``, newest first (at most ``limit`` entries)."""
         resolved = await self.resolve(ref)
         by_version: dict[str, list[str]] = {}
         for name, (kind, version) in sorted((await self.list_refs()).items()):
             by_version.setdefault(version, []).append(name if kind == "branch" else f"tag: {name}")
         entries: list[LogEntry] = []
-        seen: set[str] = set()
-        current: str | None = resolved.version
-        while current is not None:
-            if current in seen:
-                # Each version's record is created before its children's, so a parent met
-                # before is damage; without this check the walk would never end.
-                cycle = [e.id for e in entries[[e.id for e in entries].index(current) :]]
-                files = ", ".join(self.files.where(self.files.version_path(v)) for v in cycle)
-                raise FormatError(
-                    f"the version records of {self.name} form a cycle: {files} lead back to "
-                    f"{current}; the repository is damaged: restore those files from a copy"
-                )
-            seen.add(current)
-            record, seal = await asyncio.gather(
-                self._require_version(current), self.read_seal(current)
-            )
+        async for current, record, seal in self._history(resolved.version):
+            if limit is not None and len(entries) >= limit:
+                break
             entries.append(
                 LogEntry(
                     id=current,
@@ -994,8 +1006,78 @@ class Repository:
                     sealed=seal is not None,
                 )
             )
-            current = record.parent
         return entries
+
+    async def sealed_at(self, ref: str | None, when: datetime) -> str:
+        """Return the state of the branch ``ref`` at ``when`` (a time with a zone): the newest
+        version of its history sealed at or before then, to the microsecond (as
+        :meth:`log` gives seal times).
+
+        Raises
+        ------
+        InvalidArgumentError
+            If ``ref`` is a tag or version id (its state never changes).
+        NotFoundError
+            If the repository or branch does not exist, or no version of its history was
+            sealed by then (the message says when the first one was).
+        """
+        resolved = await self.resolve(ref)
+        if resolved.kind != "branch":
+            raise InvalidArgumentError(
+                f"{self.name}:{resolved.ref} is a {resolved.kind}, whose state never changes: "
+                "read it without as_of (as_of reads a branch as it was)"
+            )
+        first: tuple[str, datetime] | None = None
+        async for current, _, seal in self._history(resolved.version):
+            if seal is None:
+                continue  # the open head
+            sealed = datetime.fromtimestamp(seal.time, UTC)
+            if sealed <= when:
+                return current
+            first = (current, sealed)
+        moment = when.astimezone(UTC).isoformat().replace("+00:00", "Z")
+        if first is None:
+            raise NotFoundError(
+                f"{self.name}:{resolved.ref} has no sealed version yet, so no state as of "
+                f"{moment}: commit or tag it first"
+            )
+        start = first[1].isoformat().replace("+00:00", "Z")
+        raise NotFoundError(
+            f"{self.name}:{resolved.ref} has no state as of {moment}: its history starts at "
+            f"{start} (version {first[0]})"
+        )
+
+    async def _history(
+        self, start: str
+    ) -> AsyncIterator[tuple[str, VersionRecord, SealRecord | None]]:
+        """Each version from ``start`` back to the first, with its record and seal (``None``
+        for an open head), one round trip each.
+
+        Raises
+        ------
+        FormatError
+            If the records' parents form a cycle.
+        """
+        seen: list[str] = []
+        met: set[str] = set()
+        current: str | None = start
+        while current is not None:
+            if current in met:
+                # Each version's record is created before its children's, so a parent met
+                # before is damage; without this check the walk would never end.
+                cycle = seen[seen.index(current) :]
+                files = ", ".join(self.files.where(self.files.version_path(v)) for v in cycle)
+                raise FormatError(
+                    f"the version records of {self.name} form a cycle: {files} lead back to "
+                    f"{current}; the repository is damaged: restore those files from a copy"
+                )
+            seen.append(current)
+            met.add(current)
+            record, seal = await asyncio.gather(
+                self._require_version(current), self.read_seal(current)
+            )
+            yield current, record, seal
+            current = record.parent
 
 
 async def list_repositories(storage: Storage, prefix: str = "") -> list[str]:

@@ -31,6 +31,7 @@ from hubzarr.api import (
     delete_tag,
     describe,
     describe_all,
+    diff,
     from_dask,
     from_numpy,
     gc,
@@ -73,6 +74,7 @@ if TYPE_CHECKING:
     from hubzarr.arrays import HubArray
     from hubzarr.bulk import LazyArray
     from hubzarr.groups import HubGroup
+    from hubzarr.history import Diff, NodeDiff
     from hubzarr.integrity import Problem, VerifyReport
     from hubzarr.session import ObjectEntry, Session
     from hubzarr.stores import HubStore
@@ -94,6 +96,8 @@ _LAZY = {
     "HubArray": "hubzarr.arrays",
     "LazyArray": "hubzarr.bulk",
     "HubGroup": "hubzarr.groups",
+    "Diff": "hubzarr.history",
+    "NodeDiff": "hubzarr.history",
     "Problem": "hubzarr.integrity",
     "VerifyReport": "hubzarr.integrity",
     "ObjectEntry": "hubzarr.session",
@@ -108,9 +112,9 @@ _LAZY = {
 _MODULES = frozenset(
     {
         "addresses", "api", "arrays", "bulk", "cache", "chunks", "cli", "collect", "config",
-        "errors", "files", "frame", "groups", "imports", "indexing", "integrity", "manifests",
-        "metadata", "names", "records", "refs", "replicate", "retry", "runner", "session", "spec",
-        "storage", "stores", "summaries", "transfer", "versions", "xarray",
+        "errors", "files", "frame", "groups", "history", "imports", "indexing", "integrity",
+        "manifests", "metadata", "names", "records", "refs", "replicate", "retry", "runner",
+        "session", "spec", "storage", "stores", "summaries", "transfer", "versions", "xarray",
     }
 )  # fmt: skip
 
@@ -142,6 +146,7 @@ __all__ = [
     "ConflictError",
     "CopyReport",
     "CorruptChunkError",
+    "Diff",
     "DivergedError",
     "FormatError",
     "GCReport",
@@ -155,6 +160,7 @@ __all__ = [
     "InvalidNameError",
     "LazyArray",
     "LogEntry",
+    "NodeDiff",
     "NotFoundError",
     "ObjectEntry",
     "Problem",
@@ -174,6 +180,7 @@ __all__ = [
     "delete_tag",
     "describe",
     "describe_all",
+    "diff",
     "from_dask",
     "from_numpy",
     "gc",

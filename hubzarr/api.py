@@ -6,6 +6,7 @@ argument, ``HUBZARR_ROOT``, the config file, or the embedded default folder.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import math
 import os
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
     from hubzarr.addresses import PathLocation
     from hubzarr.arrays import HubArray
     from hubzarr.groups import HubGroup
+    from hubzarr.history import Diff
     from hubzarr.imports import Source as ImportSource
     from hubzarr.integrity import VerifyReport
     from hubzarr.session import Session
@@ -1085,6 +1087,59 @@ class Hub:
         parsed = self._parse(name, as_of)
         return _run(Repository(self.storage, parsed).log(parsed.ref, limit))
 
+    def diff(
+        self,
+        a: str,
+        b: str,
+        *,
+        a_as_of: datetime | None = None,
+        b_as_of: datetime | None = None,
+    ) -> Diff:
+        """Compare two states of one repository: for each array and group that differs, its
+        metadata changes (shape, dtype, chunks, codec, attributes) and the chunks added,
+        changed and deleted (:meth:`NodeDiff.region` gives each chunk's index region).
+
+        Only the index shards the two states do not share are read: the cost grows with
+        what changed between them, not with the arrays' size.
+
+        Parameters
+        ----------
+        a, b : str
+            ``user/name[:ref]`` each (a branch, tag or version id); ``b`` may be a ref or
+            version id alone, of ``a``'s repository.
+        a_as_of, b_as_of : datetime.datetime, optional
+            Read that side's branch as it was then (as :meth:`load`'s ``as_of``).
+
+        Raises
+        ------
+        InvalidArgumentError
+            If the two names are of different repositories, or a time has no zone.
+        NotFoundError
+            If a repository or ref does not exist.
+        """
+        from hubzarr.history import Diff, diff_states
+
+        left = self._parse(a, a_as_of)
+        right = self._parse(b if "/" in b else f"{left.repository}:{b}", b_as_of)
+        if left.repository != right.repository:
+            raise InvalidArgumentError(
+                f"diff compares two states of one repository, not {left.repository} and "
+                f"{right.repository}: copy one into the other's history first, or compare "
+                "their arrays' values"
+            )
+        sessions = self._reader(left), self._reader(right)
+
+        async def run() -> Diff:
+            states = await asyncio.gather(*(s.state() for s in sessions))
+            versions = await asyncio.gather(*(s.resolved() for s in sessions))
+            nodes, other = await diff_states(
+                states[0], states[1], (sessions[0].read, sessions[1].read)
+            )
+            a_name, b_name = (f"{left.repository}:{v.version}" for v in versions)
+            return Diff(a_name, b_name, nodes, other)
+
+        return _run(run())
+
     def ls(self, prefix: str = "") -> list[str]:
         """Return the names (``user/name``) of the repositories whose name starts with prefix.
 
@@ -1373,6 +1428,18 @@ def log(
 ) -> list[LogEntry]:
     """Return a repository's history; see :meth:`Hub.log`."""
     return Hub(root).log(name, limit=limit, as_of=as_of)
+
+
+def diff(
+    a: str,
+    b: str,
+    *,
+    a_as_of: datetime | None = None,
+    b_as_of: datetime | None = None,
+    root: RootLike = None,
+) -> Diff:
+    """Compare two states of one repository; see :meth:`Hub.diff`."""
+    return Hub(root).diff(a, b, a_as_of=a_as_of, b_as_of=b_as_of)
 
 
 def ls(prefix: str = "", *, root: RootLike = None) -> list[str]:

@@ -484,6 +484,109 @@ def log(
 
 @app.command()
 @_handles_errors
+def diff(
+    a: Annotated[str, typer.Argument(help="From: user/name[:ref], or a time (with B a name).")],
+    b: Annotated[
+        str, typer.Argument(help="To: user/name[:ref], a ref or version id of A, or a time.")
+    ],
+    stat: Annotated[bool, typer.Option("--stat", help="Counts only, a line per node.")] = False,
+    as_json: JsonOption = False,
+    root: RootOption = None,
+) -> None:
+    """Show what changed from A to B: each array's and group's metadata (shape, dtype, chunks,
+    codec, attributes), and the chunks added (+), changed (~) and deleted (-) as index regions.
+
+    A time (ISO 8601 with a time of day and a zone: 2026-01-02T15:00Z) stands for the other
+    side's branch as it was then: 'hub diff 2026-01-02T15:00Z alice/train' shows what changed
+    since. Only the index shards the two do not share are read.
+    """
+    from hubzarr.api import Hub
+
+    a_name, a_when, b_name, b_when = _diff_sides(a, b)
+    with _noted():
+        found = Hub(root).diff(a_name, b_name, a_as_of=a_when, b_as_of=b_when)
+    if as_json:
+        _json(_diff_document(found))
+        return
+    typer.echo(f"{found.a} -> {found.b}")
+    if not found:
+        typer.echo("no differences")
+        return
+    for node in found.nodes:
+        typer.echo("\n".join(_diff_lines(node, stat=stat)))
+    for key in found.other:
+        typer.echo(f"{key}: changed (not part of an array or group)")
+
+
+def _diff_sides(a: str, b: str) -> tuple[str, datetime | None, str, datetime | None]:
+    """``hub diff``'s words: names, refs of A's repository, or times (a word with ``:`` and
+    no ``/``, which no name or ref is), each time standing for the other side's name."""
+
+    def when(word: str) -> datetime | None:
+        return _as_of(word) if ":" in word and "/" not in word else None
+
+    a_when, b_when = when(a), when(b)
+    if a_when is not None and b_when is not None:
+        raise InvalidArgumentError(
+            "give a repository name on at least one side of hub diff, not two times"
+        )
+    if a_when is not None:
+        return b, a_when, b, None
+    if b_when is not None:
+        return a, None, a, b_when
+    return a, None, b, None
+
+
+def _region(node: Any, coords: tuple[int, ...]) -> str:
+    inside = ", ".join(f"{s.start}:{s.stop}" for s in node.region(coords))
+    return f"[{inside}]"
+
+
+def _diff_lines(node: Any, *, stat: bool) -> list[str]:
+    """How ``hub diff`` shows one node: a heading, metadata changes, chunk counts, and (unless
+    ``stat``) each chunk's region, at most 20 of each kind."""
+    where = node.path or "/"
+    counts = f"+{len(node.added)} ~{len(node.changed)} -{len(node.deleted)} chunks"
+    if stat:
+        fields = f" ({', '.join(node.metadata)})" if node.metadata else ""
+        return [f"{where}  {node.kind}  {node.status}  {counts}{fields}"]
+    lines = [f"{where} ({node.kind}, {node.status})"]
+    for name, (old, new) in node.metadata.items():
+        lines.append(f"  {name}: {json.dumps(old)} -> {json.dumps(new)}")
+    if node.kind == "array":
+        lines.append(f"  {counts}")
+        for mark, coords in (("+", node.added), ("~", node.changed), ("-", node.deleted)):
+            lines += [f"  {mark} {_region(node, c)}" for c in coords[:20]]
+            if len(coords) > 20:
+                lines.append(f"  {mark} ... and {len(coords) - 20} more")
+    return lines
+
+
+def _diff_document(found: Any) -> dict[str, Any]:
+    def regions(node: Any, coords: tuple[tuple[int, ...], ...]) -> list[list[list[int]]]:
+        return [[[s.start, s.stop] for s in node.region(c)] for c in coords]
+
+    return {
+        "a": found.a,
+        "b": found.b,
+        "nodes": [
+            {
+                "path": node.path,
+                "kind": node.kind,
+                "status": node.status,
+                "metadata": {k: list(v) for k, v in node.metadata.items()},
+                "added": regions(node, node.added),
+                "changed": regions(node, node.changed),
+                "deleted": regions(node, node.deleted),
+            }
+            for node in found.nodes
+        ],
+        "other": list(found.other),
+    }
+
+
+@app.command()
+@_handles_errors
 def commit(
     name: NameArgument,
     message: Annotated[str | None, typer.Option("--message", "-m", help="A message.")] = None,

@@ -1021,6 +1021,18 @@ class Session:
 
         return total, batches()
 
+    async def state(self) -> tuple[VersionIndex, dict[str, Location | None]]:
+        """Return the version's index and, at a branch, what its open head changed over it
+        (key -> the newest object, ``None`` for a deletion; one listing of the head): what
+        compares two states without reading either whole (:mod:`hubzarr.history`)."""
+        state = await self._open()
+        if state.resolved.sealed:
+            return state.index, {}
+        contents = await state.repo.manifests.contents(state.version)
+        changes: dict[str, Location | None] = dict.fromkeys(contents.deleted)
+        changes.update((k, Location(state.version, g)) for k, g in contents.written.items())
+        return state.index, changes
+
     async def metadata_keys(self, prefix: str = "") -> set[str]:
         """Return every metadata key (``.zarray``, ``.zattrs``, ``.zgroup``) with a value at
         this version, starting with ``prefix``: at a sealed version, from the index root alone,

@@ -169,3 +169,117 @@ def test_hub_commit_log_and_as_of_on_the_command_line(local_root: str) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the note is not also a Python warning
         assert hub_cmd("log", NAME, "--as-of", "2999-01-01T00:00Z")[0] == 0
+
+
+def test_diff_lists_metadata_changes_and_chunks_as_regions(hub: hubzarr.Hub) -> None:
+    arr = hub.array((10, 10), NAME, chunks=(5, 5), dtype="int32")
+    arr[:] = 1
+    hub.tag(NAME, "v1")
+    arr[0, 0] = 5  # chunk (0, 0) changed
+    arr.zarr.attrs["units"] = "m"
+    arr.zarr.resize((15, 5))  # chunks (0, 1) and (1, 1) dropped
+    arr = hub.load_array(NAME)
+    arr[12, 0] = 3  # chunk (2, 0) added
+    hub.tag(NAME, "v2")
+    found = hub.diff(f"{NAME}:v1", "v2")
+    assert found.a.endswith(hub.log(f"{NAME}:v1")[0].id) and found
+    (node,) = found.nodes
+    assert (node.path, node.kind, node.status) == ("", "array", "changed")
+    assert node.metadata == {"shape": ([10, 10], [15, 5]), "attributes": ({}, {"units": "m"})}
+    assert (node.added, node.changed, node.deleted) == (((2, 0),), ((0, 0),), ((0, 1), (1, 1)))
+    assert node.region((2, 0)) == (slice(10, 15), slice(0, 5))
+    # The other way round, and a state against itself.
+    back = hub.diff(f"{NAME}:v2", "v1").nodes[0]
+    assert (back.added, back.deleted) == (((0, 1), (1, 1)), ((2, 0),))
+    assert not hub.diff(f"{NAME}:v2", f"{NAME}:v2")
+    # What the open head wrote since counts, uncommitted.
+    arr[6, 1] = 8
+    assert hub.diff(f"{NAME}:v2", NAME).nodes[0].changed == ((1, 0),)
+
+
+def test_diff_of_a_group_names_each_member(hub: hubzarr.Hub) -> None:
+    group = hub.group(NAME)
+    group.create_array("x", shape=(4,), chunks=(2,), dtype="int8")[:] = 1
+    group.create_array("old", shape=(2,), chunks=(2,), dtype="int8")[:] = 1
+    hub.tag(NAME, "v1")
+    group = hub.load_group(NAME)
+    group.attrs = {"k": 2}
+    group["x"][0] = 5
+    group.create_array("y", shape=(4,), chunks=(2,), dtype="int8")[:] = 2
+    del group["old"]
+    nodes = {n.path: n for n in hub.diff(f"{NAME}:v1", NAME).nodes}
+    assert set(nodes) == {"", "x", "y", "old"}
+    assert nodes[""].kind == "group" and nodes[""].metadata == {"attributes": ({}, {"k": 2})}
+    assert nodes["x"].changed == ((0,),) and nodes["x"].status == "changed"
+    assert nodes["y"].status == "added" and nodes["y"].added == ((0,), (1,))
+    assert nodes["old"].status == "deleted" and nodes["old"].deleted == ((0,),)
+
+
+def test_diff_reads_only_the_shards_the_two_do_not_share(
+    local_root: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its cost follows the change, not the array: shards of 4 keys, 40 chunks, one changed."""
+    from counting import counting_hub
+
+    import hubzarr.index as hindex
+
+    monkeypatch.setattr(hindex, "SHARD_KEYS", 4)
+    monkeypatch.setattr(hindex, "INLINE_KEYS", 2)
+    hub = hubzarr.Hub(local_root)
+    arr = hub.array((40,), NAME, chunks=(1,), dtype="int32")
+    arr[:] = np.arange(40)
+    hub.tag(NAME, "v1")
+    arr[17] = -1
+    hub.tag(NAME, "v2")
+    hindex.SHARDS.clear()
+    counted, counter = counting_hub(local_root)
+    (node,) = counted.diff(f"{NAME}:v1", "v2").nodes
+    assert node.changed == ((17,),) and not node.added and not node.deleted
+    shards = [p for op, p in counter.paths if "/shards/" in p]
+    assert len(shards) == 2  # the one shard each side holds alone (of 10 each)
+    assert not [p for op, p in counter.paths if op.startswith("list")]
+
+
+def test_diff_refuses_two_repositories_and_takes_times(hub: hubzarr.Hub) -> None:
+    _, log = _history(hub)
+    hub.array((2,), "alice/other", dtype="int8")
+    with pytest.raises(hubzarr.InvalidArgumentError, match="one repository"):
+        hub.diff(NAME, "alice/other")
+    with pytest.raises(hubzarr.NotFoundError):
+        hub.diff(NAME, "nope")
+    first, last = log[-1], log[1]
+    found = hub.diff(NAME, NAME, a_as_of=first.time, b_as_of=last.time)
+    assert found.a.endswith(first.id) and found.b.endswith(last.id)
+    assert found.nodes[0].changed  # every commit rewrote chunks
+
+
+def test_hub_diff_on_the_command_line(local_root: str) -> None:
+    hub = hubzarr.Hub(local_root)
+    runner = CliRunner()
+    arr = hub.array((10,), NAME, chunks=(5,), dtype="int32")
+    arr[:] = 1
+    hub.tag(NAME, "v1")
+    when = hub.log(f"{NAME}:v1")[0].time.isoformat()
+    arr[7] = 2
+    hub.tag(NAME, "v2")
+
+    def run(*args: str) -> tuple[int, str, str]:
+        result = runner.invoke(app, ["diff", *args, "--root", local_root])
+        return result.exit_code, result.stdout, result.stderr
+
+    code, out, _ = run(f"{NAME}:v1", "v2")
+    assert code == 0 and out.splitlines()[1:] == [
+        "/ (array, changed)",
+        "  +0 ~1 -0 chunks",
+        "  ~ [5:10]",
+    ]
+    code, out, _ = run(f"{NAME}:v1", "v2", "--stat")
+    assert code == 0 and out.splitlines()[1] == "/  array  changed  +0 ~1 -0 chunks"
+    code, out, _ = run(f"{NAME}:v1", "v2", "--json")
+    assert code == 0 and json.loads(out)["nodes"][0]["changed"] == [[[5, 10]]]
+    code, out, _ = run(when, f"{NAME}:main")  # what changed since v1's time
+    assert code == 0 and "~ [5:10]" in out
+    code, out, _ = run(f"{NAME}:v2", "v2")
+    assert code == 0 and out.splitlines()[1] == "no differences"
+    code, _, err = run(when, when)
+    assert code != 0 and "not two times" in err

@@ -274,6 +274,37 @@ class VersionMachine(RuleBasedStateMachine):
         self.branches[name] = content
         self._check(self.hub.load(f"{REPO}:{name}"), content, f"new branch {name}")
 
+    @rule(data=st.data())
+    def commit(self, data: st.DataObject) -> None:
+        source = _pick(data, "source", self.branches, self.tags, self.deleted)
+        if source not in self.branches:
+            refusal = hubzarr.InvalidArgumentError if source in self.tags else hubzarr.NotFoundError
+            with pytest.raises(refusal):
+                self.hub.commit(f"{REPO}:{source}")
+            return
+        content = self.branches[source]
+        version = self.hub.commit(f"{REPO}:{source}", "a commit")
+        head = self.hub.log(f"{REPO}:{source}")[0]
+        assert not head.sealed and head.parent == version
+        # A new version, or the sealed one the head started from when it held no write.
+        self.sealed.setdefault(version, content.copy())
+        self._check(self.hub.load(f"{REPO}:{version}"), content, f"commit of {source}")
+
+    @rule(data=st.data())
+    def read_as_of(self, data: st.DataObject) -> None:
+        """A branch as of each time its log shows: the newest version sealed by then."""
+        source = _pick(data, "source", self.branches)
+        if source not in self.branches:
+            return
+        sealed = [e for e in self.hub.log(f"{REPO}:{source}") if e.sealed]
+        if not sealed:
+            return
+        when = data.draw(st.sampled_from([e.time for e in sealed]), label="as_of")
+        expected = next(e.id for e in sealed if e.time <= when)
+        array = self.hub.load_array(f"{REPO}:{source}", as_of=when)
+        assert array.version == expected
+        self._check(array, self.sealed[expected], f"{source} as of {when}")
+
     # -- deletions -----------------------------------------------------------------------
 
     @rule(data=st.data())

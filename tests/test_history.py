@@ -297,3 +297,26 @@ def test_commit_as_of_and_diff_on_object_stores(kind: str, request: pytest.Fixtu
         np.testing.assert_array_equal(hub.load_array(NAME, as_of=entry.time)[:], states[entry.id])
     (node,) = hub.diff(f"{NAME}:{sealed[-1].id}", sealed[0].id).nodes
     assert node.changed == ((0, 0), (0, 1), (1, 1))  # the first rows' and the corner's chunks
+
+
+@pytest.mark.parametrize("layout", [2, 3])
+def test_diff_in_older_layouts(
+    local_root: str, layout: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Layout 2 (indexes merged from manifests) and layout 3 (shards named by content) give
+    the same answers; layout 2 compares whole indexes."""
+    from hubzarr import versions
+
+    with monkeypatch.context() as old:
+        old.setattr(versions, "LAYOUT", layout)
+        hub = hubzarr.Hub(local_root)
+        arr = hub.array((300,), NAME, chunks=(1,), dtype="int16")  # 300 chunks: shards
+        arr[:] = 1
+        hub.tag(NAME, "v1")
+    hub = hubzarr.Hub(local_root)
+    arr = hub.load_array(NAME)
+    arr[5] = 2
+    arr[299] = 0  # the fill value: its chunk is deleted
+    hub.tag(NAME, "v2")
+    (node,) = hub.diff(f"{NAME}:v1", "v2").nodes
+    assert (node.changed, node.deleted, node.added) == (((5,),), ((299,),), ())

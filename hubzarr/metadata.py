@@ -608,9 +608,12 @@ async def open_node_async(
     string variables instead of an error (a group lists them but holds no HubArray of them)."""
     keys = node_key(path, ".zarray"), node_key(path, ".zattrs")
     version = (await store.session.open_expecting(keys)).version
-    zarray, zattrs = await asyncio.gather(
-        _get(store, node_key(path, ".zarray")), _get(store, node_key(path, ".zattrs"))
-    )
+    try:
+        zarray, zattrs = await asyncio.gather(
+            _get(store, node_key(path, ".zarray")), _get(store, node_key(path, ".zattrs"))
+        )
+    finally:
+        store.session.done_expecting()
     attrs_where = (
         f"the attributes file {node_key(path, '.zattrs')} of {store.name} (version {version})"
     )

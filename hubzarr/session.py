@@ -389,10 +389,20 @@ class Session:
 
     async def open_expecting(self, keys: Sequence[str]) -> Resolved:
         """Open the session (as :meth:`resolved`), reading ``keys`` meanwhile where they most
-        likely lie (a sealed version's own objects), so that reading them next costs no round
-        trip of its own: the metadata an array or group is opened with.
+        likely lie (a sealed version's own objects; at a branch, the head's first generations
+        and the version it started from), so that reading them next costs no round trip of
+        its own: the metadata an array or group is opened with. Read them at once, then call
+        :meth:`done_expecting`.
         """
         return (await self._open(keys)).resolved
+
+    def done_expecting(self) -> None:
+        """Drop what :meth:`open_expecting` read and no read took: at a branch it is the head
+        as it was at opening, which a later read must not answer with."""
+        state = self._state
+        if state is not None:
+            state.early.clear()
+            state.early_head.clear()
 
     async def _open(self, expected: Sequence[str] = ()) -> _State:
         if self._state is None:

@@ -331,6 +331,12 @@ def test_reads_begun_while_a_head_is_resolved_answer_as_reads_after_it(
     sync(again.open_expecting(["once"]))
     sync(again.write("once", b"g1"))
     assert bytes(sync(again.read("once")) or b"") == b"g1"
+    # So is another writer's, once the opener is done with what it read at opening.
+    late = _session(keys)
+    sync(late.open_expecting(["late"]))
+    late.done_expecting()
+    sync(_session(keys).write("late", b"written since"))
+    assert bytes(sync(late.read("late")) or b"") == b"written since"
 
 
 def test_reads_at_a_head_the_branch_file_no_longer_names_are_dropped(

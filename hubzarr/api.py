@@ -29,7 +29,7 @@ from hubzarr.errors import (
     ReadOnlyError,
 )
 from hubzarr.names import Name, check_ref, parse_name
-from hubzarr.records import check_message
+from hubzarr.records import Location, check_message
 from hubzarr.runner import run as _run
 from hubzarr.storage import Storage, check_root, open_storage, public_options
 from hubzarr.summaries import RepoSummary, summarize, summarize_all
@@ -1140,6 +1140,145 @@ class Hub:
 
         return _run(run())
 
+    def revert(self, name: str, to: str, *, message: str | None = None) -> str:
+        """Give the branch ``name`` a new version equal to an older state ``to`` (a ref or
+        version id of the same repository, e.g. one from :meth:`log`): history is never
+        rewritten, and the branch goes on from that version. Chunks that differ are copied
+        into it; a reader sees the branch jump to that state in one step.
+
+        Returns
+        -------
+        str
+            The id of the new version.
+
+        Raises
+        ------
+        InvalidArgumentError
+            If ``name`` is not a branch, or ``to`` names another repository.
+        NotFoundError
+            If the repository, branch or ``to`` does not exist.
+        ConflictError
+            If the branch was sealed by another writer meanwhile: run it again.
+        """
+        from hubzarr.history import revert_writes
+
+        branch, repo = self._branch(name, "revert")
+        target = self._reader(self._same_repository(branch, to))
+        check_message(message)
+
+        async def run() -> str:
+            base = await repo.sealed_state(branch.ref)
+            nothing: dict[str, Location | None] = {}
+            current = (await repo.sealed_index(base), nothing)
+            version = (await target.resolved()).version
+            writes = await revert_writes(current, await target.state())
+            text = message if message is not None else f"revert to {version}"
+            return await repo.publish_state(str(branch.ref), base, writes, text)
+
+        return _run(run())
+
+    def merge(
+        self,
+        name: str,
+        source: str,
+        *,
+        strategy: Literal["ours", "theirs"] | None = None,
+        message: str | None = None,
+    ) -> str:
+        """Merge ``source`` (a branch, tag or version id of the same repository) into the
+        branch ``name``: a three-way merge, chunk by chunk, against their common ancestor.
+
+        A chunk (or metadata document) changed on one side only is taken from it; changed on
+        both sides to the same bytes, it is fine; changed differently on both, it is a
+        conflict, and nothing changes: :class:`MergeConflictError` lists each array and
+        region. ``strategy="ours"`` keeps this branch's side of every conflict,
+        ``"theirs"`` takes ``source``'s. The result is a new version of the branch whose
+        record names ``source``'s version as merged (a second parent, shown by the log);
+        chunks taken are copied into it, and a reader sees the branch move to it in one step.
+        A ``source`` that is a branch has its head committed first.
+
+        Returns
+        -------
+        str
+            The id of the new version (the branch's current version when ``source`` holds
+            nothing it lacks).
+
+        Raises
+        ------
+        InvalidArgumentError
+            If ``name`` is not a branch, ``source`` is the same branch, names another
+            repository, or ``strategy`` is not ``"ours"``, ``"theirs"`` or ``None``.
+        NotFoundError
+            If the repository, branch or source does not exist.
+        MergeConflictError
+            If both sides changed the same chunks or metadata differently (nothing changes).
+        ConflictError
+            If the branch was sealed by another writer meanwhile: run it again.
+        """
+        from hubzarr.history import merge_writes
+
+        if strategy not in (None, "ours", "theirs"):
+            raise InvalidArgumentError(
+                f"strategy must be 'ours', 'theirs' or None, not {strategy!r}"
+            )
+        check_message(message)
+        branch, repo = self._branch(name, "merge into")
+        other = self._same_repository(branch, source)
+        if other.ref == branch.ref:
+            raise InvalidArgumentError(f"cannot merge {name} into itself")
+
+        async def run() -> str:
+            ours = await repo.sealed_state(branch.ref)
+            theirs = await repo.sealed_state(other.ref)
+            base = await repo.common_ancestor(ours, theirs)
+            if base == theirs:
+                return ours  # already holds everything the source has
+            indexes = await asyncio.gather(
+                *(
+                    repo.sealed_index(v) if v is not None else _empty_index()
+                    for v in (base, ours, theirs)
+                )
+            )
+            at_base, at_ours, at_theirs = indexes
+            writes, conflicts = await merge_writes(
+                at_base, at_ours, at_theirs, repo.same_bytes, strategy
+            )
+            if conflicts:
+                raise await _conflict_error(repo, name, source, conflicts, indexes[1:])
+            text = message if message is not None else f"merge {other.ref} into {branch.ref}"
+            return await repo.publish_state(str(branch.ref), ours, writes, text, merged=(theirs,))
+
+        return _run(run())
+
+    def _branch(self, name: str, action: str) -> tuple[Name, Repository]:
+        """``name`` parsed as a branch (its ref, or the default branch) and its repository.
+
+        Raises
+        ------
+        InvalidArgumentError
+            If ``name`` is a tag or version id.
+        """
+        parsed = self._parse(name)
+        repo = Repository(self.storage, parsed)
+        resolved = _run(repo.resolve(parsed.ref))
+        if resolved.kind != "branch":
+            raise InvalidArgumentError(
+                f"{parsed.repository}:{resolved.ref} is a {resolved.kind}, which never changes: "
+                f"{action} a branch ({parsed.repository}:<branch>)"
+            )
+        return parsed.with_ref(resolved.ref), repo
+
+    def _same_repository(self, branch: Name, other: str) -> Name:
+        """``other`` (a name, or a ref of ``branch``'s repository) parsed, refused if it is of
+        another repository."""
+        parsed = self._parse(other if "/" in other else f"{branch.repository}:{other}")
+        if parsed.repository != branch.repository:
+            raise InvalidArgumentError(
+                f"{other} is of another repository than {branch.repository}: revert and "
+                "merge work within one repository (copy it in first with hub cp)"
+            )
+        return parsed
+
     def ls(self, prefix: str = "") -> list[str]:
         """Return the names (``user/name``) of the repositories whose name starts with prefix.
 
@@ -1430,6 +1569,23 @@ def log(
     return Hub(root).log(name, limit=limit, as_of=as_of)
 
 
+def revert(name: str, to: str, *, message: str | None = None, root: RootLike = None) -> str:
+    """Give a branch a new version equal to an older state; see :meth:`Hub.revert`."""
+    return Hub(root).revert(name, to, message=message)
+
+
+def merge(
+    name: str,
+    source: str,
+    *,
+    strategy: Literal["ours", "theirs"] | None = None,
+    message: str | None = None,
+    root: RootLike = None,
+) -> str:
+    """Merge a branch, tag or version into a branch; see :meth:`Hub.merge`."""
+    return Hub(root).merge(name, source, strategy=strategy, message=message)
+
+
 def diff(
     a: str,
     b: str,
@@ -1530,3 +1686,58 @@ def _moment(as_of: Any) -> float:
             "'2026-01-02T15:00Z' / '2026-01-02T16:00+01:00' on the command line"
         )
     return as_of.timestamp()
+
+
+async def _empty_index() -> Any:
+    from hubzarr.index import DictIndex
+
+    return DictIndex({})
+
+
+async def _conflict_error(
+    repo: Repository, name: str, source: str, conflicts: Any, sides: Any
+) -> HubError:
+    """The :class:`MergeConflictError` of a merge: each array and group, its chunk regions
+    and metadata fields in conflict."""
+    from hubzarr.errors import MergeConflictError
+    from hubzarr.history import nodes_of
+
+    session_reads = (
+        lambda key: _read_at(repo, sides[0], key),
+        lambda key: _read_at(repo, sides[1], key),
+    )
+    nodes, other = await nodes_of(conflicts, (sides[0], {}), (sides[1], {}), session_reads)
+    lines = []
+    for node in nodes:
+        where = node.path or "/"
+        regions = [
+            "[" + ", ".join(f"{r.start}:{r.stop}" for r in node.region(c)) + "]"
+            for c in node.changed + node.added + node.deleted
+        ]
+        fields = list(node.metadata)
+        parts = ([f"metadata ({', '.join(fields)})"] if fields else []) + regions[:10]
+        more = f" and {len(regions) - 10} more" if len(regions) > 10 else ""
+        lines.append(f"{where}: {', '.join(parts)}{more}")
+    lines += [f"{key}" for key in other]
+    return MergeConflictError(
+        f"merging {source} into {name}: {len(conflicts)} chunks or documents changed "
+        f"differently on both sides: {'; '.join(lines)}. The branch's state is unchanged "
+        "(writes not committed yet were committed); settle them with strategy='ours' or "
+        "'theirs' (hub merge --ours / --theirs), or change one side and merge again",
+        nodes,
+    )
+
+
+async def _read_at(repo: Repository, index: Any, key: str) -> bytes | None:
+    """The payload of ``key`` in a sealed version's ``index``, checked."""
+    from hubzarr import frame
+
+    loc = await index.get(key)
+    if loc is None:
+        return None
+    raw = await repo.storage.read(repo.files.object_path(loc, key))
+    if raw is None:
+        return None
+    where = f"{repo.name} version {loc.version} key {key!r}"
+    payload = frame.decode(raw, where, frame.binding(loc.version, key, loc.generation))
+    return None if payload is None else bytes(payload)

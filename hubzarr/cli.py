@@ -12,7 +12,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import datetime
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 import typer
 
@@ -232,6 +232,8 @@ def demo(
 def _log_line(entry: LogEntry) -> str:
     refs = f" ({', '.join(entry.refs)})" if entry.refs else ""
     state = "" if entry.sealed else " [open head]"
+    if entry.merged:
+        state += f" [merged {', '.join(entry.merged)}]"
     message = f"  {entry.message}" if entry.message else ""
     return f"  {entry.id}  {entry.time:%Y-%m-%d %H:%M:%S}Z{refs}{state}{message}"
 
@@ -473,6 +475,7 @@ def log(
                     "message": entry.message,
                     "refs": list(entry.refs),
                     "sealed": entry.sealed,
+                    "merged": list(entry.merged),
                 }
                 for entry in entries
             ]
@@ -583,6 +586,55 @@ def _diff_document(found: Any) -> dict[str, Any]:
         ],
         "other": list(found.other),
     }
+
+
+@app.command()
+@_handles_errors
+def merge(
+    name: NameArgument,
+    source: Annotated[str, typer.Argument(help="What to merge: a branch, tag or version id.")],
+    into: Annotated[
+        str | None, typer.Option("--into", help="The branch to merge into (default: NAME's).")
+    ] = None,
+    ours: Annotated[
+        bool, typer.Option("--ours", help="Settle conflicts with NAME's side.")
+    ] = False,
+    theirs: Annotated[
+        bool, typer.Option("--theirs", help="Settle conflicts with SOURCE's side.")
+    ] = False,
+    message: Annotated[str | None, typer.Option("--message", "-m", help="A message.")] = None,
+    root: RootOption = None,
+) -> None:
+    """Merge SOURCE into the branch NAME (or --into BRANCH), chunk by chunk, against their
+    common ancestor.
+
+    A chunk changed on one side is taken; changed on both to different bytes, it is a
+    conflict: nothing changes, and each conflicting array and region is listed, to settle
+    with --ours or --theirs.
+    """
+    from hubzarr.api import Hub
+
+    if ours and theirs:
+        raise InvalidArgumentError("give at most one of --ours and --theirs")
+    strategy: Literal["ours", "theirs"] | None = "ours" if ours else "theirs" if theirs else None
+    target = name if into is None else f"{name.partition(':')[0]}:{into}"
+    version = Hub(root).merge(target, source, strategy=strategy, message=message)
+    typer.echo(f"merged {source} into {target} (version {version})")
+
+
+@app.command()
+@_handles_errors
+def revert(
+    name: NameArgument,
+    version: Annotated[str, typer.Argument(help="The state to go back to: a version id or ref.")],
+    message: Annotated[str | None, typer.Option("--message", "-m", help="A message.")] = None,
+    root: RootOption = None,
+) -> None:
+    """Give the branch NAME a new version equal to an older state VERSION; history is kept."""
+    from hubzarr.api import Hub
+
+    made = Hub(root).revert(name, version, message=message)
+    typer.echo(f"reverted {name} to {version} (version {made})")
 
 
 @app.command()

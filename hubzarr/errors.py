@@ -15,8 +15,10 @@ code written against numpy, zarr or the filesystem keeps working::
     │                  ValueError)             opened read-only: branch, then write
     ├── ConflictError (RuntimeError)           other writers kept changing the chunks a partial
     │   │                                      write read, more often than it retried: retry
-    │   └── DivergedError                      a copy's destination has changes its source
-    │                                          lacks: copy to a new name
+    │   ├── DivergedError                      a copy's destination has changes its source
+    │   │                                      lacks: copy to a new name
+    │   └── MergeConflictError                 both sides of a merge changed the same chunks
+    │                                          or metadata differently: settle them
     └── StorageError (OSError)                 the storage backend failed or holds bad data
         ├── AccessDeniedError (PermissionError) the credential may not do that: names the bucket
         │                                      and which credential was used, never a secret
@@ -46,6 +48,7 @@ __all__ = [
     "InvalidArgumentError",
     "InvalidIndexError",
     "InvalidNameError",
+    "MergeConflictError",
     "NotFoundError",
     "ReadOnlyError",
     "StorageError",
@@ -93,6 +96,17 @@ class ConflictError(HubError, RuntimeError):
 class DivergedError(ConflictError):
     """A copy's destination has changes its source lacks (a branch written there, a tag of
     the same name on other data): nothing is copied."""
+
+
+class MergeConflictError(ConflictError):
+    """A merge found chunks or metadata both sides changed differently: nothing is changed.
+    ``conflicts`` holds each array and group concerned (:class:`hubzarr.history.NodeDiff`,
+    its ``changed`` chunks and ``metadata`` fields the conflicts), to settle with
+    ``strategy="ours"`` or ``"theirs"``."""
+
+    def __init__(self, message: str, conflicts: tuple[object, ...] = ()) -> None:
+        super().__init__(message)
+        self.conflicts = conflicts
 
 
 class StorageError(HubError, OSError):

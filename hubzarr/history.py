@@ -21,7 +21,7 @@ from hubzarr.errors import FormatError
 from hubzarr.index import ShardedIndex, VersionIndex, is_metadata
 from hubzarr.records import Location
 
-__all__ = ["Diff", "NodeDiff", "diff_states"]
+__all__ = ["Diff", "NodeDiff", "diff_states", "merge_writes", "revert_writes"]
 
 #: What a changed key was at each side: ``(location in a, location in b)``, ``None``: absent.
 Change = tuple[Location | None, Location | None]
@@ -101,7 +101,17 @@ async def diff_states(
     open head changed over it (:meth:`hubzarr.session.Session.state`); ``read`` reads a
     metadata key at each side (``await read[0](key)``).
     """
-    changes = await _changed_keys(a, b)
+    return await nodes_of(await _changed_keys(a, b), a, b, read)
+
+
+async def nodes_of(
+    changes: Mapping[str, Change],
+    a: tuple[VersionIndex, Mapping[str, Location | None]],
+    b: tuple[VersionIndex, Mapping[str, Location | None]],
+    read: tuple[Any, Any],
+) -> tuple[tuple[NodeDiff, ...], tuple[str, ...]]:
+    """``changes`` (key -> its locations at ``a`` and ``b``) sorted into the arrays and groups
+    of the two states, as :func:`diff_states` reports them."""
     metadata_a, metadata_b = await asyncio.gather(_metadata_keys(*a), _metadata_keys(*b))
     arrays = {k.rpartition("/")[0] for k in metadata_a | metadata_b if _leaf(k) == ".zarray"}
     groups = {k.rpartition("/")[0] for k in metadata_a | metadata_b if _leaf(k) == ".zgroup"}
@@ -218,6 +228,54 @@ async def _metadata_keys(index: VersionIndex, head: Mapping[str, Location | None
         if is_metadata(key):
             (keys.add if location is not None else keys.discard)(key)
     return keys
+
+
+async def revert_writes(
+    current: tuple[VersionIndex, Mapping[str, Location | None]],
+    target: tuple[VersionIndex, Mapping[str, Location | None]],
+) -> dict[str, Location | None]:
+    """What makes ``current`` equal ``target``: key -> the object ``target`` has (``None``:
+    delete it)."""
+    return {key: new for key, (_, new) in (await _changed_keys(current, target)).items()}
+
+
+async def merge_writes(
+    base: VersionIndex,
+    ours: VersionIndex,
+    theirs: VersionIndex,
+    same: Any,
+    strategy: Literal["ours", "theirs"] | None,
+) -> tuple[dict[str, Location | None], dict[str, Change]]:
+    """A three-way merge of ``theirs`` into ``ours`` against their common ancestor ``base``,
+    key by key: what to write over ``ours`` (key -> the object to take, ``None``: delete),
+    and the conflicts left (key -> its objects in ours and theirs).
+
+    A key only ``theirs`` changed is taken; one both changed to the same object, or to
+    objects with the same bytes (``await same(key, ours, theirs)``), or both deleted, is
+    fine; otherwise it conflicts, and ``strategy`` settles it (``"ours"``: kept, ``"theirs"``:
+    taken).
+    """
+    nothing: dict[str, Location | None] = {}
+    ours_changed, theirs_changed = await asyncio.gather(
+        _changed_keys((base, nothing), (ours, nothing)),
+        _changed_keys((base, nothing), (theirs, nothing)),
+    )
+    writes: dict[str, Location | None] = {}
+    conflicts: dict[str, Change] = {}
+    for key, (_, taken) in sorted(theirs_changed.items()):
+        if key not in ours_changed:
+            writes[key] = taken
+            continue
+        kept = ours_changed[key][1]
+        if kept == taken:
+            continue
+        if kept is not None and taken is not None and await same(key, kept, taken):
+            continue
+        if strategy == "theirs":
+            writes[key] = taken
+        elif strategy is None:
+            conflicts[key] = (kept, taken)
+    return writes, conflicts
 
 
 async def _changed_keys(

@@ -586,6 +586,10 @@ class VersionRecord:
     origin : str or None
         For a snapshot a copy made of another root's open head (:mod:`hubzarr.replicate`):
         that head's id, whose writes this version holds. ``None`` for every other version.
+    merged : tuple of str
+        For a merge, the version merged into the parent's state (a second parent, shown by
+        the log; the state is the parent's with this version's own manifest, as for any
+        version). Empty for every other version.
     """
 
     id: str
@@ -593,6 +597,7 @@ class VersionRecord:
     chain: tuple[str, ...]
     created: float
     origin: str | None = None
+    merged: tuple[str, ...] = ()
 
     @property
     def is_checkpoint(self) -> bool:
@@ -619,6 +624,8 @@ class VersionRecord:
         }
         if self.origin is not None:
             record["origin"] = self.origin
+        if self.merged:
+            record["merged"] = list(self.merged)
         return record
 
     @classmethod
@@ -649,7 +656,13 @@ class VersionRecord:
             raise _damaged(where, "has a chain that does not start at its parent")
         origin = _optional_version_id(data.get("origin"), "origin", where)
         created = _time(_member(data, "created", where), "created", where)
-        return cls(version, parent, ids, created, origin)
+        merged = data.get("merged", [])
+        if not isinstance(merged, list) or len(merged) > 1:
+            raise _damaged(where, "has merged versions that are not a list of one version id")
+        ids_merged = tuple(_version_id(m, "a merged version", where) for m in merged)
+        if version in ids_merged:
+            raise _damaged(where, "merges itself")
+        return cls(version, parent, ids, created, origin, ids_merged)
 
 
 @dataclass(frozen=True, slots=True)

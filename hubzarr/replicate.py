@@ -623,19 +623,7 @@ class _Copier:
         plan was made) to ``new``; writes that reached ``old`` since are applied to ``new``."""
         message = f"moved forward by a copy from {self.src.storage.url}::{self.src.name}"
         late = await self.dst.move_head(branch, old, new, message)
-        deleted = late.deleted if isinstance(late, Manifest) else ()
-        writes: dict[str, Location | None] = {**late.locations(), **dict.fromkeys(deleted)}
-        for key, loc in sorted(writes.items()):
-            data: bytes | tuple[bytes, memoryview] = frame.TOMBSTONE
-            if loc is not None:
-                raw = await self.dst.storage.read(self.dst.files.object_path(loc, key))
-                where = f"{self.dst.name} version {old} key {key!r}"
-                bound = frame.binding(old, key, loc.generation)
-                payload = None if raw is None else frame.decode(raw, where, bound)
-                if payload is not None:
-                    data = (frame.encode_header(payload, frame.binding(new, key, 0)), payload)
-            with contextlib.suppress(AlreadyExistsError):  # the writer repeated it there
-                await self.dst.storage.create(self.dst.files.data_path(new, key), data)
+        await self.dst.carry(old, new, late)
 
     async def publish_tag(self, tag: str) -> None:
         record = self.source.tags[tag]

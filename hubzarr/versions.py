@@ -32,11 +32,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import difflib
 import getpass
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -69,6 +70,7 @@ from hubzarr.records import (
     BranchRef,
     Checkpoint,
     DeletedRef,
+    Location,
     Manifest,
     RefKind,
     RepositoryRecord,
@@ -84,6 +86,8 @@ from hubzarr.storage import Storage
 __all__ = ["LogEntry", "Repository", "Resolved", "author", "list_repositories"]
 
 _ADVICE = "the repository is damaged: restore that file from a copy"
+#: Objects a revert or merge copies at once.
+_COPIES = 32
 #: Version records one repository object keeps (a few hundred bytes each).
 _RECORDS_KEPT = 4096
 #: Index roots one repository object keeps (up to about 2 MB each, at 10^8 chunks).
@@ -139,6 +143,8 @@ class LogEntry:
         The branches and tags pointing at it (``"tag: v1"``-style for tags).
     sealed : bool
         False for a branch's open head.
+    merged : tuple of str
+        For a merge, the version merged in (its second parent).
     """
 
     id: str
@@ -147,6 +153,7 @@ class LogEntry:
     message: str | None
     refs: tuple[str, ...]
     sealed: bool
+    merged: tuple[str, ...] = ()
 
 
 class Repository:
@@ -873,6 +880,90 @@ class Repository:
         await self._finish_seal(old, seal)
         return await self.read_manifest(old)
 
+    async def carry(self, old: str, new: str, late: Manifest | Checkpoint) -> None:
+        """Write into the head ``new`` what the sealed head ``old`` wrote before its seal
+        fenced it (``late``, its manifest), where ``new`` holds nothing of that key yet: a
+        writer that repeated its write in ``new``, or wrote there since, wins."""
+        deleted = late.deleted if isinstance(late, Manifest) else ()
+        writes: dict[str, Location | None] = {**late.locations(), **dict.fromkeys(deleted)}
+        for key, loc in sorted(writes.items()):
+            data: bytes | tuple[bytes, memoryview] = frame.TOMBSTONE
+            if loc is not None:
+                raw = await self.storage.read(self.files.object_path(loc, key))
+                where = f"{self.name} version {old} key {key!r}"
+                bound = frame.binding(old, key, loc.generation)
+                payload = None if raw is None else frame.decode(raw, where, bound)
+                if payload is not None:
+                    data = (frame.encode_header(payload, frame.binding(new, key, 0)), payload)
+            with contextlib.suppress(AlreadyExistsError):  # the writer repeated it there
+                await self.storage.create(self.files.data_path(new, key), data)
+
+    async def publish_state(
+        self,
+        branch: str,
+        base: str,
+        writes: Mapping[str, Location | None],
+        message: str,
+        merged: tuple[str, ...] = (),
+    ) -> str:
+        """Make the branch's state ``base`` (its state now, sealed) with ``writes`` applied
+        (key -> an object of this repository to take, ``None`` to delete), as one version, in
+        one step a reader sees whole: what a revert and a merge publish. Return that version.
+
+        The branch's head is committed first; its state must still be ``base``. The new
+        version ``P`` is built where no ref names it: its objects (payloads taken from the locations
+        given, checked, bound again to ``P``), its record (parent: the base; ``merged``),
+        its seal and manifest. Then the branch's head is sealed with a successor that starts
+        from ``P`` (:meth:`move_head`), and what reached the head before that seal is written
+        again into the successor. A crash before that seal leaves the branch as it was (``P``
+        is left for gc); after it, whoever opens the branch next finishes the move.
+
+        Raises
+        ------
+        ConflictError
+            If the branch moved on meanwhile (a write, another seal): nothing is published.
+        """
+        head = await self.branch_head(branch)
+        if await self.sealed_state(branch) != base or head != await self.branch_head(branch):
+            raise ConflictError(
+                f"the branch {branch!r} of {self.name} moved on meanwhile; run it again"
+            )
+        base_record = await self._require_version(base)
+        built = dataclasses.replace(base_record.child(chained=not self.sharded), merged=merged)
+        await self.files.create_record(self.files.version_path(built.id), built.to_dict())
+        limit = asyncio.Semaphore(_COPIES)
+
+        async def take(key: str, loc: Location | None) -> None:
+            data: bytes | tuple[bytes, memoryview] = frame.TOMBSTONE
+            if loc is not None:
+                async with limit:
+                    raw = await self.storage.read(self.files.object_path(loc, key))
+                where = f"{self.name} version {loc.version} key {key!r}"
+                bound = frame.binding(loc.version, key, loc.generation)
+                payload = None if raw is None else frame.decode(raw, where, bound)
+                if payload is None:
+                    raise FormatError(f"{where} is missing or deleted; {_ADVICE}")
+                data = (frame.encode_header(payload, frame.binding(built.id, key, 0)), payload)
+            async with limit:
+                await self.storage.create(self.files.data_path(built.id, key), data)
+
+        await asyncio.gather(*(take(k, loc) for k, loc in sorted(writes.items())))
+        successor = built.child(chained=not self.sharded)
+        await self.files.create_record(self.files.version_path(successor.id), successor.to_dict())
+        seal = SealRecord(
+            version=built.id,
+            successor=successor.id,
+            branch=branch,
+            time=time.time(),
+            message=message,
+            author=author(),
+        )
+        await self.files.create_record(self.files.seal_path(built.id), seal.to_dict())
+        await self._finish_seal(built.id, seal)  # its manifest and root; the branch is elsewhere
+        late = await self.move_head(branch, head, successor.id, message)
+        await self.carry(head, successor.id, late)
+        return built.id
+
     async def _sealed_version(
         self, ref: str | None, action: str, message: str | None = None
     ) -> str:
@@ -1004,9 +1095,58 @@ class Repository:
                     message=seal.message if seal else None,
                     refs=tuple(by_version.get(current, ())),
                     sealed=seal is not None,
+                    merged=record.merged,
                 )
             )
         return entries
+
+    async def same_bytes(self, key: str, a: Location, b: Location) -> bool:
+        """Whether the objects of ``key`` at ``a`` and ``b`` hold the same payload (each
+        checked as any read is)."""
+        raws = await asyncio.gather(
+            *(self.storage.read(self.files.object_path(loc, key)) for loc in (a, b))
+        )
+        payloads = [
+            None
+            if raw is None
+            else frame.decode(
+                raw,
+                f"{self.name} version {loc.version} key {key!r}",
+                frame.binding(loc.version, key, loc.generation),
+            )
+            for raw, loc in zip(raws, (a, b), strict=True)
+        ]
+        return (
+            payloads[0] is not None
+            and payloads[1] is not None
+            and (bytes(payloads[0]) == bytes(payloads[1]))
+        )
+
+    async def common_ancestor(self, a: str, b: str) -> str | None:
+        """The nearest version both ``a`` and ``b`` descend from (through parents and merged
+        versions), ``None`` if none: the base of a three-way merge."""
+
+        async def parents(version: str) -> tuple[str, ...]:
+            record = await self.read_version(version)
+            if record is None:
+                return ()  # collected: history stops here
+            return ((record.parent,) if record.parent else ()) + record.merged
+
+        above_a: set[str] = {a}
+        frontier = [a]
+        while frontier:
+            found = await asyncio.gather(*map(parents, frontier))
+            frontier = [p for ps in found for p in ps if p not in above_a]
+            above_a.update(frontier)
+        seen, frontier = {b}, [b]
+        while frontier:
+            hit = sorted(v for v in frontier if v in above_a)
+            if hit:
+                return hit[-1]  # the newest, by id (ids start with their creation time)
+            found = await asyncio.gather(*map(parents, frontier))
+            frontier = [p for ps in found for p in ps if p not in seen]
+            seen.update(frontier)
+        return None
 
     async def sealed_at(self, ref: str | None, when: datetime) -> str:
         """Return the state of the branch ``ref`` at ``when`` (a time with a zone): the newest

@@ -21,8 +21,8 @@ from hubzarr import records
 
 
 def _history(hub: hubzarr.Hub) -> None:
-    """An array repository past a checkpoint, with rewrites, deletions, branches and
-    deleted refs; a group repository with nested arrays, deleted members and attributes."""
+    """An array repository past a checkpoint, with rewrites, deletions, branches, a merge, a
+    revert and deleted refs; a group repository with nested arrays, deleted members and attributes."""
     arr = hub.array((12, 6), "spec/arr", dtype="int32", chunks=(2, 3), fill_value=-1)
     rng = np.random.default_rng(7)
     for i in range(records.CHECKPOINT_EVERY + 7):
@@ -39,6 +39,10 @@ def _history(hub: hubzarr.Hub) -> None:
             side[5:9] = 99
             hub.tag("spec/arr:side", "side-1")
             side[6] = -1
+        if i == 25:
+            hub.merge("spec/arr", "side", strategy="theirs")  # a second parent; copies
+        if i == 27:
+            hub.revert("spec/arr", "t12")  # an older state, as a new version
         if i == 30:
             hub.delete_tag("spec/arr", "t3")
             hub.branch("spec/arr", "gone")

@@ -320,3 +320,115 @@ def test_diff_in_older_layouts(
     hub.tag(NAME, "v2")
     (node,) = hub.diff(f"{NAME}:v1", "v2").nodes
     assert (node.changed, node.deleted, node.added) == (((5,),), ((299,),), ())
+
+
+def _branches(hub: hubzarr.Hub) -> tuple[hubzarr.HubArray, hubzarr.HubArray]:
+    """main and dev, from one tag of a 4x4 array of ones in chunks of 2x2."""
+    main = hub.array((4, 4), NAME, chunks=(2, 2), dtype="int32")
+    main[:] = 1
+    hub.tag(NAME, "v1")
+    hub.branch(f"{NAME}:v1", "dev")
+    return hub.load_array(NAME), hub.load_array(f"{NAME}:dev")
+
+
+def test_a_merge_takes_what_one_side_changed_and_names_both_parents(hub: hubzarr.Hub) -> None:
+    main, dev = _branches(hub)
+    dev[0, 0] = 5  # chunk (0, 0), on dev
+    main[3, 3] = 7  # chunk (1, 1), on main
+    dev[2, 0] = 9
+    main[2, 0] = 9  # chunk (1, 0) on both, to the same bytes: no conflict
+    version = hub.merge(NAME, "dev")
+    expected = np.ones((4, 4), dtype="int32")
+    expected[0, 0], expected[3, 3], expected[2, 0] = 5, 7, 9
+    np.testing.assert_array_equal(hub.load_array(NAME)[:], expected)
+    np.testing.assert_array_equal(hub.load_array(f"{NAME}:{version}")[:], expected)
+    entry = next(e for e in hub.log(NAME) if e.id == version)
+    dev_commit = hub.log(f"{NAME}:dev")[1].id  # dev's head was committed first
+    assert entry.merged == (dev_commit,) and entry.message == "merge dev into main"
+    assert hub.log(f"{NAME}:dev")[0].parent == dev_commit  # dev itself is untouched
+    np.testing.assert_array_equal(hub.load_array(f"{NAME}:dev")[0, 0], 5)
+    # Merging again brings nothing new: the branch's state is returned.
+    assert hub.merge(NAME, "dev") == hub.log(NAME)[0].parent
+    with pytest.raises(hubzarr.InvalidArgumentError, match="into itself"):
+        hub.merge(NAME, "main")
+
+
+def test_a_conflict_changes_nothing_and_names_each_region(hub: hubzarr.Hub) -> None:
+    main, dev = _branches(hub)
+    dev[0, 1] = 5
+    main[1, 0] = 6  # chunk (0, 0) on both, differently
+    dev[3, 3] = 8
+    main[3, 3] = 9  # chunk (1, 1) too
+    before = hub.load_array(NAME)[:]
+    with pytest.raises(hubzarr.MergeConflictError, match=r"/: \[0:2, 0:2\], \[2:4, 2:4\]") as info:
+        hub.merge(NAME, "dev")
+    (node,) = info.value.conflicts
+    assert node.changed == ((0, 0), (1, 1))
+    np.testing.assert_array_equal(hub.load_array(NAME)[:], before)
+    assert not hub.log(NAME)[1].merged
+    hub.merge(NAME, "dev", strategy="ours")
+    np.testing.assert_array_equal(hub.load_array(NAME)[:], before)
+    dev2 = hub.load_array(f"{NAME}:dev")
+    dev2[0, 0] = 11  # chunk (0, 0) again on dev, after the first merge
+    hub.merge(NAME, "dev", strategy="theirs")
+    got = hub.load_array(NAME)[:]
+    # Against the version merged first (the common ancestor now), both sides changed chunk
+    # (0, 0): dev's whole chunk is taken. Only main changed chunk (1, 1) since: main's stays.
+    np.testing.assert_array_equal(got[:2, :2], dev2[:2, :2])
+    assert got[3, 3] == 9 and dev2[3, 3] == 8
+
+
+def test_a_metadata_change_on_both_sides_conflicts(hub: hubzarr.Hub) -> None:
+    main, dev = _branches(hub)
+    main.zarr.resize((6, 4))
+    dev.zarr.resize((8, 4))
+    with pytest.raises(hubzarr.MergeConflictError, match=r"metadata \(shape\)"):
+        hub.merge(NAME, "dev")
+    hub.merge(NAME, "dev", strategy="theirs")
+    assert hub.load_array(NAME).shape == (8, 4)
+
+
+def test_revert_makes_a_new_version_equal_to_an_older_state(hub: hubzarr.Hub) -> None:
+    states, log = _history(hub)
+    first = [e for e in log if e.sealed][-1]
+    before = len(hub.log(NAME))
+    version = hub.revert(NAME, first.id)
+    np.testing.assert_array_equal(hub.load_array(NAME)[:], states[first.id])
+    np.testing.assert_array_equal(hub.load_array(f"{NAME}:{version}")[:], states[first.id])
+    entries = hub.log(NAME)
+    assert entries[1].id == version and entries[1].message == f"revert to {first.id}"
+    assert len(entries) == before + 2  # the head's write committed, then the revert
+    # Every earlier state is still there.
+    for v, state in states.items():
+        if v != "head":
+            np.testing.assert_array_equal(hub.load_array(f"{NAME}:{v}")[:], state)
+    hub.tag(NAME, "t")
+    with pytest.raises(hubzarr.InvalidArgumentError, match="never changes"):
+        hub.revert(f"{NAME}:t", first.id)
+    hub.array((2,), "alice/other", dtype="int8")
+    with pytest.raises(hubzarr.InvalidArgumentError, match="another repository"):
+        hub.revert(NAME, "alice/other:main")
+
+
+def test_merge_and_revert_on_the_command_line(local_root: str) -> None:
+    hub = hubzarr.Hub(local_root)
+    runner = CliRunner()
+    main, dev = _branches(hub)
+    dev[0, 0] = 5
+    main[0, 1] = 6
+
+    def run(*args: str) -> tuple[int, str, str]:
+        result = runner.invoke(app, [*args, "--root", local_root])
+        return result.exit_code, result.stdout, result.stderr
+
+    code, _, err = run("merge", NAME, "dev")
+    assert code != 0 and "[0:2, 0:2]" in err and "--ours / --theirs" in err
+    code, out, _ = run("merge", NAME, "dev", "--theirs", "-m", "take dev")
+    assert code == 0 and out.startswith(f"merged dev into {NAME}")
+    code, out, _ = run("log", NAME, "-n", "2")
+    assert code == 0 and "[merged " in out and "take dev" in out
+    v1 = hub.log(f"{NAME}:v1")[0].id
+    code, out, _ = run("revert", NAME, "v1")
+    assert code == 0 and out.startswith(f"reverted {NAME} to v1")
+    np.testing.assert_array_equal(hub.load_array(NAME)[:], hub.load_array(f"{NAME}:{v1}")[:])
+    assert run("merge", NAME, "dev", "--ours", "--theirs")[0] != 0

@@ -948,6 +948,12 @@ class Repository:
                 await self.storage.create(self.files.data_path(built.id, key), data)
 
         await asyncio.gather(*(take(k, loc) for k, loc in sorted(writes.items())))
+        # Its manifest before its seal: no one writes into it, and a crash before the seal
+        # leaves an open version no branch names (gc's), never a seal nobody would finish.
+        contents = await self.manifests.contents(built.id)
+        base_index = await self.load_index(built.chain) if built.is_checkpoint else None
+        manifest = build(built, contents, base_index)
+        await self.files.create_record(self.files.manifest_path(built.id), manifest.to_dict())
         successor = built.child(chained=not self.sharded)
         await self.files.create_record(self.files.version_path(successor.id), successor.to_dict())
         seal = SealRecord(

@@ -72,6 +72,8 @@ class Op:
             return f"tag {self.tag} at {self.branch}"
         if self.kind == "branch":
             return f"branch {self.new_branch} from {self.tag}"
+        if self.kind == "revert":
+            return f"revert {self.branch} to {self.tag}"
         return "create"
 
 
@@ -83,10 +85,12 @@ def _span(rng: random.Random, size: int) -> tuple[int, int]:
 
 def script(seed: int, n_ops: int = 7) -> list[Op]:
     """Return the workload's operations for ``seed``: create, then ``n_ops`` more, at least a
-    write, a tag, a branch from that tag and a write on it."""
+    write, a tag, a branch from that tag and a write on it, and last a revert of a branch to
+    a tag (the one step that publishes a whole prepared state)."""
     rng = random.Random(seed)
     kinds = ["write", "tag", "branch", "write"]
     kinds += [rng.choice(["write", "write", "tag", "branch"]) for _ in range(n_ops - len(kinds))]
+    kinds.append("revert")
     ops = [Op("create")]
     branches, tags = ["main"], []
     for k, kind in enumerate(kinds, start=1):
@@ -98,6 +102,8 @@ def script(seed: int, n_ops: int = 7) -> list[Op]:
         elif kind == "tag":
             tags.append(f"t{k}")
             ops.append(Op("tag", branch=rng.choice(branches), tag=tags[-1]))
+        elif kind == "revert":
+            ops.append(Op("revert", branch=rng.choice(branches), tag=rng.choice(tags)))
         else:
             branches.append(f"b{k}")
             ops.append(Op("branch", tag=rng.choice(tags), new_branch=branches[-1]))
@@ -131,6 +137,8 @@ class Model:
             self.heads[op.branch][op.selection] = op.value
         elif op.kind == "tag":
             self.tags[op.tag] = self.heads[op.branch].copy()
+        elif op.kind == "revert":
+            self.heads[op.branch] = self.tags[op.tag].copy()
         else:
             self.heads[op.new_branch] = self.tags[op.tag].copy()
 
@@ -280,6 +288,8 @@ def _perform(hub: Any, arrays: dict[str, Any], op: Op) -> None:
         arrays[op.branch][op.selection] = op.value
     elif op.kind == "tag":
         hub.tag(f"{NAME}:{op.branch}", op.tag)
+    elif op.kind == "revert":
+        hub.revert(f"{NAME}:{op.branch}", op.tag)
     else:
         hub.branch(f"{NAME}:{op.tag}", op.new_branch)
 
@@ -328,5 +338,7 @@ def workload(
                 record.update(branch=op.branch, tag=op.tag, expected=model.tags[op.tag].tolist())
             elif op.kind == "branch":
                 record.update(tag=op.tag, branch=op.new_branch)
+            elif op.kind == "revert":
+                record.update(branch=op.branch, tag=op.tag)
             acknowledge(record)
         acknowledge({"op": "done", "log": switch.log})

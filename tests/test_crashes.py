@@ -1,5 +1,5 @@
-"""Crash tests: a process SIGKILLed at any point of create, write, tag or branch leaves a
-repository that opens, holds everything acknowledged, shows no half-published version, and
+"""Crash tests: a process SIGKILLed at any point of create, write, tag, branch or revert
+leaves a repository that opens, holds everything acknowledged, shows no half-published version, and
 whose next operation finishes the interrupted seal. On a local root and on S3 (moto).
 
 Each trial runs :func:`_crash.workload` in a spawned process on a fresh root. The process
@@ -259,6 +259,13 @@ def check_after_crash(
         hub.load(NAME)
 
     target = inflight.branch if inflight is not None and inflight.branch else "main"
+    if inflight is not None and inflight.kind == "revert":
+        # Published in one step: the whole old state, or the whole new one.
+        actual = _read(hub, target)
+        assert actual is not None
+        assert np.array_equal(actual, before.heads[target]) or np.array_equal(
+            actual, after.heads[target]
+        ), f"{target} mid-revert reads {actual.tolist()}, neither before nor after"
     tags = _next_operations(
         hub, target, before.heads.get(target, after.heads[target]), after.heads[target]
     )
@@ -350,9 +357,27 @@ def _kill_points(log: list[str], when: str, trials: int, seed: int) -> list[tupl
     (after the record is published, or before the manifest is)."""
     rng = random.Random(seed)
     spread = [(1 + int((j + rng.random()) * len(log) / trials), "") for j in range(trials)]
-    seals = sum(1 for event in log if re.search(SEAL, event))
-    aim = SEAL if when == "after" else MANIFEST
-    return spread + [(k, aim) for k in range(1, seals + 1)]
+    # After each seal record, or before each manifest, of a seal whose record comes first (a
+    # revert's new version gets its manifest before its seal: no one writes into it, so no
+    # seal of it is ever in flight).
+    sealed: set[str] = set()
+    manifested: set[str] = set()
+    aims, seals, manifests = [], 0, 0
+    for event in log:
+        version = re.search(r"/(?:seals|manifests)/(\w+)\.json", event)
+        if version is None:
+            continue
+        if re.search(SEAL, event):
+            seals += 1
+            sealed.add(version[1])
+            if when == "after" and version[1] not in manifested:
+                aims.append((seals, SEAL))
+        elif re.search(MANIFEST, event):
+            manifests += 1
+            manifested.add(version[1])
+            if when == "before" and version[1] in sealed:
+                aims.append((manifests, MANIFEST))
+    return spread + aims
 
 
 #: (backend, hook, when, seed, spread trials): each seed's script has two tags, so each case

@@ -191,15 +191,20 @@ def _write(arr: hubzarr.HubArray, plan: list[slice], writer: int, log: list[Any]
 def _tag_and_branch(
     hub: hubzarr.Hub, repo: str, rng: np.random.Generator, tagger: int, ops: int, log: list[Any]
 ) -> None:
-    """Tag the branch, branch from it, or branch from this tagger's last tag, ``ops`` times.
+    """Commit the branch, tag it, branch from it, or branch from this tagger's last tag,
+    ``ops`` times.
 
     Each entry of ``log``: ``(ref, kind, source, version, start, end, content)``, where the
-    content is read right after the ref was made.
+    content is read right after the ref was made (a commit's ref is its version id).
     """
     last_tag = None
     for k in range(ops):
         pick = rng.random()
-        if pick < 0.6 or (pick >= 0.85 and last_tag is None):
+        if pick < 0.25:
+            kind, source = "commit", None
+            start = time.monotonic_ns()
+            version = ref = hub.commit(repo, f"tagger {tagger} op {k}")
+        elif pick < 0.6 or (pick >= 0.85 and last_tag is None):
             ref, kind, source = f"t{tagger}-{k}", "tag", None
             start = time.monotonic_ns()
             version = hub.tag(repo, ref, message=f"tagger {tagger} op {k}")

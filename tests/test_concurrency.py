@@ -187,7 +187,7 @@ def _check_writes_and_tags(
     problems += [
         f"{where}: tag {ref.name} (version {ref.version}) is not in the history of the branch"
         for ref in refs
-        if ref.kind == "tag" and ref.version not in history
+        if ref.kind in ("tag", "commit") and ref.version not in history
     ]
     return problems
 

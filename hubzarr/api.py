@@ -1173,7 +1173,7 @@ class Hub:
             version = (await target.resolved()).version
             writes = await revert_writes(current, await target.state())
             text = message if message is not None else f"revert to {version}"
-            return await repo.publish_state(str(branch.ref), base, writes, text)
+            return await repo.publish_state(str(branch.ref), base, writes, text, strict=False)
 
         return _run(run())
 

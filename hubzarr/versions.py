@@ -905,14 +905,19 @@ class Repository:
         writes: Mapping[str, Location | None],
         message: str,
         merged: tuple[str, ...] = (),
+        *,
+        strict: bool = True,
     ) -> str:
-        """Make the branch's state ``base`` (its state now, sealed) with ``writes`` applied
-        (key -> an object of this repository to take, ``None`` to delete), as one version, in
-        one step a reader sees whole: what a revert and a merge publish. Return that version.
+        """Make the branch's state ``base`` (its state when ``writes`` were worked out,
+        sealed) with ``writes`` applied (key -> an object of this repository to take, ``None``
+        to delete), as one version, in one step a reader sees whole: what a revert and a merge
+        publish. Return that version.
 
-        The branch's head is committed first; its state must still be ``base``. The new
-        version ``P`` is built where no ref names it: its objects (payloads taken from the locations
-        given, checked, bound again to ``P``), its record (parent: the base; ``merged``),
+        The branch's head is committed first; with ``strict``, its state must still be
+        ``base`` (a merge: writes since could conflict); else writes that reached it since are
+        kept where ``writes`` do not replace them (a revert: they are ordered before it). The
+        new version ``P`` is built where no ref names it: its objects (payloads taken from the
+        locations given, checked, bound again to ``P``), its record (parent: the base; ``merged``),
         its seal and manifest. Then the branch's head is sealed with a successor that starts
         from ``P`` (:meth:`move_head`), and what reached the head before that seal is written
         again into the successor. A crash before that seal leaves the branch as it was (``P``
@@ -923,12 +928,13 @@ class Repository:
         ConflictError
             If the branch moved on meanwhile (a write, another seal): nothing is published.
         """
+        current = await self.sealed_state(branch)
         head = await self.branch_head(branch)
-        if await self.sealed_state(branch) != base or head != await self.branch_head(branch):
+        if (strict and current != base) or (await self._require_version(head)).parent != current:
             raise ConflictError(
                 f"the branch {branch!r} of {self.name} moved on meanwhile; run it again"
             )
-        base_record = await self._require_version(base)
+        base_record = await self._require_version(current)
         built = dataclasses.replace(base_record.child(chained=not self.sharded), merged=merged)
         await self.files.create_record(self.files.version_path(built.id), built.to_dict())
         limit = asyncio.Semaphore(_COPIES)

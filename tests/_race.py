@@ -220,6 +220,54 @@ def _tag_and_branch(
             last_tag = ref
 
 
+# -- whole-chunk writes racing a revert -----------------------------------------------------
+
+
+def writes_and_revert(
+    root: str,
+    options: dict[str, Any],
+    writers: int,
+    writes: int,
+    seeds: list[int],
+    trials: int,
+    barrier: Any,
+    results: Any,
+    i: int,
+) -> None:
+    """Processes ``0 .. writers-1`` write whole chunks of their own (chunk c is writer
+    c % writers') of ``race/rev-<trial>``, ``writes`` times each; the last process reverts
+    the branch to its tag ``base`` once. Writers log as :func:`_write`; the reverter logs
+    ``(version, started, returned)``."""
+    hub = hubzarr.Hub(root, storage_options=options)
+    for trial in range(trials):
+        rng = np.random.default_rng([seeds[trial], i])
+        repo = f"race/rev-{trial}"
+        outcome: dict[str, Any] = {"log": []}
+        arr = None
+        try:
+            arr = hub.load(repo) if i < writers else None
+        except Exception:
+            _failed(outcome)
+        barrier.wait(timeout=_BARRIER_S)
+        try:
+            if "error" in outcome:
+                pass
+            elif arr is not None:
+                own = [c for c in range(SIZE // CHUNK) if c % writers == i]
+                plan = [
+                    slice(c * CHUNK, (c + 1) * CHUNK, 1)
+                    for c in rng.choice(own, size=writes).tolist()
+                ]
+                _write(arr, plan, i, outcome["log"])
+            else:
+                started = time.monotonic_ns()
+                version = hub.revert(repo, "base")
+                outcome["log"].append((version, started, time.monotonic_ns()))
+        except Exception:
+            _failed(outcome)
+        results.put((i, trial, outcome))
+
+
 # -- partial-chunk writes by several processes to one chunk -----------------------------------
 
 

@@ -36,7 +36,7 @@ TRIALS = {
     "create": {"local": 5, "s3": 3},
 }
 #: Seeds of the trials' workloads: the base plus the trial number.
-SEED = {"writes": 1000, "one-chunk": 2000}
+SEED = {"writes": 1000, "one-chunk": 2000, "revert": 3000}
 
 
 def _trials(test: str, backend: Backend) -> int:
@@ -216,6 +216,51 @@ def test_writes_racing_tags_and_branches_are_kept_and_versions_never_change(
     problems = []
     for t, by_proc in enumerate(outcomes):
         problems += _check_writes_and_tags(hub, t, seeds[t], by_proc)
+    assert not problems, _report(problems)
+
+
+def test_writes_racing_a_revert_are_ordered_before_or_after_it(race_backend: Backend) -> None:
+    """A revert to the tag ``base`` (every element the fill value) while writers rewrite their
+    own chunks whole. Afterwards each element holds the last write to it if that began after
+    the revert returned; the fill value if every write to it returned before the revert
+    began; else one of the two: no write that returned after the revert began is lost, and
+    no write that returned before it survives it."""
+    trials = _trials("writes", race_backend)
+    seeds = [SEED["revert"] + t for t in range(trials)]
+    hub = race_backend.hub()
+    for t in range(trials):
+        hub.array((SIZE,), name=f"race/rev-{t}", dtype="int64", chunks=(CHUNK,), fill_value=FILL)
+        hub.tag(f"race/rev-{t}", "base")
+    outcomes = _race.run(
+        _race.writes_and_revert,
+        (race_backend.root, race_backend.options, WRITERS, WRITES[race_backend.kind], seeds),
+        WRITERS + 1,
+        trials,
+    )
+    problems = []
+    owner = (np.arange(SIZE) // CHUNK) % WRITERS
+    for t, by_proc in enumerate(outcomes):
+        where = f"trial {t} (seed {seeds[t]})"
+        problems += _errors(where, by_proc)
+        if _errors(where, by_proc):
+            continue
+        writes = {w: [Write(*entry) for entry in by_proc[w]["log"]] for w in range(WRITERS)}
+        ((_, revert_started, revert_returned),) = by_proc[WRITERS]["log"]
+        head = hub.load(f"race/rev-{t}", mode="r")[:]
+        for e in range(SIZE):
+            covering = [w for w in writes[owner[e]] if w.covers(e)]
+            last = covering[-1] if covering else None
+            if last is None or last.returned < revert_started:
+                allowed = {FILL}
+            elif last.started > revert_returned:
+                allowed = {last.value}
+            else:
+                allowed = {FILL, last.value}
+            if int(head[e]) not in allowed:
+                problems.append(
+                    f"{where}: element {e} is {describe(int(head[e]))}; allowed: "
+                    f"{sorted(describe(v) for v in allowed)}"
+                )
     assert not problems, _report(problems)
 
 

@@ -22,6 +22,7 @@ from hubzarr.config import resolve_namespace, resolve_root, resolve_storage_opti
 from hubzarr.errors import (
     AlreadyExistsError,
     AsOfWarning,
+    ConflictError,
     HubError,
     InvalidArgumentError,
     InvalidNameError,
@@ -30,6 +31,7 @@ from hubzarr.errors import (
 )
 from hubzarr.names import Name, check_ref, parse_name
 from hubzarr.records import Location, check_message
+from hubzarr.retry import compare_and_swap
 from hubzarr.runner import run as _run
 from hubzarr.storage import Storage, check_root, open_storage, public_options
 from hubzarr.summaries import RepoSummary, summarize, summarize_all
@@ -1227,7 +1229,7 @@ class Hub:
         if other.ref == branch.ref:
             raise InvalidArgumentError(f"cannot merge {name} into itself")
 
-        async def run() -> str:
+        async def run() -> str | HubError:
             ours = await repo.sealed_state(branch.ref)
             theirs = await repo.sealed_state(other.ref)
             base = await repo.common_ancestor(ours, theirs)
@@ -1244,11 +1246,25 @@ class Hub:
                 at_base, at_ours, at_theirs, repo.same_bytes, strategy
             )
             if conflicts:
-                raise await _conflict_error(repo, name, source, conflicts, indexes[1:])
+                return await _conflict_error(repo, name, source, conflicts, indexes[1:])
             text = message if message is not None else f"merge {other.ref} into {branch.ref}"
             return await repo.publish_state(str(branch.ref), ours, writes, text, merged=(theirs,))
 
-        return _run(run())
+        async def nothing() -> None:
+            pass
+
+        def exhausted() -> ConflictError:
+            return ConflictError(
+                f"{name} kept changing while {source} was merged into it; merge again when "
+                "its writers pause"
+            )
+
+        # Worked out again from the branch's new state while writes land in it meanwhile; a
+        # conflict is returned, not raised, as trying again would not settle it.
+        found = _run(compare_and_swap(run, before_retry=nothing, exhausted=exhausted))
+        if isinstance(found, HubError):
+            raise found
+        return found
 
     def _branch(self, name: str, action: str) -> tuple[Name, Repository]:
         """``name`` parsed as a branch (its ref, or the default branch) and its repository.

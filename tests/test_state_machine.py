@@ -291,6 +291,28 @@ class VersionMachine(RuleBasedStateMachine):
         self._check(self.hub.load(f"{REPO}:{version}"), content, f"commit of {source}")
 
     @rule(data=st.data())
+    def revert(self, data: st.DataObject) -> None:
+        """A branch back to the state of a tag or sealed version, as a new version."""
+        branch = _pick(data, "branch", self.branches, self.tags, self.deleted)
+        target = _pick(data, "target", self.tags, self.sealed, self.deleted)
+        content = self._content(target)
+        if branch not in self.branches or content is None:
+            refusals: tuple[type[Exception], ...] = (hubzarr.NotFoundError,)
+            if branch in self.tags:
+                refusals += (hubzarr.InvalidArgumentError,)
+            with pytest.raises(refusals):
+                self.hub.revert(f"{REPO}:{branch}", target)
+            return
+        before = self.branches[branch]
+        version = self.hub.revert(f"{REPO}:{branch}", target)
+        head, made, base = self.hub.log(f"{REPO}:{branch}")[:3]
+        assert (head.parent, made.id, made.parent) == (version, version, base.id)
+        self.sealed.setdefault(base.id, before.copy())  # the head committed first
+        self.sealed[version] = content.copy()
+        self.branches[branch] = content.copy()
+        self._check(self.hub.load(f"{REPO}:{branch}"), content, f"{branch} reverted to {target}")
+
+    @rule(data=st.data())
     def read_as_of(self, data: st.DataObject) -> None:
         """A branch as of each time its log shows: the newest version sealed by then."""
         source = _pick(data, "source", self.branches)

@@ -1,16 +1,18 @@
-"""History (issue 16): a diff of two versions that differ in one chunk, and a commit after
-changing one chunk against a tag after changing one chunk, in arrays of 100 and of 100,000
-chunks.
+"""History (issue 16): a diff of two versions that differ in one chunk, a commit after
+changing one chunk against a tag after changing one chunk, and a merge of two branches that
+each changed 10 chunks, in arrays of 100 and of 100,000 chunks.
 
 Two uint8 arrays with one-element chunks (100 and 100,000 elements) are written in full (every
 chunk stored) and tagged once. Then, ``--repeats`` times, alternating between the two arrays:
 
 - change one chunk and ``hub.commit`` (timed), change one chunk and ``hub.tag`` (timed);
 - ``hub.diff`` of the last two commits (one chunk apart), timed in a new ``Hub`` each time with
-  the process's index shards dropped, so that each diff reads what it needs.
+  the process's index shards dropped, so that each diff reads what it needs;
+- a branch from the main branch, 10 chunks changed on it and 10 others on main, and
+  ``hub.merge`` of it into main (timed).
 
-Medians, and the large/small ratios (targets: a diff within 2x across sizes, a commit the
-cost of a tag). Usage: ``python benchmarks/history.py [--repeats 15] [--dir DIR]``; the
+Medians, and the large/small ratios (targets: a diff and a merge within 2x across sizes, a
+commit the cost of a tag). Usage: ``python benchmarks/history.py [--repeats 15] [--dir DIR]``; the
 100,000 chunk files take most of the minute it runs.
 """
 
@@ -48,7 +50,7 @@ def main() -> None:
             arr[:] = np.full(n, 1, dtype="uint8")
             hub.tag(f"bench/h{n}", "v0")
         times: dict[str, dict[int, list[float]]] = {
-            k: {n: [] for n in SIZES} for k in ("commit", "tag", "diff")
+            k: {n: [] for n in SIZES} for k in ("commit", "tag", "diff", "merge")
         }
         for i in range(args.repeats):
             for n in SIZES if i % 2 == 0 else SIZES[::-1]:
@@ -69,6 +71,15 @@ def main() -> None:
                 found = fresh.diff(f"{name}:{first}", second)
                 times["diff"][n].append(time.perf_counter() - start)
                 assert len(found.nodes) == 1 and len(found.nodes[0].changed) == 1, found
+                hub.branch(name, f"s{i}")
+                side = hub.load_array(f"{name}:s{i}")
+                arr = hub.load_array(name)
+                for j in range(10):
+                    side[(7 * i + 2 * j) % n] = j + 3
+                    arr[(7 * i + 2 * j + 1) % n] = j + 3
+                start = time.perf_counter()
+                hub.merge(name, f"s{i}")
+                times["merge"][n].append(time.perf_counter() - start)
         print(f"\n{len(SIZES)} arrays, one-element chunks, median of {args.repeats}, in ms")
         print("| operation | 100 chunks | 100,000 chunks | ratio |")
         print("|---|---|---|---|")

@@ -12,13 +12,14 @@ same bytes counts as changed.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from hubzarr.errors import FormatError
-from hubzarr.index import ShardedIndex, VersionIndex, is_metadata
+from hubzarr.index import Shard, ShardedIndex, VersionIndex, is_metadata
 from hubzarr.records import Location
 
 __all__ = ["Diff", "NodeDiff", "diff_states", "merge_writes", "revert_writes"]
@@ -284,12 +285,13 @@ async def _changed_keys(
 ) -> dict[str, Change]:
     """Every key whose object differs between the two states, with both locations."""
     (index_a, head_a), (index_b, head_b) = a, b
-    before, after = await asyncio.gather(_distinct(index_a, index_b), _distinct(index_b, index_a))
     changes: dict[str, Change] = {}
-    for key in before.keys() | after.keys():
-        old, new = before.get(key), after.get(key)
-        if old != new:
-            changes[key] = (old, new)
+    if _sharded(index_a) and _sharded(index_b):
+        assert isinstance(index_a, ShardedIndex) and isinstance(index_b, ShardedIndex)
+        changes = await _changed_shards(index_a, index_b)
+    else:
+        before, after = await asyncio.gather(index_a.mapping(), index_b.mapping())
+        _compare(before, after, changes)
     # What the open heads wrote over their indexes.
     for key in head_a.keys() | head_b.keys():
         old = head_a[key] if key in head_a else await index_a.get(key)
@@ -301,23 +303,76 @@ async def _changed_keys(
     return changes
 
 
-async def _distinct(index: VersionIndex, other: VersionIndex) -> dict[str, Location]:
-    """The keys of ``index`` that may differ from ``other``: those of its shards that
-    ``other`` does not share (a shard both name holds the same keys at the same locations in
-    both, and no other shard of either holds them), and its metadata; all of it otherwise."""
-    if not (
-        isinstance(index, ShardedIndex)
-        and isinstance(other, ShardedIndex)
-        and index.root.inline is None
-        and other.root.inline is None
-    ):
-        return await index.mapping()
-    root = index.root
-    shared = {other.root.name(i) for i in range(other.root.shards)}
-    out = dict(root.meta.items())
-    own = [i for i in range(root.shards) if root.name(i) not in shared]
-    for start in range(0, len(own), _READS):
-        shards = await asyncio.gather(*(index.shard(i) for i in own[start : start + _READS]))
-        for shard in shards:
-            out.update(shard.items())
+def _sharded(index: VersionIndex) -> bool:
+    return isinstance(index, ShardedIndex) and index.root.inline is None
+
+
+def _compare(
+    before: Mapping[str, Location], after: Mapping[str, Location], changes: dict[str, Change]
+) -> None:
+    for key in before.keys() | after.keys():
+        old, new = before.get(key), after.get(key)
+        if old != new:
+            changes[key] = (old, new)
+
+
+async def _changed_shards(index_a: ShardedIndex, index_b: ShardedIndex) -> dict[str, Change]:
+    """:func:`_changed_keys` of two sharded indexes: only the shards one names and the other
+    does not are read (a shard both name holds the same keys at the same locations in both,
+    and no other shard of either holds them). A shard of each side with the same keys (a
+    rewrite of chunks that were there) is compared run by run, without a map of its keys."""
+    root_a, root_b = index_a.root, index_b.root
+    names_a = {root_a.name(i): i for i in range(root_a.shards)}
+    names_b = {root_b.name(i): i for i in range(root_b.shards)}
+    own_a = [i for name, i in names_a.items() if name not in names_b]
+    own_b = [i for name, i in names_b.items() if name not in names_a]
+    shards_a, shards_b = await asyncio.gather(_read(index_a, own_a), _read(index_b, own_b))
+    changes: dict[str, Change] = {}
+    _compare(dict(root_a.meta.items()), dict(root_b.meta.items()), changes)
+    # Pairs with the same first key and the same keys: compared by their runs.
+    by_first = {shard.first(): shard for shard in shards_b}
+    rest_a, paired = [], set()
+    for shard in shards_a:
+        other = by_first.get(shard.first())
+        if other is not None and _same_keys(shard, other):
+            _compare_runs(shard, other, changes)
+            paired.add(id(other))
+        else:
+            rest_a.append(shard)
+    before = {k: v for shard in rest_a for k, v in shard.items()}
+    after = {k: v for shard in shards_b if id(shard) not in paired for k, v in shard.items()}
+    _compare(before, after, changes)
+    return changes
+
+
+async def _read(index: ShardedIndex, numbers: list[int]) -> list[Shard]:
+    out: list[Shard] = []
+    for start in range(0, len(numbers), _READS):
+        out += await asyncio.gather(*(index.shard(i) for i in numbers[start : start + _READS]))
     return out
+
+
+def _same_keys(a: Shard, b: Shard) -> bool:
+    if len(a) != len(b):
+        return False
+    joined_a, joined_b = a.joined(), b.joined()
+    return joined_a == joined_b
+
+
+def _compare_runs(a: Shard, b: Shard, changes: dict[str, Change]) -> None:
+    """Keys (the same in both shards) whose locations differ, found by walking both shards'
+    runs together: a stretch where both runs name one location each costs a comparison."""
+    a.check()  # b holds the very same keys
+    count = len(a)
+    bounds = sorted({*a.starts, *b.starts, count})
+    ia = ib = 0
+    for lo, hi in itertools.pairwise(bounds):
+        while ia + 1 < len(a.starts) and a.starts[ia + 1] <= lo:
+            ia += 1
+        while ib + 1 < len(b.starts) and b.starts[ib + 1] <= lo:
+            ib += 1
+        old, new = a.locations[a.runs[ia]], b.locations[b.runs[ib]]
+        if old != new:
+            keys = a.keys
+            for k in range(lo, hi):
+                changes[keys[k]] = (old, new)

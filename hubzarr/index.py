@@ -139,6 +139,11 @@ class Shard:
             keys = self._keys = _split(self._joined)
         return keys
 
+    def joined(self) -> str:
+        """The keys joined by newlines, as stored (without joining them again where the
+        stored string is kept)."""
+        return self._joined if self._joined is not None else "\n".join(self.keys)
+
     def first(self) -> str | None:
         """The first key (``None``: no key), without splitting the keys."""
         if self._keys is not None or self._joined is None:

@@ -238,6 +238,15 @@ def test_diff_reads_only_the_shards_the_two_do_not_share(
     shards = [p for op, p in counter.paths if "/shards/" in p]
     assert len(shards) == 2  # the one shard each side holds alone (of 10 each)
     assert not [p for op, p in counter.paths if op.startswith("list")]
+    # A chunk deleted (its shard's keys differ) and one rewritten in another shard.
+    hub.load_array(NAME)[5] = 0  # the fill value: the chunk is deleted
+    hub.load_array(NAME)[33] = -3
+    hub.tag(NAME, "v3")
+    hindex.SHARDS.clear()
+    counter.reset()
+    (node,) = counted.diff(f"{NAME}:v2", "v3").nodes
+    assert (node.deleted, node.changed, node.added) == (((5,),), ((33,),), ())
+    assert len([p for op, p in counter.paths if "/shards/" in p]) == 4
 
 
 def test_diff_refuses_two_repositories_and_takes_times(hub: hubzarr.Hub) -> None:

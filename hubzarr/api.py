@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from hubzarr.cache import CachedStorage, ChunkCache, open_cached
-from hubzarr.collect import DEFAULT_GRACE_S, GCReport, collect
+from hubzarr.collect import DEFAULT_GRACE_S, GCReport, Retention, collect
 from hubzarr.config import resolve_namespace, resolve_root, resolve_storage_options
 from hubzarr.errors import (
     AlreadyExistsError,
@@ -702,13 +702,27 @@ class Hub:
         repo, _ = self._repo_only(name, "delete_branch")
         return _run(repo.delete_ref("branch", branch))
 
-    def gc(self, name: str, *, grace: float = DEFAULT_GRACE_S, dry_run: bool = True) -> GCReport:
+    def gc(
+        self,
+        name: str,
+        *,
+        grace: float = DEFAULT_GRACE_S,
+        dry_run: bool = True,
+        expire_before: datetime | None = None,
+        keep_last: int | None = None,
+    ) -> GCReport:
         """Free the stored objects no branch or tag of ``name`` can reach any more.
 
         Collects what deleted tags and branches kept alive, rewrites superseded before a
         snapshot, and what crashed writers and sealers left behind. Only objects (and
         versions) older than ``grace`` seconds are touched, so writers and taggers at work
         meanwhile are safe.
+
+        With ``expire_before`` or ``keep_last`` (retention), old untagged sealed versions are
+        dropped too: ``hub log`` still lists them, marked expired, but they can no longer be
+        read, and what only they used is freed. Tags, the versions branches need, each
+        branch's state as of ``expire_before`` and its ``keep_last`` newest sealed versions
+        stay.
 
         Parameters
         ----------
@@ -718,6 +732,12 @@ class Hub:
             Seconds; younger objects and versions are kept. Default one hour.
         dry_run : bool
             Only report what would be freed (the default); pass ``False`` to delete.
+        expire_before : datetime.datetime, optional
+            Drop versions sealed before this time (with a zone), except each branch's newest
+            one sealed before it: the branch as of any time from then on stays readable.
+        keep_last : int, optional
+            Keep each branch's ``keep_last`` newest sealed versions (>= 1); with
+            ``expire_before``, a version either keeps stays.
 
         Returns
         -------
@@ -729,8 +749,9 @@ class Hub:
         NotFoundError
             If the repository does not exist.
         InvalidArgumentError
-            If ``grace`` is not a finite number >= 0, or ``dry_run`` not a bool (nothing is
-            read or deleted).
+            If ``grace`` is not a finite number >= 0, ``dry_run`` not a bool, ``keep_last``
+            not a whole number >= 1, ``expire_before`` not a time with a zone, or retention is
+            asked of a repository in storage layout 2 (nothing is read or deleted).
         """
         if (
             isinstance(grace, bool)
@@ -743,8 +764,12 @@ class Hub:
         from hubzarr.spec import check_flag
 
         check_flag(dry_run, "dry_run")
+        retention = None
+        if expire_before is not None or keep_last is not None:
+            retention = Retention(expire_before, keep_last)
+            retention.check()
         repo, _ = self._repo_only(name, "gc")
-        return _run(collect(repo, grace=float(grace), dry_run=bool(dry_run)))
+        return _run(collect(repo, grace=float(grace), dry_run=bool(dry_run), retention=retention))
 
     def verify(
         self,
@@ -1070,10 +1095,17 @@ class Hub:
         return repo, parsed
 
     def log(
-        self, name: str, *, limit: int | None = None, as_of: datetime | None = None
+        self,
+        name: str,
+        *,
+        limit: int | None = None,
+        as_of: datetime | None = None,
+        graph: bool = False,
     ) -> list[LogEntry]:
         """Return the versions leading to ``name`` (as of ``as_of``), newest first, at most
-        ``limit`` of them.
+        ``limit`` of them: through each version's parent, or with ``graph``, through the
+        versions merges took in too (each version listed after every one descending from it,
+        as ``hub log --graph`` draws them).
 
         Raises
         ------
@@ -1086,8 +1118,11 @@ class Hub:
             isinstance(limit, bool) or not isinstance(limit, int) or limit < 1
         ):
             raise InvalidArgumentError(f"limit must be a positive integer or None, not {limit!r}")
+        from hubzarr.spec import check_flag
+
+        check_flag(graph, "graph")
         parsed = self._parse(name, as_of)
-        return _run(Repository(self.storage, parsed).log(parsed.ref, limit))
+        return _run(Repository(self.storage, parsed).log(parsed.ref, limit, graph=graph))
 
     def diff(
         self,
@@ -1645,10 +1680,18 @@ def delete_branch(name: str, branch: str, *, root: RootLike = None) -> str:
 
 
 def gc(
-    name: str, *, grace: float = DEFAULT_GRACE_S, dry_run: bool = True, root: RootLike = None
+    name: str,
+    *,
+    grace: float = DEFAULT_GRACE_S,
+    dry_run: bool = True,
+    expire_before: datetime | None = None,
+    keep_last: int | None = None,
+    root: RootLike = None,
 ) -> GCReport:
     """Collect garbage; see :meth:`Hub.gc`."""
-    return Hub(root).gc(name, grace=grace, dry_run=dry_run)
+    return Hub(root).gc(
+        name, grace=grace, dry_run=dry_run, expire_before=expire_before, keep_last=keep_last
+    )
 
 
 def verify(

@@ -90,8 +90,9 @@ def _json(document: Any) -> None:
     typer.echo(json.dumps(document, indent=2))
 
 
-def _as_of(text: str | None) -> datetime | None:
-    """``--as-of``, parsed (its zone is checked where it is used).
+def _as_of(text: str | None, option: str = "--as-of") -> datetime | None:
+    """``--as-of`` (or another time ``option``), parsed (its zone is checked where it is
+    used).
 
     Raises
     ------
@@ -104,7 +105,7 @@ def _as_of(text: str | None) -> datetime | None:
         return datetime.fromisoformat(text)
     except ValueError:
         raise InvalidArgumentError(
-            f"--as-of {text!r} is not a time: write ISO 8601 with a zone, as "
+            f"{option} {text!r} is not a time: write ISO 8601 with a zone, as "
             "2026-01-02T15:00Z or 2026-01-02T16:00+01:00"
         ) from None
 
@@ -234,6 +235,8 @@ def _log_line(entry: LogEntry) -> str:
     state = "" if entry.sealed else " [open head]"
     if entry.merged:
         state += f" [merged {', '.join(entry.merged)}]"
+    if entry.expired:
+        state += " [expired]"
     message = f"  {entry.message}" if entry.message else ""
     return f"  {entry.id}  {entry.time:%Y-%m-%d %H:%M:%S}Z{refs}{state}{message}"
 
@@ -457,6 +460,10 @@ def log(
         int | None, typer.Option("-n", "--max-count", help="Show at most this many versions.")
     ] = None,
     as_of: AsOfOption = None,
+    graph: Annotated[
+        bool,
+        typer.Option("--graph", help="Also the versions merges took in, with lines joining them."),
+    ] = False,
     as_json: JsonOption = False,
     root: RootOption = None,
 ) -> None:
@@ -464,7 +471,7 @@ def log(
     from hubzarr.api import Hub
 
     with _noted():
-        entries = Hub(root).log(name, limit=count, as_of=_as_of(as_of))
+        entries = Hub(root).log(name, limit=count, as_of=_as_of(as_of), graph=graph)
     if as_json:
         _json(
             [
@@ -476,13 +483,50 @@ def log(
                     "refs": list(entry.refs),
                     "sealed": entry.sealed,
                     "merged": list(entry.merged),
+                    "expired": entry.expired,
                 }
                 for entry in entries
             ]
         )
         return
+    for line in _graph(entries) if graph else map(_log_line, entries):
+        typer.echo(line)
+
+
+def _graph(entries: list[LogEntry]) -> Iterator[str]:
+    """The log's lines with a column of history drawn beside each (as ``git log --graph``):
+    ``*`` the version, ``|`` a line passing, ``\\`` a merged version's line starting, ``/`` a
+    line joining the one it branched from."""
+    lanes: list[str] = []  # the version each column waits for
+
+    def row(marks: dict[int, str]) -> str:
+        return " ".join(marks.get(i, "|") for i in range(len(lanes)))
+
+    def bend(i: int, mark: str) -> str:
+        """Every column's line, and column ``i``'s bent by half a column to the left."""
+        cells = [" "] * (2 * len(lanes) - 1)
+        cells[::2] = ["|"] * len(lanes)
+        cells[2 * i], cells[2 * i - 1] = " ", mark
+        return "".join(cells).rstrip()
+
     for entry in entries:
-        typer.echo(_log_line(entry))
+        if entry.id not in lanes:
+            lanes.append(entry.id)
+        column = lanes.index(entry.id)
+        # Other columns waiting for this version (lines that branched from it) join it.
+        for other in [i for i, v in enumerate(lanes) if v == entry.id and i != column][::-1]:
+            yield bend(other, "/")
+            del lanes[other]
+        yield f"{row({column: '*'})} {_log_line(entry)}"
+        parents = [p for p in (entry.parent, *entry.merged) if p is not None]
+        if not parents:
+            del lanes[column]
+            continue
+        lanes[column] = parents[0]
+        for parent in parents[1:]:
+            if parent not in lanes:
+                lanes.insert(column + 1, parent)
+                yield bend(column + 1, "\\")
 
 
 @app.command()
@@ -737,23 +781,48 @@ def gc(
             help="Keep objects and versions younger than this (seconds, or 30m, 1h, 2d).",
         ),
     ] = "1h",
+    expire_before: Annotated[
+        str | None,
+        typer.Option(
+            "--expire-before",
+            metavar="TIME",
+            help="Drop untagged versions sealed before this time (ISO 8601 with a zone), "
+            "keeping each branch's state as of then.",
+        ),
+    ] = None,
+    keep_last: Annotated[
+        int | None,
+        typer.Option(
+            "--keep-last",
+            metavar="N",
+            help="Keep each branch's N newest sealed versions; drop older untagged ones.",
+        ),
+    ] = None,
     root: RootOption = None,
 ) -> None:
     """Free the data no branch or tag of NAME reaches (a dry run unless --yes).
 
     Frees deleted refs' data, rewrites superseded since a tag, and crash leftovers.
+    With --expire-before or --keep-last, also drops old untagged versions (hub log still
+    lists them, as expired) and frees what only they used.
 
     Nothing younger than the grace period is touched, so writers at work are safe.
     """
     from hubzarr.api import Hub
 
     hub, seconds = Hub(root), _duration(grace)
+    before = _as_of(expire_before, "--expire-before")
     with _progress(f"collecting {name}" if yes else f"looking through {name}", nbytes=False):
-        report = hub.gc(name, grace=seconds, dry_run=not yes)
+        report = hub.gc(
+            name, grace=seconds, dry_run=not yes, expire_before=before, keep_last=keep_last
+        )
     verb = "would free" if report.dry_run else "freed"
+    expired = ""
+    if before is not None or keep_last is not None:
+        expired = f", {'would expire' if report.dry_run else 'expired'} {report.expired} versions"
     typer.echo(
         f"{name}: {verb} {report.objects} objects ({_size(report.bytes)}) and "
-        f"{report.versions} unreachable versions; kept {report.kept_objects} objects"
+        f"{report.versions} unreachable versions{expired}; kept {report.kept_objects} objects"
     )
     if report.dry_run and report.objects:
         typer.echo("dry run: nothing was deleted; run again with --yes to delete")

@@ -31,6 +31,20 @@ temporary files are kept at least :data:`RECORD_GRACE_S`, whatever the grace: a 
 in flight creates its new version's record before publishing it. The grace period must exceed
 the clock skew between this machine and the storage's servers.
 
+Retention (``expire_before``, ``keep_last``; layout 3 and newer) drops the *state* of old
+untagged sealed versions: their records and seals stay, so ``hub log`` still lists them, but a
+mark ``expired/<version>.json`` is written for each, and then their manifests and index roots,
+the index shards only they named, and the objects under ``data/<version>/`` that no version
+kept names are freed. A version stays if a tag names it, if a branch needs it (the version its
+open head starts from, and any its ref still passes through), if it was sealed on or after
+``expire_before`` or is a branch's newest one sealed before it (so the branch as of any time
+from ``expire_before`` on can still be read), if it is among the ``keep_last`` newest sealed
+versions of a branch's history, or if it is younger than the grace period. Marks are written
+before the refs are listed once more: a tag or branch made from a version id while gc ran is
+seen, and its version's mark is taken back (:meth:`~hubzarr.versions.Repository.tag` checks
+for a mark before it publishes). What an expired version wrote that later versions still name
+is kept: each object is looked up in the indexes of the versions kept.
+
 Only objects whose names the repository layout gives hubzarr's own objects are ever deleted
 (:data:`_RECORD`, :data:`_INCARNATION_OBJECT`, ``data/<version id>/...``): a repository's folder
 may also hold a second hub root nested in it, a user's notes or a planted link, and those are
@@ -41,18 +55,27 @@ link in a repository's folder is neither deleted nor entered.
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from datetime import datetime
 
-from hubzarr.errors import NotFoundError
+from hubzarr.errors import InvalidArgumentError, NotFoundError
+from hubzarr.index import VersionIndex
 from hubzarr.names import REF
-from hubzarr.records import INCARNATION_ID, VERSION_ID, split_generation
+from hubzarr.records import (
+    INCARNATION_ID,
+    VERSION_ID,
+    ExpiryRecord,
+    Location,
+    split_generation,
+)
 from hubzarr.storage import TMP_SUFFIX, Storage
 from hubzarr.versions import Repository
 
-__all__ = ["DEFAULT_GRACE_S", "GCReport", "collect"]
+__all__ = ["DEFAULT_GRACE_S", "GCReport", "Retention", "collect"]
 
 #: Objects younger than this are never collected: writes in flight, seals in progress.
 DEFAULT_GRACE_S = 3600.0
@@ -81,7 +104,7 @@ _SHARD_NAME = rf"(?:{_VERSION}-(?:0|[1-9][0-9]{{0,12}})|[0-9a-f]{{32}})"
 _SHARD = re.compile(rf"({_SHARD_NAME})\.json{_TEMPORARY}", re.ASCII)
 #: An object inside an incarnation folder, relative to it.
 _INCARNATION_OBJECT = re.compile(
-    rf"(?:(?:versions|seals|manifests|index)/{_VERSION}\.json"
+    rf"(?:(?:versions|seals|manifests|index|expired)/{_VERSION}\.json"
     rf"|shards/{_SHARD_NAME}\.json"
     rf"|refs/(?:branches|tags|names)/{REF.pattern}\.json"
     rf"){_TEMPORARY}"
@@ -110,6 +133,9 @@ class GCReport:
         Objects left in place: reachable, or younger than the grace period.
     dry_run : bool
         Whether nothing was deleted.
+    expired : int
+        Versions whose state retention dropped now (or would drop): still listed by
+        ``hub log``, no longer readable.
     """
 
     objects: int
@@ -117,6 +143,55 @@ class GCReport:
     versions: int
     kept_objects: int
     dry_run: bool
+    expired: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Retention:
+    """Which old untagged sealed versions gc drops (see the module docstring). A version
+    stays if any rule keeps it.
+
+    Attributes
+    ----------
+    expire_before : datetime.datetime or None
+        Drop versions sealed before this time (with a zone), except each branch's newest one
+        sealed before it.
+    keep_last : int or None
+        Keep the newest ``keep_last`` (>= 1) sealed versions of each branch's history; with
+        ``expire_before`` too, a version either rule keeps stays.
+    """
+
+    expire_before: datetime | None = None
+    keep_last: int | None = None
+
+    def check(self) -> None:
+        """Refuse rules that name no versions to keep.
+
+        Raises
+        ------
+        InvalidArgumentError
+            If neither rule is given, ``keep_last`` is not an int >= 1, or ``expire_before``
+            is not a datetime with a zone.
+        """
+        if self.expire_before is None and self.keep_last is None:
+            raise InvalidArgumentError(
+                "retention needs expire_before (a time) or keep_last (a count), or both"
+            )
+        keep = self.keep_last
+        if keep is not None and (isinstance(keep, bool) or not isinstance(keep, int) or keep < 1):
+            raise InvalidArgumentError(
+                f"keep_last must be a whole number >= 1 (each branch keeps at least the "
+                f"version its head starts from), not {keep!r}"
+            )
+        when = self.expire_before
+        if when is not None and (
+            not isinstance(when, datetime) or when.tzinfo is None or when.utcoffset() is None
+        ):
+            raise InvalidArgumentError(
+                f"expire_before must be a datetime with a time zone, not {when!r}: as "
+                "datetime(2026, 1, 2, tzinfo=datetime.timezone.utc), or 2026-01-02T00:00Z on "
+                "the command line"
+            )
 
 
 def version_time(version: str) -> float:
@@ -163,14 +238,15 @@ async def _data_garbage(
     repo: Repository,
     version: str,
     heads: set[str],
-    sealed: set[str],
+    named_by: Callable[[Iterable[str]], Awaitable[set[str]]],
     cutoffs: tuple[float, float],
 ) -> tuple[dict[str, int], int]:
     """``{path: size}`` of the objects in ``data/<version>/`` that nothing keeps and are older
-    than the cutoffs (objects, temporary files), and how many objects it keeps."""
+    than the cutoffs (objects, temporary files), and how many objects it keeps. ``named_by``
+    gives, of the names listed, those that sealed versions kept name."""
     cutoff, record_cutoff = cutoffs
     listed = await repo.storage.list_detailed(repo.path("data", version), temporaries=True)
-    named = await _named_objects(repo, version) if version in sealed else set()
+    named = await named_by(listed) if version not in heads else set()
     garbage: dict[str, int] = {}
     for name, (size, mtime) in listed.items():
         limit = record_cutoff if name.endswith(TMP_SUFFIX) else cutoff
@@ -181,6 +257,105 @@ async def _data_garbage(
         if old and not reachable:
             garbage[repo.path("data", version, name)] = size
     return garbage, len(listed) - len(garbage)
+
+
+async def _still_named(indexes: list[VersionIndex], version: str, names: Iterable[str]) -> set[str]:
+    """Of the objects ``names`` under ``data/<version>/`` (an expired version), those a kept
+    version's index names: each one is looked up in the kept indexes (shards they share are
+    read once: the process keeps them)."""
+    kept: set[str] = set()
+    for name in names:
+        if name.endswith(TMP_SUFFIX):
+            continue
+        key, generation = split_generation(name)
+        here = Location(version, generation)
+        for index in indexes:
+            if await index.get(key) == here:
+                kept.add(name)
+                break
+    return kept
+
+
+async def _seal_times(repo: Repository, versions: Iterable[str]) -> dict[str, float]:
+    """When each version was sealed (its creation time where no seal was recorded)."""
+    ids = sorted(versions)
+    times: dict[str, float] = {}
+    for start in range(0, len(ids), _BATCH):
+        batch = ids[start : start + _BATCH]
+        seals = await asyncio.gather(*map(repo.read_seal, batch))
+        for version, seal in zip(batch, seals, strict=True):
+            times[version] = seal.time if seal is not None else version_time(version)
+    return times
+
+
+async def _needed(repo: Repository) -> tuple[set[str], list[str]]:
+    """The sealed versions the refs need as they are (tags' versions, the versions branch refs
+    pass through and their heads start from), and the open heads."""
+    needed: set[str] = set()
+    heads: list[str] = []
+    for kind, version in (await repo.list_refs()).values():
+        if kind == "tag":
+            needed.add(version)
+            continue
+        try:
+            path = await repo.successors(version)
+        except NotFoundError:
+            continue  # deleted while we looked
+        needed.update(path[:-1])
+        record = await repo.read_version(path[-1])
+        if record is not None and record.parent is not None:
+            needed.add(record.parent)
+        heads.append(path[-1])
+    return needed, heads
+
+
+async def _expiring(
+    repo: Repository, sealed: set[str], retention: Retention, cutoff: float
+) -> set[str]:
+    """The sealed versions ``retention`` drops: not needed by a ref, kept by no rule, and
+    sealed before ``cutoff`` (the grace period)."""
+    keep, heads = await _needed(repo)
+    before = None if retention.expire_before is None else retention.expire_before.timestamp()
+    for head in heads:
+        rank, past = 0, before is None
+        async for version, _, seal in repo.history(head):
+            if seal is None:
+                continue  # the open head
+            rank += 1
+            last = retention.keep_last is not None and rank <= retention.keep_last
+            if last or not past:
+                keep.add(version)  # sealed since `before`, or the state as of `before`
+            past = past or (before is not None and seal.time < before)
+            if past and not last:
+                break
+    times = await _seal_times(repo, sealed - keep)
+    return {
+        version
+        for version, sealed_at in times.items()
+        if sealed_at < cutoff
+        and version_time(version) < cutoff
+        and (before is None or sealed_at < before)
+    }
+
+
+async def _mark_expired(repo: Repository, versions: set[str], now: float) -> set[str]:
+    """Write the expiry marks of ``versions``, then list the refs once more and take back the
+    marks of versions a ref made meanwhile needs; return the versions expired."""
+    ids = sorted(versions)
+    for start in range(0, len(ids), _BATCH):
+        await asyncio.gather(
+            *(
+                repo.files.create_or_match(
+                    repo.files.expiry_path(v), ExpiryRecord(v, now).to_dict()
+                )
+                for v in ids[start : start + _BATCH]
+            )
+        )
+    needed, _ = await _needed(repo)
+    spared = versions & needed
+    for version in sorted(spared):
+        await repo.storage.delete(repo.files.expiry_path(version))
+    return versions - spared
 
 
 async def _unnamed_shards(repo: Repository, sealed: Iterable[str], cutoff: float) -> dict[str, int]:
@@ -232,7 +407,9 @@ async def _superseded_in_heads(repo: Repository, cutoff: float) -> list[tuple[st
     return found
 
 
-async def collect(repo: Repository, *, grace: float, dry_run: bool) -> GCReport:
+async def collect(
+    repo: Repository, *, grace: float, dry_run: bool, retention: Retention | None = None
+) -> GCReport:
     """Collect the garbage of one repository (see the module docstring).
 
     Parameters
@@ -243,8 +420,15 @@ async def collect(repo: Repository, *, grace: float, dry_run: bool) -> GCReport:
         Seconds: nothing modified, and no version created, more recently is collected.
     dry_run : bool
         Only report what would be freed.
+    retention : Retention or None
+        Also drop the state of old untagged sealed versions (layout 3 and newer).
+
+    Raises
+    ------
+    InvalidArgumentError
+        If ``retention`` is asked of a layout 2 repository (nothing is deleted).
     """
-    await repo.open()
+    await _check_retention(repo, retention)
     sealing: set[str] = set()
     now = _now()
     # Object stores report modification times to the second, from the server's clock.
@@ -262,6 +446,29 @@ async def collect(repo: Repository, *, grace: float, dry_run: bool) -> GCReport:
         await repo.seal(branch, message=_SEAL_MESSAGE)
     heads, sealed = await _reachable(repo)
     live = heads | sealed
+    expired = await repo.expired_versions() if repo.sharded else set()
+    new: set[str] = set()
+    if retention is not None:
+        new = await _expiring(repo, sealed - expired, retention, cutoff) - expired
+        # Every version kept has its index root (a version sealed by a finisher that
+        # stopped has its root derived from its ancestors': before they go).
+        for version in sorted(sealed - expired - new):
+            await repo.sealed_index(version)
+        if not dry_run:
+            new = await _mark_expired(repo, new, now)
+        expired |= new
+    kept_sealed = sealed - expired
+    kept_indexes: list[VersionIndex] | None = None
+
+    async def named_by(version: str, names: Iterable[str]) -> set[str]:
+        nonlocal kept_indexes
+        if version in kept_sealed:
+            return await _named_objects(repo, version)
+        if version not in expired:
+            return set()
+        if kept_indexes is None:
+            kept_indexes = [await repo.sealed_index(v) for v in sorted(kept_sealed)]
+        return await _still_named(kept_indexes, version, names)
 
     # Version folder by version folder: what gc holds at once is one version's own objects
     # and its manifest, whatever the size of the repository and its history.
@@ -278,38 +485,16 @@ async def collect(repo: Repository, *, grace: float, dry_run: bool) -> GCReport:
         if not VERSION_ID.fullmatch(version):
             continue  # not a folder hubzarr wrote: never ours to delete
         garbage, kept_here = await _data_garbage(
-            repo, version, heads, sealed, (cutoff, record_cutoff)
+            repo, version, heads, functools.partial(named_by, version), (cutoff, record_cutoff)
         )
         kept += kept_here
         await sweep(garbage)
 
-    versions: set[str] = set()
-    for folder in ("versions", "seals", "manifests", "index"):
-        listed = await storage.list_detailed(repo.path(folder), temporaries=True)
-        for name, (size, mtime) in listed.items():
-            record = _RECORD.fullmatch(name)
-            if record is None:
-                continue  # not a record hubzarr wrote
-            version = record[1]
-            if version in live or mtime >= record_cutoff or _young(version, record_cutoff):
-                continue
-            doomed[repo.path(folder, name)] = size
-            versions.add(version)
-
+    records, versions = await _dead_records(repo, live, expired, new, record_cutoff)
+    doomed.update(records)
     if repo.sharded:
-        doomed.update(await _unnamed_shards(repo, sealed, record_cutoff))
-
-    # Folders of deleted incarnations: a deletion removes repo.json first, then the folder.
-    # Only folders named like an incarnation, and in them only hubzarr's objects: anything
-    # else in the repository's folder (a nested hub root, a user's files) is not ours.
-    for entry in await storage.list_dir(repo.base):
-        if entry == repo.incarnation or not INCARNATION_ID.fullmatch(entry):
-            continue
-        listed = await storage.list_detailed(f"{repo.base}/{entry}", temporaries=True)
-        own = {n: found for n, found in listed.items() if _INCARNATION_OBJECT.fullmatch(n)}
-        if own and all(mtime < record_cutoff for _, mtime in own.values()):
-            doomed.update((f"{repo.base}/{entry}/{n}", size) for n, (size, _) in own.items())
-
+        doomed.update(await _unnamed_shards(repo, kept_sealed, record_cutoff))
+    doomed.update(await _old_incarnations(repo, record_cutoff))
     await sweep(doomed)
     return GCReport(
         objects=freed[0],
@@ -317,7 +502,64 @@ async def collect(repo: Repository, *, grace: float, dry_run: bool) -> GCReport:
         versions=len(versions),
         kept_objects=kept,
         dry_run=dry_run,
+        expired=len(new),
     )
+
+
+async def _check_retention(repo: Repository, retention: Retention | None) -> None:
+    """Open ``repo``; refuse ``retention`` if its rules are malformed or the layout keeps each
+    version's state as a chain of manifests."""
+    if retention is not None:
+        retention.check()
+    await repo.open()
+    if retention is not None and not repo.sharded:
+        raise InvalidArgumentError(
+            f"{repo.name} is stored in layout {repo.layout}, where each version's state is "
+            "built from its ancestors' manifests, so no old version can be dropped: copy it "
+            "to a new name with hub cp NAME:BRANCH NEW (written in the current layout) and "
+            "expire versions there"
+        )
+
+
+async def _dead_records(
+    repo: Repository, live: set[str], expired: set[str], new: set[str], record_cutoff: float
+) -> tuple[dict[str, int], set[str]]:
+    """``{path: size}`` of the records of unreachable versions older than the cutoff, and of
+    the manifests and index roots of expired ones; and the unreachable versions."""
+    doomed: dict[str, int] = {}
+    versions: set[str] = set()
+    for folder in ("versions", "seals", "manifests", "index", "expired"):
+        # An expired version keeps its record and seal (the history lists it), not its state.
+        kept = live - expired if folder in ("manifests", "index") else live
+        listed = await repo.storage.list_detailed(repo.path(folder), temporaries=True)
+        for name, (size, mtime) in listed.items():
+            record = _RECORD.fullmatch(name)
+            if record is None or record[1] in kept:
+                continue  # not a record hubzarr wrote, or one kept
+            version = record[1]
+            # The state of a version expired now was sealed before the grace period began.
+            if version not in new and (mtime >= record_cutoff or _young(version, record_cutoff)):
+                continue
+            doomed[repo.path(folder, name)] = size
+            if version not in live:
+                versions.add(version)
+    return doomed, versions
+
+
+async def _old_incarnations(repo: Repository, record_cutoff: float) -> dict[str, int]:
+    """``{path: size}`` of hubzarr's objects in the folders of deleted incarnations (a
+    deletion removes repo.json first, then the folder). Only folders named like an
+    incarnation, and in them only hubzarr's objects: anything else in the repository's folder
+    (a nested hub root, a user's files) is not ours."""
+    doomed: dict[str, int] = {}
+    for entry in await repo.storage.list_dir(repo.base):
+        if entry == repo.incarnation or not INCARNATION_ID.fullmatch(entry):
+            continue
+        listed = await repo.storage.list_detailed(f"{repo.base}/{entry}", temporaries=True)
+        own = {n: found for n, found in listed.items() if _INCARNATION_OBJECT.fullmatch(n)}
+        if own and all(mtime < record_cutoff for _, mtime in own.values()):
+            doomed.update((f"{repo.base}/{entry}/{n}", size) for n, (size, _) in own.items())
+    return doomed
 
 
 async def _delete(storage: Storage, sizes: dict[str, int]) -> None:

@@ -132,6 +132,10 @@ class RepoFiles:
         """``index/<version>.json``: a sealed version's index root (layout 3 and newer)."""
         return self.path("index", f"{version}.json")
 
+    def expiry_path(self, version: str) -> str:
+        """The path of a version's expiry mark (retention)."""
+        return self.path("expired", f"{version}.json")
+
     def shard_path(self, name: str) -> str:
         """``shards/<name>.json``: an index shard, named ``<writer version>-<number>`` (layout
         4) or by its content's hash (layout 3)."""

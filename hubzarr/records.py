@@ -45,6 +45,7 @@ __all__ = [
     "BranchRef",
     "Checkpoint",
     "DeletedRef",
+    "ExpiryRecord",
     "Location",
     "Manifest",
     "NameClaim",
@@ -726,6 +727,41 @@ class SealRecord:
             "message": self.message,
             "author": self.author,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class ExpiryRecord:
+    """The mark of a version dropped by retention, ``expired/<version>.json`` (layout 3 and
+    newer): its record and seal stay, so the history still shows it, but its state (manifest,
+    index root, and what only it named) is gone.
+
+    Attributes
+    ----------
+    version : str
+        The expired version.
+    time : float
+        When gc expired it, in seconds since the epoch.
+    """
+
+    version: str
+    time: float
+
+    @classmethod
+    def parse(cls, data: dict[str, Any], where: str, version: str) -> ExpiryRecord:
+        """Parse and check the expiry mark of ``version``.
+
+        Raises
+        ------
+        FormatError
+            If a field is missing or malformed, or the mark names another version.
+        """
+        if _member(data, "version", where) != version:
+            raise _damaged(where, f"marks {_short(data['version'])} expired, not {version}")
+        return cls(version=version, time=_time(_member(data, "expired", where), "expired", where))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The record as stored."""
+        return {"version": self.version, "expired": self.time}
 
 
 @dataclass(frozen=True, slots=True)

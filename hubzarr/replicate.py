@@ -67,6 +67,7 @@ from hubzarr.records import (
     TagRef,
     VersionRecord,
     new_version_id,
+    split_generation,
 )
 from hubzarr.versions import Repository, author
 
@@ -265,6 +266,9 @@ class _Copier:
         self.done = (0, 0)
         #: Index shards the destination holds (layout 3), listed once, then kept up to date.
         self._shards_there: set[str] | None = None
+        #: Source versions whose state retention dropped (their records are copied, and
+        #: what later versions still name of their objects, with their expiry marks).
+        self.expired: set[str] = set()
 
     # -- objects ---------------------------------------------------------------------------
 
@@ -278,11 +282,18 @@ class _Copier:
         return src, dst
 
     async def version_objects(self, version: str) -> list[_ObjectCopy]:
-        """The objects of a sealed source version (those the destination holds marked)."""
-        manifest = await self.src.read_manifest(version)
+        """The objects of a sealed source version (those the destination holds marked); of an
+        expired one, those gc kept (later versions name them)."""
         sizes, have = await self._listings(version, version)
+        if version in self.expired:
+            locations: dict[str, Location] = {}
+            for name in sizes:
+                key, generation = split_generation(name)
+                locations[key] = Location(version, generation)
+        else:
+            locations = (await self.src.read_manifest(version)).locations()
         out = []
-        for key, loc in sorted(manifest.locations().items()):
+        for key, loc in sorted(locations.items()):
             name = loc.object_name(key)
             bound = frame.binding(version, key, loc.generation)
             out.append(
@@ -406,6 +417,10 @@ class _Copier:
                 # A record exists before anything names it, even a head the copy does not carry.
                 await self.copy_record("versions", successor, required=False)
             await self.dst.files.create_or_match(self.dst.files.seal_path(version), seal)
+        if version in self.expired:
+            await self.copy_record("expired", version, required=True)
+            self.copied.versions += 1
+            return
         await self.copy_index(version)
         manifest = await self.src.read_manifest(version)
         await self.dst.files.create_or_match(
@@ -447,7 +462,16 @@ class _Copier:
     async def plan_versions(self, plan: _Plan) -> None:
         """Every sealed source version the destination lacks, with its missing objects."""
         ids = sorted(self.source.sealed)
-        present = await asyncio.gather(*(self.dst.manifests.exists(v) for v in ids))
+        if self.src.sharded:
+            self.expired = await self.src.expired_versions() & set(ids)
+        present = await asyncio.gather(
+            *(
+                self.dst.storage.exists(self.dst.files.expiry_path(v))
+                if v in self.expired
+                else self.dst.manifests.exists(v)
+                for v in ids
+            )
+        )
         plan.versions = [v for v, there in zip(ids, present, strict=True) if not there]
         per_version = await asyncio.gather(*(self.version_objects(v) for v in plan.versions))
         plan.objects = [c for copies in per_version for c in copies]

@@ -679,8 +679,10 @@ class Session:
             assert not isinstance(value, _Superseded)  # _read_head settles those
             return value[0]
         if owner is not None:
-            # A handle opened before the repository was deleted finds its objects gone.
+            # A handle opened before the repository was deleted, or before gc dropped its
+            # version, finds its objects gone.
             await state.repo.check_live()
+            await state.repo.check_kept(state.resolved.version)
             raise CorruptChunkError(
                 f"{self._where(state, key)} is missing from storage although version "
                 f"{owner.version} recorded it; the repository is damaged"
@@ -1076,6 +1078,7 @@ class Session:
         for key, location in sorted(resolved.items()):
             size = sizes[location.version].get(location.object_name(key))
             if size is None:
+                await state.repo.check_kept(state.resolved.version)
                 raise CorruptChunkError(
                     f"{self._where(state, key)} is missing from storage although version "
                     f"{location.version} recorded it; the repository is damaged"

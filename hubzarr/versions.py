@@ -35,6 +35,7 @@ import contextlib
 import dataclasses
 import difflib
 import getpass
+import heapq
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -70,6 +71,7 @@ from hubzarr.records import (
     BranchRef,
     Checkpoint,
     DeletedRef,
+    ExpiryRecord,
     Location,
     Manifest,
     RefKind,
@@ -145,6 +147,9 @@ class LogEntry:
         False for a branch's open head.
     merged : tuple of str
         For a merge, the version merged in (its second parent).
+    expired : bool
+        Whether retention (``hub gc --expire-before/--keep-last``) dropped its state: it is
+        listed, but can no longer be read.
     """
 
     id: str
@@ -154,6 +159,7 @@ class LogEntry:
     refs: tuple[str, ...]
     sealed: bool
     merged: tuple[str, ...] = ()
+    expired: bool = False
 
 
 class Repository:
@@ -583,6 +589,63 @@ class Repository:
 
         return await self.files.read_record(self.files.seal_path(version), parse)
 
+    async def expiry(self, version: str) -> ExpiryRecord | None:
+        """Return the mark retention left on ``version`` (its state was dropped), or ``None``."""
+
+        def parse(data: dict[str, Any], where: str) -> ExpiryRecord:
+            return ExpiryRecord.parse(data, where, version)
+
+        return await self.files.read_record(self.files.expiry_path(version), parse)
+
+    async def expired_versions(self) -> set[str]:
+        """The versions retention dropped (one listing)."""
+        listed = await self.storage.list(self.files.path("expired"))
+        return {
+            name.removesuffix(".json")
+            for name in listed
+            if VERSION_ID.fullmatch(name.removesuffix(".json"))
+        }
+
+    async def check_not_expired(self, version: str) -> None:
+        """Refuse a version whose state retention dropped.
+
+        Raises
+        ------
+        NotFoundError
+            If ``version`` was expired; the message says when.
+        """
+        mark = await self.expiry(version)
+        if mark is not None:
+            raise self._expired_error(mark)
+
+    async def check_kept(self, version: str) -> None:
+        """Refuse a version whose objects gc may have freed: expired by retention, or
+        collected because no branch or tag reached it any more.
+
+        Raises
+        ------
+        NotFoundError
+            If so; the message says which.
+        """
+        mark, there = await asyncio.gather(
+            self.expiry(version), self.storage.exists(self.files.version_path(version))
+        )
+        if mark is not None:
+            raise self._expired_error(mark)
+        if not there:
+            raise NotFoundError(
+                f"version {version} of {self.name} was freed by gc: no branch or tag reached "
+                "it any more"
+            )
+
+    def _expired_error(self, mark: ExpiryRecord) -> NotFoundError:
+        when = datetime.fromtimestamp(mark.time, UTC).isoformat(timespec="seconds")
+        return NotFoundError(
+            f"version {mark.version} of {self.name} was expired by gc at "
+            f"{when.replace('+00:00', 'Z')} (retention): it is still listed by hub log, but "
+            "its state is gone; read a later version or a tag"
+        )
+
     async def _is_sealed(self, version: str) -> bool:
         if await self.manifests.exists(version):
             return True
@@ -604,7 +667,9 @@ class Repository:
         manifest = await self.manifests.read(version)
         if manifest is not None:
             return manifest
-        seal = await self.read_seal(version)
+        seal, mark = await asyncio.gather(self.read_seal(version), self.expiry(version))
+        if mark is not None:
+            raise self._expired_error(mark)
         if seal is None:
             raise FormatError(
                 f"{self.name}: sealed version {version} has no manifest; the repository is damaged"
@@ -689,6 +754,7 @@ class Repository:
         """
         root = await self.index_root(version)
         if root is None:
+            await self.check_not_expired(version)
             return await self._derive(version)
         return ShardedIndex(root, self)
 
@@ -787,6 +853,8 @@ class Repository:
     # -- the seal protocol ---------------------------------------------------------------
 
     async def _finish_seal(self, version: str, seal: SealRecord) -> None:
+        if not await self.manifests.exists(version) and await self.expiry(version) is not None:
+            return  # its state was dropped by retention: nothing to finish or rebuild
         if not self.storage.read_only and not await self.manifests.exists(version):
             record = await self._require_version(version)
             # The listing names the newest generation of each key at this moment. Objects are
@@ -982,6 +1050,10 @@ class Repository:
         resolved = await self.resolve(ref)
         if resolved.kind == "branch":
             return await self.seal(resolved.ref, message)
+        if resolved.kind == "version":
+            # Retention writes its marks before it lists the refs that keep versions: a ref
+            # made here after this check is seen by it (and the mark taken back).
+            await self.check_not_expired(resolved.version)
         return self._sealed(resolved, action)
 
     def _sealed(self, resolved: Resolved, action: str) -> str:
@@ -1008,6 +1080,8 @@ class Repository:
         """
         resolved = await self.resolve(ref)
         if resolved.kind != "branch":
+            if resolved.kind == "version":
+                await self.check_not_expired(resolved.version)
             return self._sealed(resolved, "pin")
         if self.storage.read_only:
             raise ReadOnlyError(
@@ -1089,14 +1163,19 @@ class Repository:
         )
         return head.id
 
-    async def log(self, ref: str | None, limit: int | None = None) -> list[LogEntry]:
-        """Return the history leading to ``ref``, newest first (at most ``limit`` entries)."""
+    async def log(
+        self, ref: str | None, limit: int | None = None, *, graph: bool = False
+    ) -> list[LogEntry]:
+        """Return the history leading to ``ref``, newest first (at most ``limit`` entries):
+        through first parents, or with ``graph``, through merged versions too (each version
+        after every version of the history that descends from it)."""
         resolved = await self.resolve(ref)
         by_version: dict[str, list[str]] = {}
         for name, (kind, version) in sorted((await self.list_refs()).items()):
             by_version.setdefault(version, []).append(name if kind == "branch" else f"tag: {name}")
         entries: list[LogEntry] = []
-        async for current, record, seal in self._history(resolved.version):
+        walk = self.ancestry(resolved.version) if graph else self.history(resolved.version)
+        async for current, record, seal in walk:
             if limit is not None and len(entries) >= limit:
                 break
             entries.append(
@@ -1110,6 +1189,13 @@ class Repository:
                     merged=record.merged,
                 )
             )
+        if entries and self.sharded:
+            try:
+                gone = await self.expired_versions()
+            except StorageError:  # a root that cannot list (HTTP): each version's mark
+                marks = await asyncio.gather(*(self.expiry(e.id) for e in entries))
+                gone = {mark.version for mark in marks if mark is not None}
+            entries = [dataclasses.replace(e, expired=e.id in gone) for e in entries]
         return entries
 
     async def same_bytes(self, key: str, a: Location, b: Location) -> bool:
@@ -1142,7 +1228,7 @@ class Repository:
             record = await self.read_version(version)
             if record is None:
                 return ()  # collected: history stops here
-            return ((record.parent,) if record.parent else ()) + record.merged
+            return _parents(record)
 
         above_a: set[str] = {a}
         frontier = [a]
@@ -1180,7 +1266,7 @@ class Repository:
                 "read it without as_of (as_of reads a branch as it was)"
             )
         first: tuple[str, datetime] | None = None
-        async for current, _, seal in self._history(resolved.version):
+        async for current, _, seal in self.history(resolved.version):
             if seal is None:
                 continue  # the open head
             sealed = datetime.fromtimestamp(seal.time, UTC)
@@ -1199,7 +1285,43 @@ class Repository:
             f"{start} (version {first[0]})"
         )
 
-    async def _history(
+    async def ancestry(
+        self, start: str
+    ) -> AsyncIterator[tuple[str, VersionRecord, SealRecord | None]]:
+        """Each version ``start`` descends from, through parents and merged versions, with its
+        record and seal, newest first and each after every one of them that descends from it
+        (a round trip per generation of ancestors; a version gc collected ends its line)."""
+        found: dict[str, tuple[VersionRecord, SealRecord | None]] = {}
+        frontier = [start]
+        while frontier:
+            read = await asyncio.gather(
+                *(asyncio.gather(self.read_version(v), self.read_seal(v)) for v in frontier)
+            )
+            following: set[str] = set()
+            for version, (record, seal) in zip(frontier, read, strict=True):
+                if record is None:
+                    continue
+                found[version] = (record, seal)
+                following.update(_parents(record))
+            frontier = sorted(following - found.keys())
+        waiting = dict.fromkeys(found, 0)  # children not yet given, per version
+        for record, _ in found.values():
+            for parent in _parents(record):
+                if parent in waiting:
+                    waiting[parent] += 1
+        ready = [(-int(v, 16), v) for v, n in waiting.items() if n == 0]
+        heapq.heapify(ready)
+        while ready:
+            _, version = heapq.heappop(ready)
+            record, seal = found[version]
+            yield version, record, seal
+            for parent in _parents(record):
+                if parent in waiting:
+                    waiting[parent] -= 1
+                    if waiting[parent] == 0:
+                        heapq.heappush(ready, (-int(parent, 16), parent))
+
+    async def history(
         self, start: str
     ) -> AsyncIterator[tuple[str, VersionRecord, SealRecord | None]]:
         """Each version from ``start`` back to the first, with its record and seal (``None``
@@ -1230,6 +1352,10 @@ class Repository:
             )
             yield current, record, seal
             current = record.parent
+
+
+def _parents(record: VersionRecord) -> tuple[str, ...]:
+    return ((record.parent,) if record.parent else ()) + record.merged
 
 
 async def list_repositories(storage: Storage, prefix: str = "") -> list[str]:

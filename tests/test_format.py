@@ -22,7 +22,8 @@ from hubzarr import records
 
 def _history(hub: hubzarr.Hub) -> None:
     """An array repository past a checkpoint, with rewrites, deletions, branches, a merge, a
-    revert and deleted refs; a group repository with nested arrays, deleted members and attributes."""
+    revert and deleted refs; a group repository with nested arrays, deleted members and
+    attributes."""
     arr = hub.array((12, 6), "spec/arr", dtype="int32", chunks=(2, 3), fill_value=-1)
     rng = np.random.default_rng(7)
     for i in range(records.CHECKPOINT_EVERY + 7):

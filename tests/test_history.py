@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import warnings
 from datetime import UTC, datetime, timedelta
 
@@ -441,3 +442,41 @@ def test_merge_and_revert_on_the_command_line(local_root: str) -> None:
     assert code == 0 and out.startswith(f"reverted {NAME} to v1")
     np.testing.assert_array_equal(hub.load_array(NAME)[:], hub.load_array(f"{NAME}:{v1}")[:])
     assert run("merge", NAME, "dev", "--ours", "--theirs")[0] != 0
+
+
+def test_the_log_graph_takes_in_merged_versions(local_root: str) -> None:
+    hub = hubzarr.Hub(local_root)
+    main, dev = _branches(hub)
+    dev[0, 0] = 5
+    d1 = hub.commit(f"{NAME}:dev", "dev one")
+    dev[0, 2] = 6
+    d2 = hub.commit(f"{NAME}:dev", "dev two")
+    main[2, 2] = 7
+    m1 = hub.commit(NAME, "main one")
+    merge = hub.merge(NAME, "dev", message="take dev")
+    v1 = hub.log(f"{NAME}:v1")[0].id
+
+    plain = [e.id for e in hub.log(NAME) if e.sealed]
+    assert d1 not in plain and d2 not in plain
+    graph = [e.id for e in hub.log(NAME, graph=True)]
+    # Every version of both lines, each after all that descend from it.
+    assert set(plain) | {d1, d2} <= set(graph)
+    assert graph.index(merge) < min(graph.index(d2), graph.index(m1))
+    assert graph.index(d2) < graph.index(d1) < graph.index(v1)
+    assert graph.index(m1) < graph.index(v1)
+    with pytest.raises(hubzarr.InvalidArgumentError, match="graph"):
+        hub.log(NAME, graph="yes")  # type: ignore[arg-type]
+
+    result = CliRunner().invoke(app, ["log", NAME, "--graph", "--root", local_root])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    at = {
+        v: next(i for i, line in enumerate(lines) if re.match(rf"[*| ]+{v}\b", line))
+        for v in (merge, d2, d1, m1)
+    }
+    # The merge on the first column, then dev's line opening beside it, then main's line
+    # joining back before the version both started from.
+    assert lines[at[merge]].startswith("* ") and lines[at[merge] + 1] == "|\\"
+    assert lines[at[d2]].startswith("| * ") and lines[at[d1]].startswith("| * ")
+    assert lines[at[m1]].startswith("* | ")
+    assert "|/" in lines[max(at.values()) + 1 :]

@@ -101,6 +101,9 @@ class VersionMachine(RuleBasedStateMachine):
         self.tags: dict[str, str] = {}  # tag -> version id
         self.sealed: dict[str, np.ndarray[Any, Any]] = {}  # version id -> frozen content
         self.deleted: set[str] = set()  # names of deleted tags and branches
+        #: Versions retention dropped, with the content they had (a handle held on one may
+        #: still read it, or refuse, never read other data).
+        self.dropped: dict[str, np.ndarray[Any, Any] | None] = {}
         self.handles: list[Handle] = []
         self.shape: tuple[int, ...] = ()
         self.chunks: tuple[int, ...] = ()
@@ -227,7 +230,7 @@ class VersionMachine(RuleBasedStateMachine):
     def _draw_creation(self, data: st.DataObject) -> tuple[str, str, np.ndarray[Any, Any] | None]:
         """Draw a source ref and a new name; return them with the content the new ref must
         have, or ``None`` if the creation must be refused."""
-        source = _pick(data, "source", self.branches, [*self.tags, *self.sealed])
+        source = _pick(data, "source", self.branches, [*self.tags, *self.sealed, *self.dropped])
         name = _pick(data, "name", (n for n in NAMES if not self._taken(n)), self.deleted)
         content = self._content(source)
         return source, name, None if content is None or self._taken(name) else content.copy()
@@ -294,7 +297,7 @@ class VersionMachine(RuleBasedStateMachine):
     def revert(self, data: st.DataObject) -> None:
         """A branch back to the state of a tag or sealed version, as a new version."""
         branch = _pick(data, "branch", self.branches, self.tags, self.deleted)
-        target = _pick(data, "target", self.tags, self.sealed, self.deleted)
+        target = _pick(data, "target", self.tags, self.sealed, self.deleted, self.dropped)
         content = self._content(target)
         if branch not in self.branches or content is None:
             refusals: tuple[type[Exception], ...] = (hubzarr.NotFoundError,)
@@ -323,9 +326,37 @@ class VersionMachine(RuleBasedStateMachine):
             return
         when = data.draw(st.sampled_from([e.time for e in sealed]), label="as_of")
         expected = next(e.id for e in sealed if e.time <= when)
+        if expected in self.dropped:
+            with pytest.raises(hubzarr.NotFoundError, match="expired by gc"):
+                self.hub.load_array(f"{REPO}:{source}", as_of=when)
+            return
         array = self.hub.load_array(f"{REPO}:{source}", as_of=when)
         assert array.version == expected
         self._check(array, self.sealed[expected], f"{source} as of {when}")
+
+    @rule(keep=st.integers(1, 3))
+    def expire(self, keep: int) -> None:
+        """Retention: gc drops old untagged sealed versions. No tag's version, no branch's
+        newest ``keep`` sealed versions nor any version a branch's head starts from goes;
+        what goes is refused by name afterwards, and everything else reads as before."""
+        report = self.hub.gc(REPO, grace=0, dry_run=False, keep_last=keep)
+        repo = Repository(self.hub.storage, parse_name(REPO, default_user="sm"))
+        sync(repo.open())
+        gone = sync(repo.expired_versions())
+        now = gone - self.dropped.keys()
+        assert report.expired == len(now)
+        assert not gone & set(self.tags.values())
+        for branch, content in self.branches.items():
+            sealed = [e.id for e in self.hub.log(f"{REPO}:{branch}") if e.sealed]
+            assert not now & set(sealed[:keep]), branch  # (an earlier gc may have kept fewer)
+            # gc seals a head whose rewrites it frees: a version holding the branch's content.
+            if sealed and sealed[0] not in self.sealed.keys() | self.dropped.keys():
+                self.sealed[sealed[0]] = content.copy()
+        for version in sorted(now):
+            # (The array's first version, made by its creation, is not in the model.)
+            self.dropped[version] = self.sealed.pop(version, None)
+            with pytest.raises(hubzarr.NotFoundError, match="expired by gc"):
+                self.hub.load(f"{REPO}:{version}")
 
     # -- deletions -----------------------------------------------------------------------
 
@@ -359,9 +390,15 @@ class VersionMachine(RuleBasedStateMachine):
         if handle.version is None and handle.deleted:
             return  # what a deleted branch's handle reads is open (see _write)
         what = f"handle at {handle.ref}"
-        expected = self.sealed[handle.version] if handle.version else self.branches[handle.ref]
-        # A deleted tag's handle may refuse to read, but never reads other data.
-        with contextlib.suppress(*((hubzarr.NotFoundError,) if handle.deleted else ())):
+        if handle.version is None:
+            expected = self.branches[handle.ref]
+        else:
+            expected = self.sealed.get(handle.version, self.dropped.get(handle.version))
+            assert expected is not None, what
+        # A deleted tag's handle, or one at a version gc dropped, may refuse to read, but
+        # never reads other data.
+        gone = handle.deleted or handle.version in self.dropped
+        with contextlib.suppress(*((hubzarr.NotFoundError,) if gone else ())):
             self._check(handle.array, expected, what)
             if handle.version is not None:  # a tag or version id: pinned for good
                 assert handle.array.version == handle.version, what
@@ -373,7 +410,9 @@ class VersionMachine(RuleBasedStateMachine):
 
     @rule(data=st.data())
     def read(self, data: st.DataObject) -> None:
-        handle = self._handle(data, self.branches, self.tags, self.deleted, self.sealed)
+        handle = self._handle(
+            data, self.branches, self.tags, self.deleted, self.sealed, self.dropped
+        )
         if handle is not None:
             self._check_handle(handle)
 
@@ -392,7 +431,8 @@ class VersionMachine(RuleBasedStateMachine):
             assert (f"tag: {name}" if name in self.tags else name) in head.refs
             assert head.sealed == (name in self.tags)
             assert head.id == self.tags.get(name, head.id)
-            assert all(e.sealed and e.id in self.sealed for e in older)
+            assert all(e.sealed and (e.id in self.sealed or e.id in self.dropped) for e in older)
+            assert all(e.expired == (e.id in self.dropped) for e in entries)
             assert [e.parent for e in entries] == [e.id for e in older] + [None]
             assert {r.removeprefix("tag: ") for e in entries for r in e.refs} <= self._live
 

@@ -26,10 +26,14 @@ manifest), so gc holds one version's own objects at once, whatever the repositor
 
 Concurrent writers and taggers are safe: a version created after ``now - grace`` (its id starts
 with its creation time) and an object modified after it are never swept, and every object of a
-head that was open when marking began is kept even if the head is sealed meanwhile. Records and
-temporary files are kept at least :data:`RECORD_GRACE_S`, whatever the grace: a seal or a branch
-in flight creates its new version's record before publishing it. The grace period must exceed
-the clock skew between this machine and the storage's servers.
+head that was open when marking began is kept even if the head is sealed meanwhile. A version
+created less than :data:`RECORD_GRACE_S` ago counts as reachable whatever the grace, with what
+it starts from: an operation in flight (a seal, a branch or tag by id, a revert's new version)
+creates a version's record before a ref names it. Before the objects of a version no ref
+reaches are freed, it gets a mark (``expired/<version>.json``, ``unreachable``) behind the
+same fence as retention's below, so a tag or branch made at it by id is refused, or stops gc
+before it deletes anything; the mark stays one collection longer than the version's records.
+The grace period must exceed the clock skew between this machine and the storage's servers.
 
 Retention (``expire_before``, ``keep_last``; layout 3 and newer) drops the *state* of old
 untagged sealed versions: their records and seals stay, so ``hub log`` still lists them, but a
@@ -62,7 +66,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from hubzarr.errors import InvalidArgumentError, NotFoundError
+from hubzarr.errors import ConflictError, InvalidArgumentError, NotFoundError
 from hubzarr.index import VersionIndex
 from hubzarr.names import REF
 from hubzarr.records import (
@@ -70,6 +74,7 @@ from hubzarr.records import (
     VERSION_ID,
     ExpiryRecord,
     Location,
+    VersionRecord,
     split_generation,
 )
 from hubzarr.storage import TMP_SUFFIX, Storage
@@ -199,8 +204,23 @@ def version_time(version: str) -> float:
     return int(version[:12], 16) / 1000
 
 
-async def _reachable(repo: Repository) -> tuple[set[str], set[str]]:
-    """Return (open heads, sealed versions) reachable from the live refs."""
+async def _young_records(repo: Repository, record_cutoff: float) -> dict[str, VersionRecord]:
+    """The records of the versions created after ``record_cutoff``: operations in flight (a
+    branch, a seal, a merge) may be about to name them, so they, and what they start from,
+    count as reachable."""
+    listed = await repo.storage.list(repo.path("versions"))
+    ids = sorted(
+        record[1]
+        for name in listed
+        if (record := _RECORD.fullmatch(name)) is not None and _young(record[1], record_cutoff)
+    )
+    records = await asyncio.gather(*map(repo.read_version, ids))
+    return {v: r for v, r in zip(ids, records, strict=True) if r is not None}
+
+
+async def _reachable(repo: Repository, record_cutoff: float) -> tuple[set[str], set[str]]:
+    """Return (open heads, sealed versions) reachable from the live refs and the versions
+    younger than ``record_cutoff``."""
     refs = await repo.list_refs()
     heads: set[str] = set()
     starts: list[str] = []
@@ -212,6 +232,13 @@ async def _reachable(repo: Repository) -> tuple[set[str], set[str]]:
                 continue  # deleted while we looked
             heads.add(path[-1])
             starts += path[:-1]
+        else:
+            starts.append(version)
+    for version in await _young_records(repo, record_cutoff):
+        if version in heads:
+            continue
+        if await repo.read_seal(version) is None:
+            heads.add(version)  # open, or in flight: every object of it is kept
         else:
             starts.append(version)
     sealed: set[str] = set()
@@ -288,10 +315,12 @@ async def _seal_times(repo: Repository, versions: Iterable[str]) -> dict[str, fl
     return times
 
 
-async def _needed(repo: Repository) -> tuple[set[str], list[str]]:
+async def _needed(repo: Repository, record_cutoff: float) -> tuple[set[str], list[str]]:
     """The sealed versions the refs need as they are (tags' versions, the versions branch refs
-    pass through and their heads start from), and the open heads."""
-    needed: set[str] = set()
+    pass through and their heads start from) and those versions younger than
+    ``record_cutoff`` start from (a branch in flight); and the open heads."""
+    young = await _young_records(repo, record_cutoff)
+    needed = {r.parent for r in young.values() if r.parent is not None}
     heads: list[str] = []
     for kind, version in (await repo.list_refs()).values():
         if kind == "tag":
@@ -310,11 +339,12 @@ async def _needed(repo: Repository) -> tuple[set[str], list[str]]:
 
 
 async def _expiring(
-    repo: Repository, sealed: set[str], retention: Retention, cutoff: float
+    repo: Repository, sealed: set[str], retention: Retention, cutoffs: tuple[float, float]
 ) -> set[str]:
     """The sealed versions ``retention`` drops: not needed by a ref, kept by no rule, and
-    sealed before ``cutoff`` (the grace period)."""
-    keep, heads = await _needed(repo)
+    sealed before the grace period (``cutoffs``: of objects, of records)."""
+    cutoff, record_cutoff = cutoffs
+    keep, heads = await _needed(repo, record_cutoff)
     before = None if retention.expire_before is None else retention.expire_before.timestamp()
     for head in heads:
         rank, past = 0, before is None
@@ -333,26 +363,84 @@ async def _expiring(
         version
         for version, sealed_at in times.items()
         if sealed_at < cutoff
-        and version_time(version) < cutoff
+        and version_time(version) < record_cutoff  # not made by an operation in flight
         and (before is None or sealed_at < before)
     }
 
 
-async def _mark_expired(repo: Repository, versions: set[str], now: float) -> set[str]:
-    """Write the expiry marks of ``versions``, then list the refs once more and take back the
-    marks of versions a ref made meanwhile needs; return the versions expired."""
-    ids = sorted(versions)
-    for start in range(0, len(ids), _BATCH):
+async def _drop(
+    repo: Repository,
+    sealed: set[str],
+    live: set[str],
+    retention: Retention | None,
+    times: tuple[float, float, float],
+    *,
+    dry_run: bool,
+) -> tuple[set[str], set[str], set[str]]:
+    """Return the versions marked (before and now), those expired now, and those no ref
+    reaches marked now (whose objects and records go now); unless ``dry_run``, the marks are
+    written.
+    ``times``: now, and the cutoffs of objects and of records."""
+    now, cutoff, record_cutoff = times
+    if not repo.sharded:
+        return set(), set(), set()
+    expired = await repo.expired_versions()
+    new: set[str] = set()
+    if retention is not None:
+        new = await _expiring(repo, sealed - expired, retention, (cutoff, record_cutoff))
+        new -= expired
+        # Every version kept has its index root (a version sealed by a finisher that
+        # stopped has its root derived from its ancestors': before they go).
+        for version in sorted(sealed - expired - new):
+            await repo.sealed_index(version)
+    if not dry_run:
+        # The versions no ref reaches whose objects go now are marked too, behind the same
+        # fence: a tag or branch made at one of them by id is refused, or seen.
+        listed = await repo.storage.list(repo.path("versions"))
+        orphans = {
+            record[1]
+            for name in listed
+            if (record := _RECORD.fullmatch(name)) is not None
+            and not _young(record[1], record_cutoff)
+        }
+        orphans -= live | expired
+        new = await _mark_expired(repo, new, orphans, (now, record_cutoff))
+        return expired | new, new, orphans
+    return expired | new, new, set()
+
+
+async def _mark_expired(
+    repo: Repository, versions: set[str], orphans: set[str], times: tuple[float, float]
+) -> set[str]:
+    """Write the marks of ``versions`` (retention) and ``orphans`` (no ref reaches them: their
+    objects are about to be freed), then list the refs once more and take back the marks of
+    versions a ref made meanwhile needs; return the versions expired.
+
+    Raises
+    ------
+    ConflictError
+        If a ref made meanwhile needs an orphan (its history is not marked kept: nothing is
+        deleted, and gc is to run again).
+    """
+    now, record_cutoff = times
+    marks = [ExpiryRecord(v, now) for v in sorted(versions)]
+    marks += [ExpiryRecord(v, now, unreachable=True) for v in sorted(orphans)]
+    for start in range(0, len(marks), _BATCH):
         await asyncio.gather(
             *(
-                repo.files.create_or_match(
-                    repo.files.expiry_path(v), ExpiryRecord(v, now).to_dict()
-                )
-                for v in ids[start : start + _BATCH]
+                repo.files.create_or_match(repo.files.expiry_path(m.version), m.to_dict())
+                for m in marks[start : start + _BATCH]
             )
         )
-    needed, _ = await _needed(repo)
-    spared = versions & needed
+    needed, _ = await _needed(repo, record_cutoff)
+    spared = (versions | orphans) & needed
+    if spared & orphans:
+        # The ancestors of the orphan a ref now names are marked too: every mark goes back.
+        await _delete(repo.storage, dict.fromkeys(map(repo.files.expiry_path, orphans), 0))
+        raise ConflictError(
+            f"a tag or branch of {repo.name} was made at {', '.join(sorted(spared & orphans))} "
+            "while gc ran, which no ref reached when it began; nothing was deleted: run gc again"
+        )
     for version in sorted(spared):
         await repo.storage.delete(repo.files.expiry_path(version))
     return versions - spared
@@ -444,19 +532,12 @@ async def collect(
             sealing.add(branch)
     for branch in sorted(sealing):
         await repo.seal(branch, message=_SEAL_MESSAGE)
-    heads, sealed = await _reachable(repo)
+    heads, sealed = await _reachable(repo, record_cutoff)
     live = heads | sealed
-    expired = await repo.expired_versions() if repo.sharded else set()
-    new: set[str] = set()
-    if retention is not None:
-        new = await _expiring(repo, sealed - expired, retention, cutoff) - expired
-        # Every version kept has its index root (a version sealed by a finisher that
-        # stopped has its root derived from its ancestors': before they go).
-        for version in sorted(sealed - expired - new):
-            await repo.sealed_index(version)
-        if not dry_run:
-            new = await _mark_expired(repo, new, now)
-        expired |= new
+    marked, new, orphans = await _drop(
+        repo, sealed, live, retention, (now, cutoff, record_cutoff), dry_run=dry_run
+    )
+    expired = marked & sealed  # (the others are orphans: no version kept names them)
     kept_sealed = sealed - expired
     kept_indexes: list[VersionIndex] | None = None
 
@@ -490,7 +571,9 @@ async def collect(
         kept += kept_here
         await sweep(garbage)
 
-    records, versions = await _dead_records(repo, live, expired, new, record_cutoff)
+    # (The marks of orphans stay until a later gc: a tagger that read an orphan's record
+    # before gc deleted it must find its mark.)
+    records, versions = await _dead_records(repo, live, (marked, new, orphans), record_cutoff)
     doomed.update(records)
     if repo.sharded:
         doomed.update(await _unnamed_shards(repo, kept_sealed, record_cutoff))
@@ -522,10 +605,15 @@ async def _check_retention(repo: Repository, retention: Retention | None) -> Non
 
 
 async def _dead_records(
-    repo: Repository, live: set[str], expired: set[str], new: set[str], record_cutoff: float
+    repo: Repository,
+    live: set[str],
+    marks: tuple[set[str], set[str], set[str]],
+    record_cutoff: float,
 ) -> tuple[dict[str, int], set[str]]:
     """``{path: size}`` of the records of unreachable versions older than the cutoff, and of
-    the manifests and index roots of expired ones; and the unreachable versions."""
+    the manifests and index roots of expired ones; and the unreachable versions. ``marks``:
+    the versions marked, those expired now, and the orphans marked now (whose marks stay)."""
+    expired, new, fresh = marks
     doomed: dict[str, int] = {}
     versions: set[str] = set()
     for folder in ("versions", "seals", "manifests", "index", "expired"):
@@ -536,12 +624,14 @@ async def _dead_records(
             record = _RECORD.fullmatch(name)
             if record is None or record[1] in kept:
                 continue  # not a record hubzarr wrote, or one kept
+            if folder == "expired" and record[1] in fresh:
+                continue
             version = record[1]
             # The state of a version expired now was sealed before the grace period began.
             if version not in new and (mtime >= record_cutoff or _young(version, record_cutoff)):
                 continue
             doomed[repo.path(folder, name)] = size
-            if version not in live:
+            if version not in live and folder != "expired":
                 versions.add(version)
     return doomed, versions
 

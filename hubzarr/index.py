@@ -192,6 +192,52 @@ class Shard:
             keys.append(key)
         return cls(keys, locations, starts, runs)
 
+    def apply(self, changes: Mapping[str, Location | None]) -> Shard:
+        """This shard with ``changes`` applied (``None``: the key is deleted), in time that
+        grows with the changes and the runs (the keys and the run of each are moved in bulk,
+        not one by one in Python).
+
+        Raises
+        ------
+        FormatError
+            If the shard's keys fail :meth:`check`.
+        """
+        self.check()
+        keys = list(self.keys)
+        ends = [*self.starts[1:], len(keys)] if self.starts else []
+        per_key: list[int] = []
+        for start, end, number in zip(self.starts, ends, self.runs, strict=True):
+            per_key.extend(itertools.repeat(number, end - start))
+        locations = list(self.locations)
+        numbers = {loc: n for n, loc in enumerate(locations)}
+        for key, location in changes.items():
+            i = bisect.bisect_left(keys, key)
+            there = i < len(keys) and keys[i] == key
+            if location is None:
+                if there:
+                    del keys[i], per_key[i]
+                continue
+            if location not in numbers:
+                numbers[location] = len(locations)
+                locations.append(location)
+            number = numbers[location]
+            if there:
+                per_key[i] = number
+            else:
+                keys.insert(i, key)
+                per_key.insert(i, number)
+        # Runs and locations as :meth:`from_items` makes them (numbered in key order), so
+        # that every finisher writes the same shard.
+        starts: list[int] = []
+        runs: list[int] = []
+        order: dict[Location, int] = {}
+        at = 0
+        for location, group in itertools.groupby(map(locations.__getitem__, per_key)):
+            starts.append(at)
+            runs.append(order.setdefault(location, len(order)))
+            at += len(list(group))
+        return Shard(keys, list(order), starts, runs)
+
     def __len__(self) -> int:
         return self._count
 
@@ -1011,12 +1057,17 @@ async def _rewrite(
             firsts.append(root.firsts[i])
             refs.append(root.ref(i))
             continue
-        state = dict(shards[i].items())
-        count -= len(state)
-        _apply(state, touched[i])
-        count += len(state)
-        items = sorted(state.items())
-        size = SHARD_KEYS if len(items) > 2 * SHARD_KEYS else max(len(items), 1)
+        shard = shards[i]
+        count -= len(shard)
+        changed = shard.apply(touched[i])
+        count += len(changed)
+        if len(changed) <= 2 * SHARD_KEYS:
+            if len(changed):  # (a shard whose keys were all deleted is dropped)
+                firsts.append(changed.keys[0])
+                refs.append(new(changed))
+            continue
+        items = list(changed.items())
+        size = SHARD_KEYS
         for j in range(0, len(items), size):
             cut = Shard.from_items(items[j : j + size])
             firsts.append(cut.keys[0])

@@ -741,10 +741,14 @@ class ExpiryRecord:
         The expired version.
     time : float
         When gc expired it, in seconds since the epoch.
+    unreachable : bool
+        Whether no ref reached it any more (its objects are freed with its records), rather
+        than retention dropping it.
     """
 
     version: str
     time: float
+    unreachable: bool = False
 
     @classmethod
     def parse(cls, data: dict[str, Any], where: str, version: str) -> ExpiryRecord:
@@ -757,11 +761,21 @@ class ExpiryRecord:
         """
         if _member(data, "version", where) != version:
             raise _damaged(where, f"marks {_short(data['version'])} expired, not {version}")
-        return cls(version=version, time=_time(_member(data, "expired", where), "expired", where))
+        unreachable = data.get("unreachable", False)
+        if not isinstance(unreachable, bool):
+            raise _damaged(where, f"has unreachable {_short(unreachable)}, not true or false")
+        return cls(
+            version=version,
+            time=_time(_member(data, "expired", where), "expired", where),
+            unreachable=unreachable,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """The record as stored."""
-        return {"version": self.version, "expired": self.time}
+        record: dict[str, Any] = {"version": self.version, "expired": self.time}
+        if self.unreachable:
+            record["unreachable"] = True
+        return record
 
 
 @dataclass(frozen=True, slots=True)

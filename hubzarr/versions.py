@@ -640,6 +640,11 @@ class Repository:
 
     def _expired_error(self, mark: ExpiryRecord) -> NotFoundError:
         when = datetime.fromtimestamp(mark.time, UTC).isoformat(timespec="seconds")
+        if mark.unreachable:
+            return NotFoundError(
+                f"version {mark.version} of {self.name} was freed by gc at "
+                f"{when.replace('+00:00', 'Z')}: no branch or tag reached it any more"
+            )
         return NotFoundError(
             f"version {mark.version} of {self.name} was expired by gc at "
             f"{when.replace('+00:00', 'Z')} (retention): it is still listed by hub log, but "

@@ -223,7 +223,12 @@ def _tag_and_branch(
 # -- whole-chunk writes racing a revert -----------------------------------------------------
 
 
-def writes_and_revert(
+#: The value a merge race's branch ``side`` wrote into the chunks no writer touches.
+SIDE = -77
+
+
+def writes_and(
+    operation: str,
     root: str,
     options: dict[str, Any],
     writers: int,
@@ -234,14 +239,22 @@ def writes_and_revert(
     results: Any,
     i: int,
 ) -> None:
-    """Processes ``0 .. writers-1`` write whole chunks of their own (chunk c is writer
-    c % writers') of ``race/rev-<trial>``, ``writes`` times each; the last process reverts
-    the branch to its tag ``base`` once. Writers log as :func:`_write`; the reverter logs
-    ``(version, started, returned)``."""
+    """Processes ``0 .. writers-1`` write whole chunks of their own of a branch, ``writes``
+    times each, while the last process runs ``operation`` on it once. Writers log as
+    :func:`_write`; the last process logs ``(version, started, returned)``.
+
+    - ``"revert"``: ``race/rev-<trial>``, chunk c is writer c % writers'; the branch is
+      reverted to its tag ``base``.
+    - ``"merge"``: ``race/mrg-<trial>``, chunk c is writer i's when c % (writers + 1) == i;
+      the branch ``side`` (which wrote :data:`SIDE` into every chunk c with
+      c % (writers + 1) == writers) is merged in. The version is ``None`` where the merge
+      gave up (a :class:`~hubzarr.ConflictError`, after racing writes too often).
+    """
     hub = hubzarr.Hub(root, storage_options=options)
+    owners = writers + (operation == "merge")
     for trial in range(trials):
         rng = np.random.default_rng([seeds[trial], i])
-        repo = f"race/rev-{trial}"
+        repo = f"race/{operation[:3]}-{trial}"
         outcome: dict[str, Any] = {"log": []}
         arr = None
         try:
@@ -253,7 +266,7 @@ def writes_and_revert(
             if "error" in outcome:
                 pass
             elif arr is not None:
-                own = [c for c in range(SIZE // CHUNK) if c % writers == i]
+                own = [c for c in range(SIZE // CHUNK) if c % owners == i]
                 plan = [
                     slice(c * CHUNK, (c + 1) * CHUNK, 1)
                     for c in rng.choice(own, size=writes).tolist()
@@ -261,11 +274,23 @@ def writes_and_revert(
                 _write(arr, plan, i, outcome["log"])
             else:
                 started = time.monotonic_ns()
-                version = hub.revert(repo, "base")
-                outcome["log"].append((version, started, time.monotonic_ns()))
+                outcome["log"].append(
+                    (_operate(hub, operation, repo), started, time.monotonic_ns())
+                )
         except Exception:
             _failed(outcome)
         results.put((i, trial, outcome))
+
+
+def _operate(hub: hubzarr.Hub, operation: str, repo: str) -> str | None:
+    if operation == "revert":
+        return hub.revert(repo, "base")
+    try:
+        return hub.merge(repo, "side")
+    except hubzarr.MergeConflictError:
+        raise  # never: no writer touches the side's chunks
+    except hubzarr.ConflictError:
+        return None
 
 
 # -- partial-chunk writes by several processes to one chunk -----------------------------------

@@ -22,7 +22,7 @@ from typing import Any
 import _race
 import numpy as np
 import pytest
-from _race import CHUNK, FILL, SIZE, decode, describe
+from _race import CHUNK, FILL, SIDE, SIZE, decode, describe
 from conftest import Backend
 
 import hubzarr
@@ -36,7 +36,7 @@ TRIALS = {
     "create": {"local": 5, "s3": 3},
 }
 #: Seeds of the trials' workloads: the base plus the trial number.
-SEED = {"writes": 1000, "one-chunk": 2000, "revert": 3000}
+SEED = {"writes": 1000, "one-chunk": 2000, "revert": 3000, "merge": 4000}
 
 
 def _trials(test: str, backend: Backend) -> int:
@@ -232,8 +232,15 @@ def test_writes_racing_a_revert_are_ordered_before_or_after_it(race_backend: Bac
         hub.array((SIZE,), name=f"race/rev-{t}", dtype="int64", chunks=(CHUNK,), fill_value=FILL)
         hub.tag(f"race/rev-{t}", "base")
     outcomes = _race.run(
-        _race.writes_and_revert,
-        (race_backend.root, race_backend.options, WRITERS, WRITES[race_backend.kind], seeds),
+        _race.writes_and,
+        (
+            "revert",
+            race_backend.root,
+            race_backend.options,
+            WRITERS,
+            WRITES[race_backend.kind],
+            seeds,
+        ),
         WRITERS + 1,
         trials,
     )
@@ -262,6 +269,64 @@ def test_writes_racing_a_revert_are_ordered_before_or_after_it(race_backend: Bac
                     f"{sorted(describe(v) for v in allowed)}"
                 )
     assert not problems, _report(problems)
+
+
+def test_writes_racing_a_merge_are_all_kept(race_backend: Backend) -> None:
+    """A merge of the branch ``side`` (which wrote chunks no writer touches) into main while
+    writers rewrite their own chunks of main whole. Afterwards every element of a writer's
+    chunk holds the last write to it (a merge changes only what the side changed, and loses
+    no write), and every chunk the side wrote holds its value, unless the merge gave up
+    (``ConflictError``, after racing writes too often) and changed nothing."""
+    trials = _trials("writes", race_backend)
+    seeds = [SEED["merge"] + t for t in range(trials)]
+    hub = race_backend.hub()
+    side_chunks = [c for c in range(SIZE // CHUNK) if c % (WRITERS + 1) == WRITERS]
+    for t in range(trials):
+        name = f"race/mrg-{t}"
+        hub.array((SIZE,), name=name, dtype="int64", chunks=(CHUNK,), fill_value=FILL)
+        hub.branch(name, "side")
+        side = hub.load_array(f"{name}:side")
+        for c in side_chunks:
+            side[c * CHUNK : (c + 1) * CHUNK] = SIDE
+    outcomes = _race.run(
+        _race.writes_and,
+        (
+            "merge",
+            race_backend.root,
+            race_backend.options,
+            WRITERS,
+            WRITES[race_backend.kind],
+            seeds,
+        ),
+        WRITERS + 1,
+        trials,
+    )
+    problems = []
+    owner = (np.arange(SIZE) // CHUNK) % (WRITERS + 1)
+    merged = 0
+    for t, by_proc in enumerate(outcomes):
+        where = f"trial {t} (seed {seeds[t]})"
+        problems += _errors(where, by_proc)
+        if _errors(where, by_proc):
+            continue
+        ((version, _, _),) = by_proc[WRITERS]["log"]
+        merged += version is not None
+        head = hub.load(f"race/mrg-{t}", mode="r")[:]
+        for e in range(SIZE):
+            if owner[e] == WRITERS:
+                expected = SIDE if version is not None else FILL
+            else:
+                writes = [Write(*entry) for entry in by_proc[owner[e]]["log"]]
+                covering = [w for w in writes if w.covers(e)]
+                expected = covering[-1].value if covering else FILL
+            if int(head[e]) != expected:
+                problems.append(
+                    f"{where}: element {e} is {describe(int(head[e]))}, not {describe(expected)}"
+                )
+        if version is not None:
+            assert hub.log(f"race/mrg-{t}:{version}")[0].merged, where
+    assert not problems, _report(problems)
+    assert merged > 0, "every merge gave up"
 
 
 # -- partial-chunk writes by several processes to one chunk -----------------------------------

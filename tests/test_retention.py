@@ -174,12 +174,12 @@ def test_a_tag_made_while_gc_marks_takes_its_version_back(
     needed = hubzarr.collect._needed
     calls = []
 
-    async def tagger_in_between(repo: Repository) -> tuple[set[str], list[str]]:
+    async def tagger_in_between(repo: Repository, cutoff: float) -> tuple[set[str], list[str]]:
         calls.append(repo)
         if len(calls) == 2:  # the marks are written: the late tagger publishes now
             assert await repo.expiry(c1) is not None
             await repo.refs.publish("late", TagRef(c1, time.time(), None, nonce="0" * 16))
-        return await needed(repo)
+        return await needed(repo, cutoff)
 
     monkeypatch.setattr(hubzarr.collect, "_needed", tagger_in_between)
     report = hub.gc(NAME, grace=0, dry_run=False, keep_last=2)
@@ -266,3 +266,53 @@ def test_retention_on_object_stores_and_a_copy_of_what_is_left(
     repo = Repository(copy.storage, parse_name(NAME, default_user="library"))
     sync(repo.open())
     assert sync(repo.expired_versions()) == {c1, c2}
+
+
+def test_versions_no_ref_reaches_are_refused_by_id_once_freed(
+    hub: hubzarr.Hub, later: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """gc marks the versions no ref reaches before it frees them, behind the same fence: a
+    tag made at one of them by id is refused afterwards, and one made while gc runs stops the
+    collection before anything is deleted."""
+    arr = hub.array((4,), NAME, dtype="int32", chunks=(1,))
+    arr[:] = 1
+    hub.branch(NAME, "dev")
+    dev = hub.load_array(f"{NAME}:dev")
+    dev[0] = 2
+    d1 = hub.commit(f"{NAME}:dev", "on dev")
+    dev[1] = 3
+    d2 = hub.commit(f"{NAME}:dev", "on dev again")
+    hub.delete_branch(NAME, "dev")
+    before = _objects(hub)
+
+    needed = hubzarr.collect._needed
+    calls = []
+
+    async def tagger_in_between(repo: Repository, cutoff: float) -> tuple[set[str], list[str]]:
+        calls.append(repo)
+        if len(calls) == 1:  # the marks are written: a tagger that looked before publishes
+            assert await repo.expiry(d2) is not None
+            await repo.refs.publish("kept", TagRef(d2, time.time(), None, nonce="1" * 16))
+        return await needed(repo, cutoff)
+
+    with monkeypatch.context() as racing:
+        racing.setattr(hubzarr.collect, "_needed", tagger_in_between)
+        with pytest.raises(hubzarr.ConflictError, match=f"{d2}.*run gc again"):
+            hub.gc(NAME, grace=0, dry_run=False)
+    after = _objects(hub)
+    # Nothing deleted, every mark taken back: only the tag is new.
+    assert sorted(p.split("/", 1)[1] for p in after.keys() - before.keys()) == [
+        "refs/names/kept.json",
+        "refs/tags/kept.json",
+    ]
+    assert before.keys() <= after.keys()
+    np.testing.assert_array_equal(hub.load(f"{NAME}:kept")[:], [2, 3, 1, 1])
+
+    hub.delete_tag(NAME, "kept")
+    assert hub.gc(NAME, grace=0, dry_run=False).objects > 0
+    for version in (d1, d2):
+        with pytest.raises(NotFoundError):
+            hub.load(f"{NAME}:{version}")
+        with pytest.raises(NotFoundError):
+            hub.tag(f"{NAME}:{version}", "late")
+    np.testing.assert_array_equal(hub.load(NAME)[:], [1, 1, 1, 1])

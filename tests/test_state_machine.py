@@ -4,6 +4,8 @@ checked after every step against a small pure-Python model (one numpy array per 
 from __future__ import annotations
 
 import contextlib
+import functools
+import itertools
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -24,6 +26,7 @@ from hypothesis.stateful import (
 from zarr.core.sync import sync
 
 import hubzarr
+import hubzarr.collect
 from hubzarr import records
 from hubzarr.names import parse_name
 from hubzarr.versions import Repository
@@ -51,7 +54,10 @@ names = st.sampled_from(NAMES)
 
 def _pick(data: st.DataObject, label: str, *pools: Iterable[str]) -> str:
     """Draw a name from one of the pools that are not empty, or any name."""
-    choices = [st.sampled_from(sorted(pool)) for pool in map(set, pools) if pool]
+    # In the pools' own order, not sorted: version ids made in one millisecond sort by their
+    # random part, which would make the draws differ when Hypothesis replays a case.
+    orders = [list(dict.fromkeys(pool)) for pool in pools]
+    choices = [st.sampled_from(order) for order in orders if order]
     return data.draw(st.one_of(*choices, names), label=label)
 
 
@@ -107,6 +113,13 @@ class VersionMachine(RuleBasedStateMachine):
         self.handles: list[Handle] = []
         self.shape: tuple[int, ...] = ()
         self.chunks: tuple[int, ...] = ()
+        #: Which object each chunk of a branch, or of a sealed version, is: a new token for
+        #: every write that touches it (a write stores a new object, whatever its bytes),
+        #: ``None`` where the chunk is all fill (zarr deletes it). A three-way merge compares
+        #: these, as hubzarr compares locations.
+        self.tokens: dict[str, dict[tuple[int, ...], int | None]] = {}
+        self.sealed_tokens: dict[str, dict[tuple[int, ...], int | None]] = {}
+        self._next_token = 0
 
     # -- the model -----------------------------------------------------------------------
 
@@ -130,6 +143,45 @@ class VersionMachine(RuleBasedStateMachine):
         assert got.dtype == expected.dtype, what
         np.testing.assert_array_equal(got, expected, err_msg=what)
 
+    def _grid(self) -> list[tuple[int, ...]]:
+        counts = (-(-n // c) for n, c in zip(self.shape, self.chunks, strict=True))
+        return list(itertools.product(*map(range, counts)))
+
+    def _region(self, c: tuple[int, ...]) -> tuple[slice, ...]:
+        return tuple(slice(i * n, (i + 1) * n) for i, n in zip(c, self.chunks, strict=True))
+
+    def _chunk(self, content: np.ndarray[Any, Any], c: tuple[int, ...]) -> np.ndarray[Any, Any]:
+        return content[self._region(c)]
+
+    def _token(self, content: np.ndarray[Any, Any], c: tuple[int, ...]) -> int | None:
+        """A new object for chunk ``c`` of ``content``, or none if it is all fill."""
+        if not self._chunk(content, c).any():
+            return None
+        self._next_token += 1
+        return self._next_token
+
+    def _seal(self, version: str, branch: str) -> None:
+        """The model learns ``version``, sealed with ``branch``'s content and objects."""
+        self.sealed[version] = self.branches[branch].copy()
+        self.sealed_tokens[version] = dict(self.tokens[branch])
+
+    def _tokens_of(self, ref: str) -> dict[tuple[int, ...], int | None]:
+        if ref in self.branches:
+            return self.tokens[ref]
+        version = self.tags.get(ref, ref)
+        # The array's first version (made by its creation) is not in the model: no chunks.
+        return self.sealed_tokens.get(version, dict.fromkeys(self._grid()))
+
+    def _learn_seals(self, branch: str, made: str | None = None) -> None:
+        """A commit hubzarr made without a new state (a merge or gc seals the head first):
+        the newest sealed version of the branch but ``made``, if new to the model, holds the
+        branch's content."""
+        entries = [
+            e for e in self.hub.log(f"{REPO}:{branch}", limit=3) if e.sealed and e.id != made
+        ]
+        if entries and entries[0].id not in self.sealed.keys() | self.dropped.keys():
+            self._seal(entries[0].id, branch)
+
     # -- creation ------------------------------------------------------------------------
 
     @initialize(
@@ -148,6 +200,7 @@ class VersionMachine(RuleBasedStateMachine):
         self.shape, self.chunks = layout
         arr = self.hub.array(self.shape, name=REPO, dtype="int16", chunks=self.chunks)
         self.branches[DEFAULT] = np.zeros(self.shape, dtype="int16")
+        self.tokens[DEFAULT] = dict.fromkeys(self._grid())
         self.handles.append(Handle(DEFAULT, None, arr))
 
     # -- writes --------------------------------------------------------------------------
@@ -185,8 +238,14 @@ class VersionMachine(RuleBasedStateMachine):
                 handle.array[region] = value
         else:
             handle.array[region] = value
-            self.branches[handle.ref][region] = value
-            self._check(handle.array, self.branches[handle.ref], f"{handle.ref} after a write")
+            content = self.branches[handle.ref]
+            content[region] = value
+            touched = np.zeros(self.shape, dtype=bool)
+            touched[region] = True
+            for c in self._grid():
+                if self._chunk(touched, c).any():
+                    self.tokens[handle.ref][c] = self._token(content, c)
+            self._check(handle.array, content, f"{handle.ref} after a write")
 
     def _handle(self, data: st.DataObject, *pools: Iterable[str]) -> Handle | None:
         """Draw a handle opened earlier, or open one at a ref drawn from ``pools`` (and keep
@@ -255,6 +314,7 @@ class VersionMachine(RuleBasedStateMachine):
         else:
             assert version == self.tags.get(source, source), "a tag of a version is that version"
         self.sealed[version] = content
+        self.sealed_tokens.setdefault(version, dict(self._tokens_of(source)))
         self.tags[name] = version
         self._check(self.hub.load(f"{REPO}:{name}"), content, f"new tag {name}")
 
@@ -271,9 +331,10 @@ class VersionMachine(RuleBasedStateMachine):
         assert entry.parent is not None
         if source in self.branches:
             assert entry.parent not in self.sealed, "branching a branch seals its head"
-            self.sealed[entry.parent] = content.copy()
+            self._seal(entry.parent, source)
         else:
             assert entry.parent == self.tags.get(source, source)
+        self.tokens[name] = dict(self._tokens_of(source))
         self.branches[name] = content
         self._check(self.hub.load(f"{REPO}:{name}"), content, f"new branch {name}")
 
@@ -290,7 +351,8 @@ class VersionMachine(RuleBasedStateMachine):
         head = self.hub.log(f"{REPO}:{source}")[0]
         assert not head.sealed and head.parent == version
         # A new version, or the sealed one the head started from when it held no write.
-        self.sealed.setdefault(version, content.copy())
+        if version not in self.sealed:
+            self._seal(version, source)
         self._check(self.hub.load(f"{REPO}:{version}"), content, f"commit of {source}")
 
     @rule(data=st.data())
@@ -306,14 +368,116 @@ class VersionMachine(RuleBasedStateMachine):
             with pytest.raises(refusals):
                 self.hub.revert(f"{REPO}:{branch}", target)
             return
-        before = self.branches[branch]
         version = self.hub.revert(f"{REPO}:{branch}", target)
         head, made, base = self.hub.log(f"{REPO}:{branch}")[:3]
         assert (head.parent, made.id, made.parent) == (version, version, base.id)
-        self.sealed.setdefault(base.id, before.copy())  # the head committed first
-        self.sealed[version] = content.copy()
+        if base.id not in self.sealed:
+            self._seal(base.id, branch)  # the head committed first
+        # A chunk whose object differs from the target's is copied into the new version.
+        ours, theirs = self.tokens[branch], self._tokens_of(target)
+        self.tokens[branch] = {
+            c: ours[c] if ours[c] == theirs[c] else self._token(content, c) for c in self._grid()
+        }
         self.branches[branch] = content.copy()
+        self._seal(version, branch)
         self._check(self.hub.load(f"{REPO}:{branch}"), content, f"{branch} reverted to {target}")
+
+    @rule(data=st.data())
+    def merge(self, data: st.DataObject) -> None:
+        """A three-way merge of a branch, tag or sealed version into a branch, against their
+        common ancestor, chunk by chunk (by object, as hubzarr compares): what one side
+        changed is taken, the same bytes on both sides are fine, anything else is a conflict
+        that changes nothing unless a strategy settles it."""
+        into = _pick(data, "into", self.branches, self.tags, self.deleted)
+        source = _pick(
+            data, "source", self.branches, self.tags, self.sealed, self.deleted, self.dropped
+        )
+        strategy = data.draw(st.sampled_from([None, "ours", "theirs"]), label="strategy")
+        merge = functools.partial(self.hub.merge, f"{REPO}:{into}", source, strategy=strategy)
+        if into not in self.branches or source == into or self._content(source) is None:
+            with pytest.raises((hubzarr.NotFoundError, hubzarr.InvalidArgumentError)):
+                merge()
+            for branch in (into, source):
+                if branch in self.branches:
+                    self._learn_seals(branch)  # committed before the source was found missing
+            return
+        ours_content, ours = self.branches[into], self.tokens[into]
+        theirs_content, theirs = self._content(source), self._tokens_of(source)
+        assert theirs_content is not None
+        try:
+            version = merge()
+            failed = None
+        except hubzarr.MergeConflictError as error:
+            version, failed = None, error
+        # Both sides were committed first: their sealed states, and their common ancestor.
+        for branch in (into, source):
+            if branch in self.branches:
+                self._learn_seals(branch, made=version)
+        ours_state, theirs_state, base = self._merge_base(into, source, version)
+        if base == theirs_state:
+            assert failed is None and version == ours_state, "nothing to merge"
+            return
+        result, tokens, conflicts = self._three_way(
+            (self._tokens_of(base) if base else dict.fromkeys(self._grid()), ours, theirs),
+            (ours_content, theirs_content),
+            strategy,
+        )
+        if conflicts and strategy is None:
+            assert failed is not None, f"conflicts in chunks {conflicts} were not reported"
+            self._check(self.hub.load(f"{REPO}:{into}"), ours_content, "after a conflict")
+            return
+        assert failed is None, f"a merge the model finds clean failed: {failed}"
+        log = self.hub.log(f"{REPO}:{into}", limit=2)
+        assert version is not None and log[0].parent == version
+        assert log[1].merged == (theirs_state,)
+        self.branches[into], self.tokens[into] = result, tokens
+        self._seal(version, into)
+        self._check(self.hub.load(f"{REPO}:{into}"), result, f"{source} merged into {into}")
+
+    def _merge_base(
+        self, into: str, source: str, version: str | None
+    ) -> tuple[str, str, str | None]:
+        """The sealed states a merge of ``source`` into ``into`` that returned ``version``
+        (``None``: it failed) worked on, and their common ancestor."""
+        log = self.hub.log(f"{REPO}:{into}", limit=3)
+        if version is not None and version == log[0].parent and version in self.sealed:
+            ours = version  # nothing was merged: the branch's own sealed state
+        else:
+            ours = next(e.id for e in log if e.sealed and e.id != version)
+        if source in self.branches:
+            theirs = next(e.id for e in self.hub.log(f"{REPO}:{source}", limit=2) if e.sealed)
+        else:
+            theirs = self.tags.get(source, source)
+        repo = Repository(self.hub.storage, parse_name(REPO, default_user="sm"))
+        sync(repo.open())
+        return ours, theirs, sync(repo.common_ancestor(ours, theirs))
+
+    def _three_way(
+        self,
+        tokens: tuple[dict[tuple[int, ...], int | None], ...],
+        contents: tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]],
+        strategy: str | None,
+    ) -> tuple[np.ndarray[Any, Any], dict[tuple[int, ...], int | None], list[tuple[int, ...]]]:
+        """The model's merge: the result, its objects, and the chunks in conflict."""
+        base, ours, theirs = tokens
+        ours_content, theirs_content = contents
+        result, merged, conflicts = ours_content.copy(), dict(ours), []
+        for c in self._grid():
+            b, o, t = base[c], ours[c], theirs[c]
+            if t in (o, b):
+                continue  # theirs did not change it, or holds our object
+            if o != b:
+                same = o is not None and t is not None
+                if same and np.array_equal(
+                    self._chunk(ours_content, c), self._chunk(theirs_content, c)
+                ):
+                    continue  # the same bytes on both sides
+                conflicts.append(c)
+                if strategy != "theirs":
+                    continue
+            result[self._region(c)] = theirs_content[self._region(c)]
+            merged[c] = self._token(result, c)  # copied into the merge's version
+        return result, merged, conflicts
 
     @rule(data=st.data())
     def read_as_of(self, data: st.DataObject) -> None:
@@ -336,26 +500,33 @@ class VersionMachine(RuleBasedStateMachine):
 
     @rule(keep=st.integers(1, 3))
     def expire(self, keep: int) -> None:
-        """Retention: gc drops old untagged sealed versions. No tag's version, no branch's
-        newest ``keep`` sealed versions nor any version a branch's head starts from goes;
-        what goes is refused by name afterwards, and everything else reads as before."""
+        """gc with retention: old untagged sealed versions are dropped, and so is every
+        version no ref reaches. No tag's version, no branch's newest ``keep`` sealed versions
+        nor any version a branch's head starts from goes; what goes is refused by name
+        afterwards, and everything else reads as before."""
+        reachable = {e.id for ref in self._live for e in self.hub.log(f"{REPO}:{ref}")}
         report = self.hub.gc(REPO, grace=0, dry_run=False, keep_last=keep)
         repo = Repository(self.hub.storage, parse_name(REPO, default_user="sm"))
         sync(repo.open())
         gone = sync(repo.expired_versions())
-        now = gone - self.dropped.keys()
-        assert report.expired == len(now)
+        retained = (gone - self.dropped.keys()) & reachable
+        assert report.expired == len(retained)
         assert not gone & set(self.tags.values())
-        for branch, content in self.branches.items():
+        for branch in self.branches:
             sealed = [e.id for e in self.hub.log(f"{REPO}:{branch}") if e.sealed]
-            assert not now & set(sealed[:keep]), branch  # (an earlier gc may have kept fewer)
+            assert not retained & set(sealed[:keep]), branch  # (an earlier gc kept fewer)
             # gc seals a head whose rewrites it frees: a version holding the branch's content.
             if sealed and sealed[0] not in self.sealed.keys() | self.dropped.keys():
-                self.sealed[sealed[0]] = content.copy()
-        for version in sorted(now):
+                self._seal(sealed[0], branch)
+        for version in [v for v in [*self.sealed, *gone] if v in retained]:
             # (The array's first version, made by its creation, is not in the model.)
             self.dropped[version] = self.sealed.pop(version, None)
             with pytest.raises(hubzarr.NotFoundError, match="expired by gc"):
+                self.hub.load(f"{REPO}:{version}")
+        # What no ref reached is freed: refused by id from now on.
+        for version in [v for v in self.sealed if v not in reachable]:
+            self.dropped[version] = self.sealed.pop(version)
+            with pytest.raises(hubzarr.NotFoundError):
                 self.hub.load(f"{REPO}:{version}")
 
     # -- deletions -----------------------------------------------------------------------
@@ -450,6 +621,8 @@ def test_versions_follow_the_model(root: str, monkeypatch: pytest.MonkeyPatch) -
     # Checkpoints every few generations, so that both kinds of manifest, and deletions carried
     # through checkpoints, are read back.
     monkeypatch.setattr(records, "CHECKPOINT_EVERY", 3)
+    # One process, nothing in flight: gc may take versions as soon as no ref reaches them.
+    monkeypatch.setattr(hubzarr.collect, "RECORD_GRACE_S", 0.0)
     machine = type("Machine", (VersionMachine,), {"root": root})
     run_state_machine_as_test(machine, settings=SETTINGS)
 
@@ -459,6 +632,7 @@ def test_versions_follow_the_model_on_s3(
 ) -> None:
     # Fewer, shorter runs: every step is several requests to the moto server.
     monkeypatch.setattr(records, "CHECKPOINT_EVERY", 3)
+    monkeypatch.setattr(hubzarr.collect, "RECORD_GRACE_S", 0.0)
     machine = type(
         "Machine", (VersionMachine,), {"root": s3_backend.root, "options": s3_backend.options}
     )

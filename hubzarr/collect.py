@@ -376,14 +376,15 @@ async def _drop(
     times: tuple[float, float, float],
     *,
     dry_run: bool,
-) -> tuple[set[str], set[str], set[str]]:
-    """Return the versions marked (before and now), those expired now, and those no ref
-    reaches marked now (whose objects and records go now); unless ``dry_run``, the marks are
-    written.
-    ``times``: now, and the cutoffs of objects and of records."""
+) -> tuple[set[str], set[str], set[str], set[str]]:
+    """Return the versions marked (before and now), those expired now, those no ref reaches
+    marked now (whose objects go now, and their records unless linked), and those linked (of
+    the versions no ref reaches, the heads whose seals lead to a live version: their records
+    and seals stay); unless ``dry_run``, the marks are written. ``times``: now, and the
+    cutoffs of objects and of records."""
     now, cutoff, record_cutoff = times
     if not repo.sharded:
-        return set(), set(), set()
+        return set(), set(), set(), set()
     expired = await repo.expired_versions()
     new: set[str] = set()
     if retention is not None:
@@ -393,20 +394,41 @@ async def _drop(
         # stopped has its root derived from its ancestors': before they go).
         for version in sorted(sealed - expired - new):
             await repo.sealed_index(version)
-    if not dry_run:
-        # The versions no ref reaches whose objects go now are marked too, behind the same
-        # fence: a tag or branch made at one of them by id is refused, or seen.
-        listed = await repo.storage.list(repo.path("versions"))
-        orphans = {
-            record[1]
-            for name in listed
-            if (record := _RECORD.fullmatch(name)) is not None
-            and not _young(record[1], record_cutoff)
-        }
-        orphans -= live | expired
-        new = await _mark_expired(repo, new, orphans, (now, record_cutoff))
-        return expired | new, new, orphans
-    return expired | new, new, set()
+    listed = await repo.storage.list(repo.path("versions"))
+    orphans = {
+        record[1]
+        for name in listed
+        if (record := _RECORD.fullmatch(name)) is not None and not _young(record[1], record_cutoff)
+    }
+    orphans -= live
+    linked = await _linked(repo, live, orphans)
+    orphans -= expired
+    if dry_run:
+        return expired | new, new, set(), linked
+    # The versions no ref reaches whose objects go now are marked too, behind the same fence:
+    # a tag or branch made at one of them by id is refused, or seen.
+    new = await _mark_expired(repo, new, orphans, (now, record_cutoff))
+    return expired | new, new, orphans, linked
+
+
+async def _linked(repo: Repository, live: set[str], unreachable: set[str]) -> set[str]:
+    """Of ``unreachable``, the heads whose seals lead, successor by successor, to a live
+    version (a head a revert, merge or copy moved its branch past): a handle opened at one
+    follows that chain to its branch's head."""
+    ids = sorted(unreachable)
+    successor: dict[str, str] = {}
+    for start in range(0, len(ids), _BATCH):
+        batch = ids[start : start + _BATCH]
+        seals = await asyncio.gather(*map(repo.read_seal, batch))
+        for version, seal in zip(batch, seals, strict=True):
+            if seal is not None and seal.successor is not None:
+                successor[version] = seal.successor
+    linked: set[str] = set()
+    while True:
+        more = {v for v, s in successor.items() if v not in linked and (s in live or s in linked)}
+        if not more:
+            return linked
+        linked |= more
 
 
 async def _mark_expired(
@@ -534,7 +556,7 @@ async def collect(
         await repo.seal(branch, message=_SEAL_MESSAGE)
     heads, sealed = await _reachable(repo, record_cutoff)
     live = heads | sealed
-    marked, new, orphans = await _drop(
+    marked, new, orphans, linked = await _drop(
         repo, sealed, live, retention, (now, cutoff, record_cutoff), dry_run=dry_run
     )
     expired = marked & sealed  # (the others are orphans: no version kept names them)
@@ -573,7 +595,9 @@ async def collect(
 
     # (The marks of orphans stay until a later gc: a tagger that read an orphan's record
     # before gc deleted it must find its mark.)
-    records, versions = await _dead_records(repo, live, (marked, new, orphans), record_cutoff)
+    records, versions = await _dead_records(
+        repo, (live, linked), (marked, new, orphans), record_cutoff
+    )
     doomed.update(records)
     if repo.sharded:
         doomed.update(await _unnamed_shards(repo, kept_sealed, record_cutoff))
@@ -606,23 +630,25 @@ async def _check_retention(repo: Repository, retention: Retention | None) -> Non
 
 async def _dead_records(
     repo: Repository,
-    live: set[str],
+    kept: tuple[set[str], set[str]],
     marks: tuple[set[str], set[str], set[str]],
     record_cutoff: float,
 ) -> tuple[dict[str, int], set[str]]:
     """``{path: size}`` of the records of unreachable versions older than the cutoff, and of
-    the manifests and index roots of expired ones; and the unreachable versions. ``marks``:
-    the versions marked, those expired now, and the orphans marked now (whose marks stay)."""
-    expired, new, fresh = marks
+    the manifests and index roots of expired ones; and the unreachable versions whose records
+    go. ``kept``: the live versions, and the linked ones (whose records, seals and marks
+    stay); ``marks``: the versions marked, those expired now, and the orphans marked now
+    (whose marks stay)."""
+    (live, linked), (expired, new, fresh) = kept, marks
     doomed: dict[str, int] = {}
     versions: set[str] = set()
     for folder in ("versions", "seals", "manifests", "index", "expired"):
         # An expired version keeps its record and seal (the history lists it), not its state.
-        kept = live - expired if folder in ("manifests", "index") else live
+        keep = live - expired if folder in ("manifests", "index") else live | linked
         listed = await repo.storage.list_detailed(repo.path(folder), temporaries=True)
         for name, (size, mtime) in listed.items():
             record = _RECORD.fullmatch(name)
-            if record is None or record[1] in kept:
+            if record is None or record[1] in keep:
                 continue  # not a record hubzarr wrote, or one kept
             if folder == "expired" and record[1] in fresh:
                 continue
@@ -631,7 +657,7 @@ async def _dead_records(
             if version not in new and (mtime >= record_cutoff or _young(version, record_cutoff)):
                 continue
             doomed[repo.path(folder, name)] = size
-            if version not in live and folder != "expired":
+            if folder == "versions":
                 versions.add(version)
     return doomed, versions
 

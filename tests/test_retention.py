@@ -316,3 +316,25 @@ def test_versions_no_ref_reaches_are_refused_by_id_once_freed(
         with pytest.raises(NotFoundError):
             hub.tag(f"{NAME}:{version}", "late")
     np.testing.assert_array_equal(hub.load(NAME)[:], [1, 1, 1, 1])
+
+
+def test_a_handle_opened_before_a_revert_follows_its_branch_after_gc(
+    hub: hubzarr.Hub, later: None
+) -> None:
+    """A revert moves its branch past the head it replaced: no ref reaches that head, but a
+    handle opened before follows the seals through it, so gc keeps its record and seal (and
+    refuses it by id)."""
+    arr = hub.array((4,), NAME, dtype="int32", chunks=(1,))
+    arr[:] = 1
+    hub.tag(NAME, "v1")
+    arr[:] = 2
+    held = hubzarr.Hub(hub.root).load(NAME)
+    np.testing.assert_array_equal(held[:], [2, 2, 2, 2])
+    hub.revert(NAME, "v1")
+    passed = hub.log(NAME)[0].parent  # the revert's version
+    report = hub.gc(NAME, grace=0, dry_run=False)
+    assert report.objects > 0
+    held[0] = 9
+    np.testing.assert_array_equal(hub.load(NAME)[:], [9, 1, 1, 1])
+    np.testing.assert_array_equal(held[:], [9, 1, 1, 1])
+    assert hub.log(NAME)[1].id == passed

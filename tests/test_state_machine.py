@@ -1,5 +1,6 @@
-"""A hypothesis state machine: writes, tags, branches, deletions and reads of one repository,
-checked after every step against a small pure-Python model (one numpy array per ref)."""
+"""A hypothesis state machine: writes, tags, branches, commits, reverts, merges, reads as of a
+time, deletions, gc with retention and reads of one repository, checked after every step
+against a small pure-Python model (one numpy array per ref, and which object each chunk is)."""
 
 from __future__ import annotations
 
@@ -404,16 +405,22 @@ class VersionMachine(RuleBasedStateMachine):
         ours_content, ours = self.branches[into], self.tokens[into]
         theirs_content, theirs = self._content(source), self._tokens_of(source)
         assert theirs_content is not None
+        failed: Exception | None = None
         try:
-            version = merge()
-            failed = None
-        except hubzarr.MergeConflictError as error:
+            version: str | None = merge()
+        except (hubzarr.MergeConflictError, hubzarr.NotFoundError) as error:
             version, failed = None, error
-        # Both sides were committed first: their sealed states, and their common ancestor.
+        # Both sides were committed first (the merge's own version, if it made one, holds
+        # the merged state): their sealed states, and their common ancestor.
+        made = version if version and self.hub.log(f"{REPO}:{version}")[0].merged else None
         for branch in (into, source):
             if branch in self.branches:
-                self._learn_seals(branch, made=version)
-        ours_state, theirs_state, base = self._merge_base(into, source, version)
+                self._learn_seals(branch, made=made)
+        ours_state, theirs_state, base = self._merge_base(into, source, made)
+        if isinstance(failed, hubzarr.NotFoundError):
+            # Their common ancestor's state was dropped by retention: no three-way merge.
+            assert base in self.dropped and "expired by gc" in str(failed), failed
+            return
         if base == theirs_state:
             assert failed is None and version == ours_state, "nothing to merge"
             return
@@ -428,22 +435,17 @@ class VersionMachine(RuleBasedStateMachine):
             return
         assert failed is None, f"a merge the model finds clean failed: {failed}"
         log = self.hub.log(f"{REPO}:{into}", limit=2)
-        assert version is not None and log[0].parent == version
+        assert version is not None and version == made and log[0].parent == version
         assert log[1].merged == (theirs_state,)
         self.branches[into], self.tokens[into] = result, tokens
         self._seal(version, into)
         self._check(self.hub.load(f"{REPO}:{into}"), result, f"{source} merged into {into}")
 
-    def _merge_base(
-        self, into: str, source: str, version: str | None
-    ) -> tuple[str, str, str | None]:
-        """The sealed states a merge of ``source`` into ``into`` that returned ``version``
-        (``None``: it failed) worked on, and their common ancestor."""
+    def _merge_base(self, into: str, source: str, made: str | None) -> tuple[str, str, str | None]:
+        """The sealed states a merge of ``source`` into ``into`` worked on (``made``: the
+        version it made, if any), and their common ancestor."""
         log = self.hub.log(f"{REPO}:{into}", limit=3)
-        if version is not None and version == log[0].parent and version in self.sealed:
-            ours = version  # nothing was merged: the branch's own sealed state
-        else:
-            ours = next(e.id for e in log if e.sealed and e.id != version)
+        ours = next(e.id for e in log if e.sealed and e.id != made)
         if source in self.branches:
             theirs = next(e.id for e in self.hub.log(f"{REPO}:{source}", limit=2) if e.sealed)
         else:
@@ -518,7 +520,7 @@ class VersionMachine(RuleBasedStateMachine):
             # gc seals a head whose rewrites it frees: a version holding the branch's content.
             if sealed and sealed[0] not in self.sealed.keys() | self.dropped.keys():
                 self._seal(sealed[0], branch)
-        for version in [v for v in [*self.sealed, *gone] if v in retained]:
+        for version in [v for v in dict.fromkeys([*self.sealed, *gone]) if v in retained]:
             # (The array's first version, made by its creation, is not in the model.)
             self.dropped[version] = self.sealed.pop(version, None)
             with pytest.raises(hubzarr.NotFoundError, match="expired by gc"):

@@ -682,6 +682,12 @@ class Session:
             # A handle opened before the repository was deleted, or before gc dropped its
             # version, finds its objects gone.
             await state.repo.check_live()
+            if not state.resolved.sealed:
+                # A branch's head sealed since, whose ancestors' objects gc then freed
+                # (retention): the head that took over holds what to read.
+                newer = await self._advance()
+                if newer.version != state.version:
+                    return await self._read(newer, key)
             await state.repo.check_kept(state.resolved.version)
             raise CorruptChunkError(
                 f"{self._where(state, key)} is missing from storage although version "

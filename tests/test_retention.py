@@ -338,3 +338,25 @@ def test_a_handle_opened_before_a_revert_follows_its_branch_after_gc(
     np.testing.assert_array_equal(hub.load(NAME)[:], [9, 1, 1, 1])
     np.testing.assert_array_equal(held[:], [9, 1, 1, 1])
     assert hub.log(NAME)[1].id == passed
+
+
+def test_a_handle_whose_head_was_sealed_and_expired_reads_its_branch(
+    hub: hubzarr.Hub, later: None
+) -> None:
+    """A handle at a head sealed since (by a branch made from it), then dropped by retention
+    with the version it started from: a partial write through it reads the branch's current
+    state (not the objects freed) and lands."""
+    arr = hub.array((4,), NAME, dtype="int32", chunks=(4,))
+    arr[:] = 1
+    hub.commit(NAME)
+    held = hubzarr.Hub(hub.root).load(NAME)  # a head that wrote nothing: reads the commit's
+    np.testing.assert_array_equal(held[:], [1, 1, 1, 1])
+    hub.branch(NAME, "tmp")  # seals that head
+    hub.delete_branch(NAME, "tmp")
+    arr[1] = 2
+    hub.commit(NAME)
+    arr[2] = 3
+    hub.commit(NAME)
+    assert hub.gc(NAME, grace=0, dry_run=False, keep_last=1).expired == 3
+    held[3] = 4  # reads the chunk to change one element of it
+    np.testing.assert_array_equal(hub.load(NAME)[:], [1, 2, 3, 4])

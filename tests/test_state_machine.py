@@ -405,6 +405,7 @@ class VersionMachine(RuleBasedStateMachine):
         ours_content, ours = self.branches[into], self.tokens[into]
         theirs_content, theirs = self._content(source), self._tokens_of(source)
         assert theirs_content is not None
+        known = self.sealed.keys() | self.dropped.keys()
         failed: Exception | None = None
         try:
             version: str | None = merge()
@@ -412,7 +413,9 @@ class VersionMachine(RuleBasedStateMachine):
             version, failed = None, error
         # Both sides were committed first (the merge's own version, if it made one, holds
         # the merged state): their sealed states, and their common ancestor.
-        made = version if version and self.hub.log(f"{REPO}:{version}")[0].merged else None
+        made = None  # (a merge with nothing to take returns the branch's sealed state)
+        if version is not None and version not in known:
+            made = version if self.hub.log(f"{REPO}:{version}")[0].merged else None
         for branch in (into, source):
             if branch in self.branches:
                 self._learn_seals(branch, made=made)

@@ -74,6 +74,7 @@ from hubzarr.records import (
     VERSION_ID,
     ExpiryRecord,
     Location,
+    SealRecord,
     VersionRecord,
     split_generation,
 )
@@ -303,16 +304,22 @@ async def _still_named(indexes: list[VersionIndex], version: str, names: Iterabl
     return kept
 
 
-async def _seal_times(repo: Repository, versions: Iterable[str]) -> dict[str, float]:
-    """When each version was sealed (its creation time where no seal was recorded)."""
+async def _seals(repo: Repository, versions: Iterable[str]) -> dict[str, SealRecord | None]:
+    """Each version's seal (``None``: not sealed), read so many at a time."""
     ids = sorted(versions)
-    times: dict[str, float] = {}
+    seals: dict[str, SealRecord | None] = {}
     for start in range(0, len(ids), _BATCH):
         batch = ids[start : start + _BATCH]
-        seals = await asyncio.gather(*map(repo.read_seal, batch))
-        for version, seal in zip(batch, seals, strict=True):
-            times[version] = seal.time if seal is not None else version_time(version)
-    return times
+        seals.update(zip(batch, await asyncio.gather(*map(repo.read_seal, batch)), strict=True))
+    return seals
+
+
+async def _seal_times(repo: Repository, versions: Iterable[str]) -> dict[str, float]:
+    """When each version was sealed (its creation time where no seal was recorded)."""
+    return {
+        version: seal.time if seal is not None else version_time(version)
+        for version, seal in (await _seals(repo, versions)).items()
+    }
 
 
 async def _needed(repo: Repository, record_cutoff: float) -> tuple[set[str], list[str]]:
@@ -415,14 +422,11 @@ async def _linked(repo: Repository, live: set[str], unreachable: set[str]) -> se
     """Of ``unreachable``, the heads whose seals lead, successor by successor, to a live
     version (a head a revert, merge or copy moved its branch past): a handle opened at one
     follows that chain to its branch's head."""
-    ids = sorted(unreachable)
-    successor: dict[str, str] = {}
-    for start in range(0, len(ids), _BATCH):
-        batch = ids[start : start + _BATCH]
-        seals = await asyncio.gather(*map(repo.read_seal, batch))
-        for version, seal in zip(batch, seals, strict=True):
-            if seal is not None and seal.successor is not None:
-                successor[version] = seal.successor
+    successor = {
+        version: seal.successor
+        for version, seal in (await _seals(repo, unreachable)).items()
+        if seal is not None and seal.successor is not None
+    }
     linked: set[str] = set()
     while True:
         more = {v for v, s in successor.items() if v not in linked and (s in live or s in linked)}

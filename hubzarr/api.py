@@ -1118,9 +1118,8 @@ class Hub:
             isinstance(limit, bool) or not isinstance(limit, int) or limit < 1
         ):
             raise InvalidArgumentError(f"limit must be a positive integer or None, not {limit!r}")
-        from hubzarr.spec import check_flag
-
-        check_flag(graph, "graph")
+        if not isinstance(graph, bool):
+            raise InvalidArgumentError(f"graph must be True or False, not {graph!r}")
         parsed = self._parse(name, as_of)
         return _run(Repository(self.storage, parsed).log(parsed.ref, limit, graph=graph))
 

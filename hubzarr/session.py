@@ -684,10 +684,14 @@ class Session:
             await state.repo.check_live()
             if not state.resolved.sealed:
                 # A branch's head sealed since, whose ancestors' objects gc then freed
-                # (retention): the head that took over holds what to read.
-                newer = await self._advance()
-                if newer.version != state.version:
-                    return await self._read(newer, key)
+                # (retention): the head that took over holds what to read. (One call after
+                # the other: reads may run in a thread with no event loop for a gather.)
+                heads = await state.repo.successors(state.version)
+                if len(heads) > 1:
+                    index = await state.repo.advance_index(state.index, heads)
+                    resolved = Resolved(state.resolved.kind, state.resolved.ref, heads[-1], False)
+                    self._state = _State(state.repo, resolved, index)
+                    return await self._read(self._state, key)
             await state.repo.check_kept(state.resolved.version)
             raise CorruptChunkError(
                 f"{self._where(state, key)} is missing from storage although version "

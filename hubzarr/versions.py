@@ -627,12 +627,12 @@ class Repository:
         NotFoundError
             If so; the message says which.
         """
-        mark, there = await asyncio.gather(
-            self.expiry(version), self.storage.exists(self.files.version_path(version))
-        )
+        # (One after the other: this runs where reads fail, in threads with no event loop
+        # of their own, which a gather would need.)
+        mark = await self.expiry(version)
         if mark is not None:
             raise self._expired_error(mark)
-        if not there:
+        if not await self.storage.exists(self.files.version_path(version)):
             raise NotFoundError(
                 f"version {version} of {self.name} was freed by gc: no branch or tag reached "
                 "it any more"
@@ -672,7 +672,8 @@ class Repository:
         manifest = await self.manifests.read(version)
         if manifest is not None:
             return manifest
-        seal, mark = await asyncio.gather(self.read_seal(version), self.expiry(version))
+        seal = await self.read_seal(version)
+        mark = await self.expiry(version)
         if mark is not None:
             raise self._expired_error(mark)
         if seal is None:

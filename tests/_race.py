@@ -254,7 +254,7 @@ def writes_and(
     owners = writers + (operation == "merge")
     for trial in range(trials):
         rng = np.random.default_rng([seeds[trial], i])
-        repo = f"race/{operation[:3]}-{trial}"
+        repo = f"race/{'rev' if operation == 'revert' else 'mrg'}-{trial}"
         outcome: dict[str, Any] = {"log": []}
         arr = None
         try:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import itertools
+import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -626,8 +627,10 @@ def test_versions_follow_the_model(root: str, monkeypatch: pytest.MonkeyPatch) -
     # Checkpoints every few generations, so that both kinds of manifest, and deletions carried
     # through checkpoints, are read back.
     monkeypatch.setattr(records, "CHECKPOINT_EVERY", 3)
-    # One process, nothing in flight: gc may take versions as soon as no ref reaches them.
+    # One process, nothing in flight: gc may take versions as soon as no ref reaches them,
+    # and collects as if an hour had passed, so that what it takes depends on no clock.
     monkeypatch.setattr(hubzarr.collect, "RECORD_GRACE_S", 0.0)
+    monkeypatch.setattr(hubzarr.collect, "_now", lambda: time.time() + 3600)
     machine = type("Machine", (VersionMachine,), {"root": root})
     run_state_machine_as_test(machine, settings=SETTINGS)
 
@@ -638,6 +641,7 @@ def test_versions_follow_the_model_on_s3(
     # Fewer, shorter runs: every step is several requests to the moto server.
     monkeypatch.setattr(records, "CHECKPOINT_EVERY", 3)
     monkeypatch.setattr(hubzarr.collect, "RECORD_GRACE_S", 0.0)
+    monkeypatch.setattr(hubzarr.collect, "_now", lambda: time.time() + 3600)
     machine = type(
         "Machine", (VersionMachine,), {"root": s3_backend.root, "options": s3_backend.options}
     )

@@ -764,10 +764,9 @@ class Hub:
         from hubzarr.spec import check_flag
 
         check_flag(dry_run, "dry_run")
-        retention = None
+        retention = None  # (checked by collect before it reads anything)
         if expire_before is not None or keep_last is not None:
             retention = Retention(expire_before, keep_last)
-            retention.check()
         repo, _ = self._repo_only(name, "gc")
         return _run(collect(repo, grace=float(grace), dry_run=bool(dry_run), retention=retention))
 

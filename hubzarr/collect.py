@@ -219,26 +219,32 @@ async def _young_records(repo: Repository, record_cutoff: float) -> dict[str, Ve
     return {v: r for v, r in zip(ids, records, strict=True) if r is not None}
 
 
+async def _ref_paths(repo: Repository) -> tuple[list[str], list[list[str]]]:
+    """The versions the live tags name, and for each live branch the versions from the one
+    its ref names to its open head (:meth:`~hubzarr.versions.Repository.successors`, which
+    finishes half-done seals on the way)."""
+    tags: list[str] = []
+    paths: list[list[str]] = []
+    for kind, version in (await repo.list_refs()).values():
+        if kind == "tag":
+            tags.append(version)
+            continue
+        try:
+            paths.append(await repo.successors(version))
+        except NotFoundError:
+            continue  # deleted while we looked
+    return tags, paths
+
+
 async def _reachable(repo: Repository, record_cutoff: float) -> tuple[set[str], set[str]]:
     """Return (open heads, sealed versions) reachable from the live refs and the versions
     younger than ``record_cutoff``."""
-    refs = await repo.list_refs()
-    heads: set[str] = set()
-    starts: list[str] = []
-    for kind, version in refs.values():
-        if kind == "branch":
-            try:
-                path = await repo.successors(version)  # finishes half-done seals on the way
-            except NotFoundError:
-                continue  # deleted while we looked
-            heads.add(path[-1])
-            starts += path[:-1]
-        else:
-            starts.append(version)
-    for version in await _young_records(repo, record_cutoff):
-        if version in heads:
-            continue
-        if await repo.read_seal(version) is None:
+    starts, paths = await _ref_paths(repo)
+    heads = {path[-1] for path in paths}
+    starts += [v for path in paths for v in path[:-1]]
+    young = (await _young_records(repo, record_cutoff)).keys() - heads
+    for version, seal in (await _seals(repo, young)).items():
+        if seal is None:
             heads.add(version)  # open, or in flight: every object of it is kept
         else:
             starts.append(version)
@@ -328,21 +334,14 @@ async def _needed(repo: Repository, record_cutoff: float) -> tuple[set[str], lis
     ``record_cutoff`` start from (a branch in flight); and the open heads."""
     young = await _young_records(repo, record_cutoff)
     needed = {r.parent for r in young.values() if r.parent is not None}
-    heads: list[str] = []
-    for kind, version in (await repo.list_refs()).values():
-        if kind == "tag":
-            needed.add(version)
-            continue
-        try:
-            path = await repo.successors(version)
-        except NotFoundError:
-            continue  # deleted while we looked
+    tags, paths = await _ref_paths(repo)
+    needed.update(tags)
+    for path in paths:
         needed.update(path[:-1])
         record = await repo.read_version(path[-1])
         if record is not None and record.parent is not None:
             needed.add(record.parent)
-        heads.append(path[-1])
-    return needed, heads
+    return needed, [path[-1] for path in paths]
 
 
 async def _expiring(

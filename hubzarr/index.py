@@ -1067,9 +1067,8 @@ async def _rewrite(
                 refs.append(new(changed))
             continue
         items = list(changed.items())
-        size = SHARD_KEYS
-        for j in range(0, len(items), size):
-            cut = Shard.from_items(items[j : j + size])
+        for j in range(0, len(items), SHARD_KEYS):
+            cut = Shard.from_items(items[j : j + SHARD_KEYS])
             firsts.append(cut.keys[0])
             refs.append(new(cut))
     return count

@@ -543,6 +543,11 @@ class Session:
         )
         if len(path) == 1:
             return state
+        return await self._take_over(state, path)
+
+    async def _take_over(self, state: _State, path: list[str]) -> _State:
+        """Move to ``path[-1]``, the head that took over from the session's head
+        (``path``: :meth:`Repository.successors` of it)."""
         index = await state.repo.advance_index(state.index, path)
         resolved = Resolved(state.resolved.kind, state.resolved.ref, path[-1], sealed=False)
         self._state = _State(state.repo, resolved, index)
@@ -688,10 +693,7 @@ class Session:
                 # the other: reads may run in a thread with no event loop for a gather.)
                 heads = await state.repo.successors(state.version)
                 if len(heads) > 1:
-                    index = await state.repo.advance_index(state.index, heads)
-                    resolved = Resolved(state.resolved.kind, state.resolved.ref, heads[-1], False)
-                    self._state = _State(state.repo, resolved, index)
-                    return await self._read(self._state, key)
+                    return await self._read(await self._take_over(state, heads), key)
             await state.repo.check_kept(state.resolved.version)
             raise CorruptChunkError(
                 f"{self._where(state, key)} is missing from storage although version "

@@ -629,9 +629,7 @@ class Repository:
         """
         # (One after the other: this runs where reads fail, in threads with no event loop
         # of their own, which a gather would need.)
-        mark = await self.expiry(version)
-        if mark is not None:
-            raise self._expired_error(mark)
+        await self.check_not_expired(version)
         if not await self.storage.exists(self.files.version_path(version)):
             raise NotFoundError(
                 f"version {version} of {self.name} was freed by gc: no branch or tag reached "
@@ -859,9 +857,10 @@ class Repository:
     # -- the seal protocol ---------------------------------------------------------------
 
     async def _finish_seal(self, version: str, seal: SealRecord) -> None:
-        if not await self.manifests.exists(version) and await self.expiry(version) is not None:
+        missing = not await self.manifests.exists(version)
+        if missing and await self.expiry(version) is not None:
             return  # its state was dropped by retention: nothing to finish or rebuild
-        if not self.storage.read_only and not await self.manifests.exists(version):
+        if not self.storage.read_only and missing:
             record = await self._require_version(version)
             # The listing names the newest generation of each key at this moment. Objects are
             # written once, so a writer that lands later creates a newer generation, which no

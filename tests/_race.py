@@ -153,9 +153,39 @@ def writes_and_tags(
     """Processes ``0 .. writers-1`` write their own elements of ``race/arr-<trial>``, ``writes``
     times each; the others take ``ops`` tags and branches of it. See test_concurrency.py."""
     hub = hubzarr.Hub(root, storage_options=options)
+    _race_trials(
+        hub,
+        "race/arr-{}".format,
+        lambda rng: plan_writes(rng, i, writers, writes),
+        lambda repo, rng, log: _tag_and_branch(hub, repo, rng, i - writers, ops, log),
+        writers,
+        seeds,
+        trials,
+        barrier,
+        results,
+        i,
+    )
+
+
+def _race_trials(
+    hub: hubzarr.Hub,
+    repo_of: Callable[[int], str],
+    plan: Callable[[np.random.Generator], list[slice]],
+    other: Callable[[str, np.random.Generator, list[Any]], None],
+    writers: int,
+    seeds: list[int],
+    trials: int,
+    barrier: Any,
+    results: Any,
+    i: int,
+) -> None:
+    """Each trial of a race of writers and others on ``repo_of(trial)``, in process ``i``: a
+    writer (``i`` < ``writers``) writes ``plan(rng)`` as :func:`_write` logs it, any other
+    process runs ``other(repo, rng, log)``, all released together by the barrier; each
+    outcome goes to ``results``."""
     for trial in range(trials):
         rng = np.random.default_rng([seeds[trial], i])
-        repo = f"race/arr-{trial}"
+        repo = repo_of(trial)
         outcome: dict[str, Any] = {"log": []}
         arr = None
         try:
@@ -167,9 +197,9 @@ def writes_and_tags(
             if "error" in outcome:
                 pass
             elif arr is not None:
-                _write(arr, plan_writes(rng, i, writers, writes), i, outcome["log"])
+                _write(arr, plan(rng), i, outcome["log"])
             else:
-                _tag_and_branch(hub, repo, rng, i - writers, ops, outcome["log"])
+                other(repo, rng, outcome["log"])
         except Exception:
             _failed(outcome)
         results.put((i, trial, outcome))
@@ -252,34 +282,28 @@ def writes_and(
     """
     hub = hubzarr.Hub(root, storage_options=options)
     owners = writers + (operation == "merge")
-    for trial in range(trials):
-        rng = np.random.default_rng([seeds[trial], i])
-        repo = f"race/{'rev' if operation == 'revert' else 'mrg'}-{trial}"
-        outcome: dict[str, Any] = {"log": []}
-        arr = None
-        try:
-            arr = hub.load(repo) if i < writers else None
-        except Exception:
-            _failed(outcome)
-        barrier.wait(timeout=_BARRIER_S)
-        try:
-            if "error" in outcome:
-                pass
-            elif arr is not None:
-                own = [c for c in range(SIZE // CHUNK) if c % owners == i]
-                plan = [
-                    slice(c * CHUNK, (c + 1) * CHUNK, 1)
-                    for c in rng.choice(own, size=writes).tolist()
-                ]
-                _write(arr, plan, i, outcome["log"])
-            else:
-                started = time.monotonic_ns()
-                outcome["log"].append(
-                    (_operate(hub, operation, repo), started, time.monotonic_ns())
-                )
-        except Exception:
-            _failed(outcome)
-        results.put((i, trial, outcome))
+
+    def plan(rng: np.random.Generator) -> list[slice]:
+        own = [c for c in range(SIZE // CHUNK) if c % owners == i]
+        return [slice(c * CHUNK, (c + 1) * CHUNK, 1) for c in rng.choice(own, size=writes).tolist()]
+
+    def operate(repo: str, rng: np.random.Generator, log: list[Any]) -> None:
+        started = time.monotonic_ns()
+        log.append((_operate(hub, operation, repo), started, time.monotonic_ns()))
+
+    prefix = "rev" if operation == "revert" else "mrg"
+    _race_trials(
+        hub,
+        f"race/{prefix}-{{}}".format,
+        plan,
+        operate,
+        writers,
+        seeds,
+        trials,
+        barrier,
+        results,
+        i,
+    )
 
 
 def _operate(hub: hubzarr.Hub, operation: str, repo: str) -> str | None:

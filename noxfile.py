@@ -1,10 +1,10 @@
-"""Developer sessions: ``nox -s tests``, ``lint``, ``typecheck`` and ``benchmarks``."""
+"""Developer sessions: ``nox -s tests``, ``lint``, ``typecheck``, ``docs`` and ``benchmarks``."""
 
 from __future__ import annotations
 
 import nox
 
-nox.options.sessions = ["tests", "lint", "typecheck"]
+nox.options.sessions = ["tests", "lint", "typecheck", "docs"]
 nox.options.reuse_existing_virtualenvs = True
 
 
@@ -28,6 +28,17 @@ def typecheck(session: nox.Session) -> None:
     """Type-check the package with mypy (strict)."""
     session.install("-e", ".[test]")
     session.run("mypy")
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """Build the documentation site into ``site/`` with ``--strict``: a broken link, reference
+    or docstring fails it. ``nox -s docs -- serve`` serves it at http://127.0.0.1:8000."""
+    session.install("-e", ".[docs]")
+    if session.posargs[:1] == ["serve"]:
+        session.run("mkdocs", "serve", *session.posargs[1:])
+    else:
+        session.run("mkdocs", "build", "--strict", *session.posargs)
 
 
 @nox.session

@@ -22,16 +22,16 @@ Then the peak resident memory of a process computing ``arr.mean()`` over a ``--m
 (default 4) GiB array, and the same mean on a ``LocalCluster`` of 2 single-threaded worker
 processes against the threaded scheduler.
 
-Usage: ``python benchmarks/bulk.py [--gb 1] [--mem-gb 4] [--repeats 5] [--dir /tmp]``.
-Results also go to ``benchmarks/results/bulk.json``.
+Usage: ``python benchmarks/bulk.py [--gb 1] [--mem-gb 4] [--repeats 5] [--dir /tmp] [--plot]``.
+Results, with every timing, the machine and the command, also go to
+``benchmarks/results/bulk.json`` (committed); ``--plot`` then draws ``reads.png`` with
+``remote.json``'s local reads (``plots.py``).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -46,6 +46,7 @@ import dask
 import dask.array as da
 import numcodecs
 import numpy as np
+import record
 import zarr
 import zarr.storage
 
@@ -55,7 +56,7 @@ CODEC = numcodecs.Blosc(cname="lz4", clevel=5, shuffle=numcodecs.Blosc.SHUFFLE)
 COLS = 4096
 CHUNK_ROWS = 128  # 128 x 4096 float32 = 2 MiB per chunk
 WRITE_ROWS = 8192  # rows generated and written at a time (128 MiB)
-RESULTS = Path(__file__).resolve().parent / "results" / "bulk.json"
+PACKAGES = ("hubzarr", "zarr", "dask", "distributed", "numcodecs", "numpy")
 
 
 def make(root: str, plain: str | None, name: str, gib: float) -> int:
@@ -205,19 +206,11 @@ def main() -> None:
     parser.add_argument("--dir", default=None, help="where the temporary data goes")
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--skip-cluster", action="store_true")
+    parser.add_argument("--plot", action="store_true", help="then draw reads.png (plots.py)")
     args = parser.parse_args()
 
     threads = os.cpu_count() or 1
-    report: dict[str, Any] = {
-        "machine": {"cpus": threads, "python": platform.python_version()},
-        "versions": {
-            "hubzarr": hubzarr.__version__,
-            "zarr": zarr.__version__,
-            "dask": dask.__version__,
-            "numcodecs": numcodecs.__version__,
-            "numpy": np.__version__,
-        },
-    }
+    report: dict[str, Any] = {"args": vars(args), "threads": threads}
     with tempfile.TemporaryDirectory(dir=args.dir, prefix="hubzarr-bulk-") as tmp:
         root, plain = f"{tmp}/hub", f"{tmp}/plain.zarr"
         start = time.perf_counter()
@@ -287,8 +280,7 @@ def main() -> None:
                 f"(a process that only opens the array: {memory['open_peak_mib']:.0f} MiB; "
                 "target < 1024)"
             )
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps(report, indent=2))
+    record.write("bulk", report, PACKAGES, plot=args.plot)
 
 
 if __name__ == "__main__":

@@ -38,7 +38,10 @@ Usage::
     python benchmarks/loader.py                   # 50,000 samples, --repeats 3; ~20 minutes
     python benchmarks/loader.py --quick           # 10,000 samples, 1 repeat; ~3 minutes
 
-Results, with every trial, go to ``benchmarks/results/loader-latest.json``.
+Results, with every trial, the machine and the command, go to ``benchmarks/results/loader.json``
+(committed); ``--plot`` then draws ``loader.png`` (``plots.py``; matplotlib is not in the
+``loader-bench`` extra: ``python benchmarks/plots.py`` in the ``bench`` environment draws it
+from the file as well).
 """
 
 from __future__ import annotations
@@ -49,7 +52,6 @@ import functools
 import json
 import math
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -59,17 +61,16 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 import numcodecs
 import numpy as np
+import record
 
 SIDE, BATCH, WORKERS, BLOCK = 64, 256, 2, 256
 SHARD_BYTES = 1 << 26  # 64 MiB: MDSWriter's default, used for every sharded format
 HUB_NAME = "bench/loader"
-RESULTS = Path(__file__).resolve().parent / "results" / "loader-latest.json"
 PEERS = ("deeplake", "mosaic", "webdataset", "litdata")
 #: The issue's targets for the ``hubzarr`` row (paired ratios of samples/s), and for epoch 2
 #: of the ``hubzarr s3 50 ms`` row against the ``hubzarr`` row's (ratio of medians).
@@ -666,22 +667,6 @@ def print_table(summary: dict[str, Any]) -> None:
             print(f"hubzarr {name}: {value:.2f}x (target >= {target:g}x): {verdict}")
 
 
-def machine() -> dict[str, Any]:
-    versions = {"python": platform.python_version()}
-    for package in PACKAGES:
-        try:
-            versions[package] = version(package)
-        except PackageNotFoundError:
-            versions[package] = None
-    return {
-        "platform": platform.platform(),
-        "cpus": os.cpu_count(),
-        "load_average": os.getloadavg(),
-        "memory_gib": os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30,
-        "versions": versions,
-    }
-
-
 def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     data = Data(work, args.samples)
     rows = loaders(args.buffers)
@@ -704,7 +689,6 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     summary = summarise(trials, args.samples)
     print_table(summary)
     return {
-        "machine": machine(),
         "args": vars(args),
         "missing": missing,
         "write_seconds": write_seconds,
@@ -725,6 +709,7 @@ def main() -> None:
     parser.add_argument("--dir", default=None, help="work folder, kept (default: a temp one)")
     parser.add_argument("--quick", action="store_true", help="10,000 samples, 1 repeat")
     parser.add_argument("--trial-timeout", type=float, default=1200, help="s per trial")
+    parser.add_argument("--plot", action="store_true", help="then draw loader.png (plots.py)")
     parser.add_argument("--trial", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.trial is not None:
@@ -739,9 +724,7 @@ def main() -> None:
     else:
         Path(args.dir).mkdir(parents=True, exist_ok=True)
         result = run(args, Path(args.dir).resolve())
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=1, default=str) + "\n")
-    print(f"\nwrote {RESULTS}")
+    record.write("loader", result, PACKAGES, plot=args.plot)
 
 
 if __name__ == "__main__":

@@ -39,14 +39,14 @@ Usage::
     python benchmarks/remote.py                            # --repeats 5; about 6 minutes
     python benchmarks/remote.py --repeats 3 --latencies 50 --skip-local   # quicker
 
-Results, with every timing and request count, go to ``benchmarks/results/remote-latest.json``.
+Results, with every timing and request count, the machine and the command, go to
+``benchmarks/results/remote.json`` (committed); ``--plot`` then draws ``reads.png`` from its
+local part and ``bulk.json`` (``plots.py``).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import statistics
 import sys
 import tempfile
@@ -54,13 +54,12 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 import numcodecs
 import numpy as np
-import s3fs
+import record
 import zarr
 import zarr.storage
 
@@ -76,7 +75,7 @@ HUB_ROOT = f"s3://{BUCKET}/hub"
 SMALL_COLS = 16384  # 64 KiB of float32 per chunk
 LARGE_COLS = 2 * 2**20  # 8 MiB
 LOCAL_COLS, LOCAL_CHUNK_ROWS = 4096, 128  # 2 MiB chunks, as benchmarks/bulk.py
-RESULTS = Path(__file__).resolve().parent / "results" / "remote-latest.json"
+PACKAGES = ("hubzarr", "zarr", "tensorstore", "s3fs", "moto", "numcodecs", "numpy")
 #: The issue's targets: hub tag's chunks/s over zarr's, per array and latency (ms)...
 TAG_TARGETS = {("small", 50): 2.0, ("small", 20): 1.2, ("large", 50): 1.0, ("large", 20): 1.0}
 #: ... hub head's over hub tag's, and the local read's over TensorStore's and plain zarr's.
@@ -453,7 +452,7 @@ def local_part(work: Path, gib: float, repeats: int) -> dict[str, Any]:
         met = "met" if ratio >= target else "NOT met"
         checks.append(f"hub tag >= {target}x {client}: {met} ({ratio:.2f}x)")
     print("  " + "; ".join(checks))
-    return {"mib": mib, "versions": {"tensorstore": version("tensorstore")}, "rows": rows}
+    return {"mib": mib, "rows": rows}
 
 
 def main() -> None:
@@ -474,18 +473,11 @@ def main() -> None:
     )
     parser.add_argument("--skip-remote", action="store_true")
     parser.add_argument("--skip-local", action="store_true")
+    parser.add_argument("--plot", action="store_true", help="then draw reads.png (plots.py)")
     args = parser.parse_args()
     if args.concurrency is not None:  # zarr's (hubzarr's arr[:] of many chunks has its own)
         zarr.config.set({"async.concurrency": args.concurrency})
     result: dict[str, Any] = {
-        "machine": platform.platform(),
-        "versions": {
-            "python": platform.python_version(),
-            "zarr": zarr.__version__,
-            "s3fs": s3fs.__version__,
-            "numcodecs": numcodecs.__version__,
-            "numpy": np.__version__,
-        },
         "args": vars(args),
         "async_concurrency": zarr.config.get("async.concurrency"),
     }
@@ -494,9 +486,7 @@ def main() -> None:
     if not args.skip_local:
         with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
             result["local"] = local_part(Path(tmp), args.local_gb, args.repeats)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=1, default=list) + "\n")
-    print(f"\nwrote {RESULTS}")
+    record.write("remote", result, PACKAGES, plot=args.plot)
 
 
 if __name__ == "__main__":

@@ -33,15 +33,14 @@ were answered 404), HEADs, LISTs (a GET of the bucket) and others; ``/chunk`` = 
 per chunk, ``open`` = all requests to open the array (``hub.load`` / ``zarr.open_array``).
 ``hub tag`` must read with exactly one GET per chunk and nothing else (``check``).
 
-Usage: ``python benchmarks/s3.py [--repeats 5] [--concurrency N]``. Results, with every timing,
-go to ``benchmarks/results/s3-latest.json``.
+Usage: ``python benchmarks/s3.py [--repeats 5] [--concurrency N] [--plot]``. Results, with every
+timing, the machine and the command, go to ``benchmarks/results/s3.json`` (committed);
+``--plot`` then draws ``s3.png`` (``plots.py``).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import statistics
 import sys
 import time
@@ -52,7 +51,7 @@ from typing import Any
 
 import numcodecs
 import numpy as np
-import s3fs
+import record
 import zarr
 import zarr.storage
 
@@ -66,7 +65,7 @@ BUCKET = "bench"
 ARRAYS = {"small": (200, 16384), "large": (20, 2 * 2**20)}  # rows x cols, one row per chunk
 TARGETS = {"small": 2.0, "large": 1.0}  # hub tag's chunks/s over plain zarr's (the issue's)
 CLIENTS = ("hub tag", "hub head", "hub head@tag", "zarr", "zarr s3fs-default")
-RESULTS = Path(__file__).resolve().parent / "results" / "s3-latest.json"
+PACKAGES = ("hubzarr", "zarr", "s3fs", "moto", "numcodecs", "numpy")
 
 
 def make_data(shape: tuple[int, int]) -> np.ndarray:
@@ -78,7 +77,9 @@ def setup(url: str, name: str, data: np.ndarray) -> dict[str, Callable[[], Any]]
     """Store ``data`` four ways; return an opener for each client's array."""
     options = s3_options(url)
     spec: dict[str, Any] = {"shape": data.shape, "chunks": (1, data.shape[1]), "dtype": "f4"}
-    hub = hubzarr.Hub(f"s3://{BUCKET}/hub", storage_options=options)
+    # No local cache: every read is measured against S3 (the cache is on by default for
+    # remote roots, and would answer every read after the first).
+    hub = hubzarr.Hub(f"s3://{BUCKET}/hub", storage_options=options, cache=False)
     hub.array(name=f"bench/{name}", compressor=CODEC, **spec)[:] = data
     hub.array(name=f"bench/{name}-tagged", compressor=CODEC, **spec)[:] = data
     hub.tag(f"bench/{name}-tagged", "v1")
@@ -200,17 +201,11 @@ def main() -> None:
     parser.add_argument(
         "--concurrency", type=int, default=None, help="zarr's async.concurrency (default: zarr's)"
     )
+    parser.add_argument("--plot", action="store_true", help="then draw s3.png (plots.py)")
     args = parser.parse_args()
     if args.concurrency is not None:
         zarr.config.set({"async.concurrency": args.concurrency})
     result: dict[str, Any] = {
-        "versions": {
-            "python": platform.python_version(),
-            "zarr": zarr.__version__,
-            "s3fs": s3fs.__version__,
-            "numcodecs": numcodecs.__version__,
-            "numpy": np.__version__,
-        },
         "args": vars(args),
         "async_concurrency": zarr.config.get("async.concurrency"),
         "throughput": {},
@@ -229,9 +224,7 @@ def main() -> None:
             arrays = {c: opener() for c, opener in openers[name].items()}
             result["throughput"][name] = throughput(name, arrays, data[name], args.repeats)
         result["requests"] = requests(server, openers)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=1, default=list) + "\n")
-    print(f"\nwrote {RESULTS}")
+    record.write("s3", result, PACKAGES, plot=args.plot)
 
 
 if __name__ == "__main__":

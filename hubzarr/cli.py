@@ -843,7 +843,7 @@ def verify(name: NameArgument, as_of: AsOfOption = None, root: RootOption = None
         report = hub.verify(name, progress=update, as_of=when)
     for problem in report.problems:
         typer.echo(f"error: {problem.message}", err=True)
-    status = "OK" if report.ok else f"{len(report.problems)} problems"
+    status = "OK" if report.ok else _plural(len(report.problems), "problem")
     typer.echo(
         f"{report.name} (version {report.version}): {report.objects} objects, "
         f"{_size(report.bytes)} checked: {status}"
@@ -1635,8 +1635,9 @@ def cache_warm(
     else:
         if index is not None:
             raise InvalidArgumentError(
-                f"{name} is a group: --index selects in an array; warm one with "
-                f"'hub cache warm {name} --index ...' naming it (group members: hub info)"
+                f"{name} is a group: --index selects in an array. Leave it out to warm every "
+                "array of the group, or warm part of one array in Python: "
+                "hubzarr.load(name)[key].prefetch(selection)"
             )
         arrays, groups = [], [node]
         while groups:

@@ -66,13 +66,17 @@ class CopyReport:
         if not (self.objects or self.versions or self.refs):
             held = f"all {self.skipped} objects" if self.skipped else "everything"
             return f"{self.destination} already holds {held}: nothing copied"
-        done = f"{self.objects} objects, {self.bytes} bytes"
+        done = f"{_count(self.objects, 'object')}, {_count(self.bytes, 'byte')}"
         if self.versions or self.refs:
-            done += f", {self.versions} versions, {self.refs} refs"
+            done += f", {_count(self.versions, 'version')}, {_count(self.refs, 'ref')}"
         done += f" in {self.seconds:.2f} s"
         if self.skipped:
             done += f" ({self.skipped} already there)"
         return f"{self.source} -> {self.destination}: {done}"
+
+
+def _count(count: int, word: str) -> str:
+    return f"{count} {word}{'' if count == 1 else 's'}"
 
 
 async def export_zarr(

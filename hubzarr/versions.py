@@ -344,8 +344,9 @@ class Repository:
 
     def _exists_error(self) -> AlreadyExistsError:
         return AlreadyExistsError(
-            f"repository {self.name} already exists under {self.storage.url}; open it "
-            "with hubzarr.load(...), or pass overwrite=True to replace its head's contents"
+            f"repository {self.name} already exists under {self.storage.url}; open it with "
+            "hubzarr.load(...), choose another name, or delete it first ('hub rm'); "
+            "hubzarr.array(..., overwrite=True) replaces an array's head contents"
         )
 
     async def check_live(self) -> None:

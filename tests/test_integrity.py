@@ -99,7 +99,7 @@ def test_hub_verify_exits_non_zero_and_lists_problems(local_root: str) -> None:
     path.write_bytes(bytes(raw))
     bad = runner.invoke(app, ["verify", NAME, "--root", local_root])
     assert bad.exit_code == 1
-    assert "1 problems" in bad.stdout
+    assert "1 problem\n" in bad.stdout
     assert "3.0" in bad.stderr and "checksum" in bad.stderr
     missing = runner.invoke(app, ["verify", "check/none", "--root", local_root])
     assert missing.exit_code == 1 and "error:" in missing.stderr

@@ -370,7 +370,8 @@ class SampleStream:
     plan : Plan
         Which samples, and in which order they come in.
     buffer_bytes : int
-        The shuffle buffer's size (only with ``plan.shuffle``).
+        The shuffle buffer's size (only with ``plan.shuffle``); it holds at least ``step``
+        samples, as each step swaps that many out of it.
     step : int
         Samples per step; every step but the last is full (after a resumed one).
     start : int
@@ -394,7 +395,7 @@ class SampleStream:
                 f"cannot resume at sample {start}: this worker yields {self.total} this epoch"
             )
         self.start = start
-        capacity = max(1, buffer_bytes // max(source.sample_bytes, 1)) if plan.shuffle else 0
+        capacity = max(step, buffer_bytes // max(source.sample_bytes, 1)) if plan.shuffle else 0
         self.capacity = min(capacity, self.total)
 
     def _rng(self) -> np.random.Generator:

@@ -88,6 +88,8 @@ def dataset(
     -------
     tf.data.Dataset
         Elements are dicts of tensors by key (tuples in ``keys`` order with ``as_tuple``).
+        Its ``cardinality()`` is the number of elements in one pass (samples, or batches
+        with ``batch_size``), so Keras knows an epoch's length.
 
     Raises
     ------
@@ -119,17 +121,25 @@ def dataset(
     signature: Any = tuple(specs[k] for k in names) if as_tuple else specs
     passes = itertools.count(first)
 
-    def generate() -> Iterator[Any]:
-        plan = Plan(
+    def plan_of(epoch: int) -> Plan:
+        return Plan(
             src.length,
             src.unit,
-            next(passes),
+            epoch,
             seed,
             bool(shuffle),
             rank,
             world_size,
             drop_last=bool(drop_last),
         )
+
+    # Every epoch yields the same number of samples: told to tf.data, so Keras knows an
+    # epoch's length (a dataset of unknown length warns "ran out of data" after each one).
+    samples = sum(b - a for a, b in plan_of(first).pieces())
+    elements = samples if size is None else -(-samples // size)
+
+    def generate() -> Iterator[Any]:
+        plan = plan_of(next(passes))
         stream = SampleStream(src, plan, buffer_bytes, size or SAMPLE_STEP)
         if size is not None:
             for batch in batches(stream, size):
@@ -139,7 +149,8 @@ def dataset(
             for i in range(len(block[names[0]])):
                 yield _element({k: block[k][i] for k in names}, names, as_tuple)
 
-    return tf.data.Dataset.from_generator(generate, output_signature=signature)
+    data = tf.data.Dataset.from_generator(generate, output_signature=signature)
+    return data.apply(tf.data.experimental.assert_cardinality(elements))
 
 
 def _element(values: dict[str, Any], names: list[str], as_tuple: bool) -> Any:

@@ -70,10 +70,13 @@ DEFAULT_CHUNK_CACHE_BYTES = 64 * 2**20
 
 
 def _native(values: npt.NDArray[Any]) -> npt.NDArray[Any]:
-    """``values`` contiguous, in this machine's byte order (torch holds no other)."""
+    """``values`` contiguous, in this machine's byte order (torch holds no other), with its
+    shape: a sample of a 1-d array stays 0-d (``np.ascontiguousarray`` would make it 1-d, and
+    a batch of labels ``(B, 1)``)."""
+    values = np.asarray(values)  # a numpy scalar (one sample of a 1-d array) as 0-d
     if not values.dtype.isnative:
         values = values.astype(values.dtype.newbyteorder("="))
-    return np.ascontiguousarray(values)
+    return values if values.flags.c_contiguous else values.copy(order="C")
 
 
 def _check_dtypes(source: Source) -> None:
@@ -131,7 +134,8 @@ class IterableDataset(_Pinned, torch.utils.data.IterableDataset[Any]):
         Draw every epoch's order from ``(seed, epoch)``.
     buffer_bytes : int
         The shuffle buffer of each worker, in bytes of samples: larger mixes more chunks into
-        a batch (about ``buffer_bytes / chunk bytes`` of them), at that much memory.
+        a batch (about ``buffer_bytes / chunk bytes`` of them), at that much memory. It holds
+        at least one step (``batch_size`` samples, else 64) whatever its size.
     batch_size : int, optional
         Yield batches of this many samples (tensors with a leading axis; use
         ``DataLoader(dataset, batch_size=None)``) instead of single samples: faster, and the

@@ -45,6 +45,7 @@ def test_each_pass_is_the_next_epoch_and_batches_are_whole(hub: hubzarr.Hub) -> 
     first = [b[1].numpy() for b in data]
     second = [b[1].numpy() for b in data]
     assert [len(b) for b in first] == [96] * (N // 96) + [N % 96]
+    assert int(data.cardinality()) == len(first)  # Keras knows an epoch's length
     one, two = np.concatenate(first), np.concatenate(second)
     assert sorted(one.tolist()) == sorted(two.tolist()) == list(range(N))
     assert one.tolist() != two.tolist()
@@ -58,8 +59,12 @@ def test_input_pipelines_share_an_epoch(hub: hubzarr.Hub) -> None:
         data = hubzarr.tensorflow.dataset(
             "t/data:v1", root=hub.root, rank=rank, world_size=3, drop_last=True, batch_size=50
         )
-        seen.extend(np.concatenate([b["labels"].numpy() for b in data]).tolist())
+        labels = np.concatenate([b["labels"].numpy() for b in data]).tolist()
+        assert int(data.cardinality()) == -(-len(labels) // 50)
+        seen.extend(labels)
     assert len(seen) == len(set(seen)) == N - N % 3
+    samples = hubzarr.tensorflow.dataset("t/data:v1", root=hub.root, rank=1, world_size=3)
+    assert int(samples.cardinality()) == sum(1 for _ in samples) == -(-N // 3)
 
 
 def test_a_branch_is_pinned_and_bad_input_refused(hub: hubzarr.Hub) -> None:

@@ -111,6 +111,32 @@ def test_a_small_buffer_mixes_few_chunks_and_a_large_one_many(local: hubzarr.Hub
     assert many > 12  # of 16 chunks in all
 
 
+@pytest.mark.parametrize("batch_size", [None, 64])
+def test_a_buffer_smaller_than_a_step_still_yields_every_sample_once(
+    local: hubzarr.Hub, batch_size: int | None
+) -> None:
+    """A step swaps ``batch_size`` (else 64) samples out of the buffer: a buffer of fewer
+    samples holds one step instead (it used to fail drawing more slots than it had)."""
+    data = _dataset(local, buffer_bytes=1, batch_size=batch_size)
+    loader = DataLoader(data, batch_size=None if batch_size else 8)
+    labels = _labels(loader)
+    assert sorted(labels) == list(range(N)) and labels != list(range(N))
+
+
+def test_samples_keep_their_shape_so_labels_collate_to_one_axis(tmp_path: Path) -> None:
+    """A sample of a 1-d array is a 0-d tensor: a DataLoader batch of labels is ``(B,)``, as
+    ``CrossEntropyLoss`` wants, not ``(B, 1)``; an image keeps its own shape."""
+    root = str(tmp_path / "hub")
+    _fill(hubzarr.Hub(root))
+    iterable = IterableDataset("t/data:v1", root=root)
+    mapped = Dataset(hubzarr.Hub(root).load_group("t/data:v1"))
+    for data in (iterable, mapped):
+        batch = next(iter(DataLoader(data, batch_size=8)))
+        assert batch["labels"].shape == (8,) and batch["labels"].dtype == torch.int64
+        assert batch["images"].shape == (8, 4, 4, 3)
+    assert mapped[3]["labels"].shape == () and int(mapped[3]["labels"]) == 3
+
+
 def test_without_shuffle_samples_come_in_order(local: hubzarr.Hub) -> None:
     assert _labels(DataLoader(_dataset(local, shuffle=False), batch_size=64)) == list(range(N))
 

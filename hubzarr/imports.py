@@ -39,8 +39,9 @@ The rules, by kind:
   ``resize=(H, W)`` is given: then every image is resized (bicubic) and converted to the mode
   most images have (C is 1 for L, 2 for LA, 3 for RGB, 4 for RGBA). Of animated images, the
   first frame is taken. 16-bit and float images are refused. A chunk holds whole images,
-  about 2 MiB of them (at least one). Images are decoded on a pool of threads (Pillow
-  releases the GIL while it decodes; processes were slower on two cores).
+  about 2 MiB of them (at least one). Images are decoded on a pool of threads, or, from 2,048
+  images on, of forked processes, one per core (decoding small PNGs is mostly Python inside
+  Pillow: processes decoded 20,000 of them 1.7x faster than one core, threads 1.0x).
 - A zarr store (a local folder ending in ``.zarr`` or holding zarr metadata, or any fsspec
   URL but an HDF5 file's): its arrays and groups with their attributes, chunks, dtype and fill
   value. Format 3 arrays become format 2: a single Blosc, Zstd or GZip compressor (or none) is

@@ -79,8 +79,13 @@ def _extras() -> set[str]:
     return set(project["optional-dependencies"])
 
 
-#: Stands in for ``python3`` in the ``sh`` blocks: installs and the test suite are checked.
+#: Stands in for ``python3`` in the ``sh`` blocks (installs and the test suite are checked),
+#: and for ``hub``: the entry point's own function (``hubzarr.cli:app``) run by this Python,
+#: wherever pip put the script.
 _SHIM = r"""
+hub() {
+    "$HUB_DOCS_PYTHON" -m hubzarr.cli "$@"
+}
 python3() {
     if [ "$1" = "-m" ] && [ "$2" = "pip" ] && [ "$3" = "install" ]; then
         "$HUB_DOCS_PYTHON" "$HUB_DOCS_CHECK" install "${@:4}"
@@ -186,7 +191,6 @@ def test_examples_run(
     work.mkdir()
     monkeypatch.chdir(work)
     env = dict(os.environ)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
     env["HUB_DOCS_PYTHON"] = sys.executable
     env["HUB_DOCS_CHECK"] = __file__
     namespace: dict[str, object] = {"__name__": "__docs__"}

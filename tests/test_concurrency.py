@@ -219,6 +219,13 @@ def test_writes_racing_tags_and_branches_are_kept_and_versions_never_change(
     assert not problems, _report(problems)
 
 
+def _writes_and(operation: str, backend: Backend, seeds: list[int]) -> list[dict]:
+    """The outcomes of :func:`_race.writes_and` running ``operation`` against ``WRITERS``
+    writers, one trial per seed."""
+    args = (operation, backend.root, backend.options, WRITERS, WRITES[backend.kind], seeds)
+    return _race.run(_race.writes_and, args, WRITERS + 1, len(seeds))
+
+
 def test_writes_racing_a_revert_are_ordered_before_or_after_it(race_backend: Backend) -> None:
     """A revert to the tag ``base`` (every element the fill value) while writers rewrite their
     own chunks whole. Afterwards each element holds the last write to it if that began after
@@ -231,25 +238,14 @@ def test_writes_racing_a_revert_are_ordered_before_or_after_it(race_backend: Bac
     for t in range(trials):
         hub.array((SIZE,), name=f"race/rev-{t}", dtype="int64", chunks=(CHUNK,), fill_value=FILL)
         hub.tag(f"race/rev-{t}", "base")
-    outcomes = _race.run(
-        _race.writes_and,
-        (
-            "revert",
-            race_backend.root,
-            race_backend.options,
-            WRITERS,
-            WRITES[race_backend.kind],
-            seeds,
-        ),
-        WRITERS + 1,
-        trials,
-    )
+    outcomes = _writes_and("revert", race_backend, seeds)
     problems = []
     owner = (np.arange(SIZE) // CHUNK) % WRITERS
     for t, by_proc in enumerate(outcomes):
         where = f"trial {t} (seed {seeds[t]})"
-        problems += _errors(where, by_proc)
-        if _errors(where, by_proc):
+        errors = _errors(where, by_proc)
+        problems += errors
+        if errors:
             continue
         writes = {w: [Write(*entry) for entry in by_proc[w]["log"]] for w in range(WRITERS)}
         ((_, revert_started, revert_returned),) = by_proc[WRITERS]["log"]
@@ -288,26 +284,15 @@ def test_writes_racing_a_merge_are_all_kept(race_backend: Backend) -> None:
         side = hub.load_array(f"{name}:side")
         for c in side_chunks:
             side[c * CHUNK : (c + 1) * CHUNK] = SIDE
-    outcomes = _race.run(
-        _race.writes_and,
-        (
-            "merge",
-            race_backend.root,
-            race_backend.options,
-            WRITERS,
-            WRITES[race_backend.kind],
-            seeds,
-        ),
-        WRITERS + 1,
-        trials,
-    )
+    outcomes = _writes_and("merge", race_backend, seeds)
     problems = []
     owner = (np.arange(SIZE) // CHUNK) % (WRITERS + 1)
     merged = 0
     for t, by_proc in enumerate(outcomes):
         where = f"trial {t} (seed {seeds[t]})"
-        problems += _errors(where, by_proc)
-        if _errors(where, by_proc):
+        errors = _errors(where, by_proc)
+        problems += errors
+        if errors:
             continue
         ((version, _, _),) = by_proc[WRITERS]["log"]
         merged += version is not None

@@ -1283,9 +1283,6 @@ class Hub:
             text = message if message is not None else f"merge {other.ref} into {branch.ref}"
             return await repo.publish_state(str(branch.ref), ours, writes, text, merged=(theirs,))
 
-        async def nothing() -> None:
-            pass
-
         def exhausted() -> ConflictError:
             return ConflictError(
                 f"{name} kept changing while {source} was merged into it; merge again when "
@@ -1294,7 +1291,7 @@ class Hub:
 
         # Worked out again from the branch's new state while writes land in it meanwhile; a
         # conflict is returned, not raised, as trying again would not settle it.
-        found = _run(compare_and_swap(run, before_retry=nothing, exhausted=exhausted))
+        found = _run(compare_and_swap(run, exhausted=exhausted))
         if isinstance(found, HubError):
             raise found
         return found

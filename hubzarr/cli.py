@@ -819,10 +819,12 @@ def gc(
     verb = "would free" if report.dry_run else "freed"
     expired = ""
     if before is not None or keep_last is not None:
-        expired = f", {'would expire' if report.dry_run else 'expired'} {report.expired} versions"
+        expiring = _plural(report.expired, "version")
+        expired = f", {'would expire' if report.dry_run else 'expired'} {expiring}"
+    unreachable = _plural(report.versions, "unreachable version")
     typer.echo(
-        f"{name}: {verb} {report.objects} objects ({_size(report.bytes)}) and "
-        f"{report.versions} unreachable versions{expired}; kept {report.kept_objects} objects"
+        f"{name}: {verb} {_plural(report.objects, 'object')} ({_size(report.bytes)}) and "
+        f"{unreachable}{expired}; kept {_plural(report.kept_objects, 'object')}"
     )
     if report.dry_run and report.objects:
         typer.echo("dry run: nothing was deleted; run again with --yes to delete")
@@ -845,7 +847,7 @@ def verify(name: NameArgument, as_of: AsOfOption = None, root: RootOption = None
         typer.echo(f"error: {problem.message}", err=True)
     status = "OK" if report.ok else _plural(len(report.problems), "problem")
     typer.echo(
-        f"{report.name} (version {report.version}): {report.objects} objects, "
+        f"{report.name} (version {report.version}): {_plural(report.objects, 'object')}, "
         f"{_size(report.bytes)} checked: {status}"
     )
     if not report.ok:

@@ -466,8 +466,7 @@ async def _mark_expired(
             f"a tag or branch of {repo.name} was made at {', '.join(sorted(spared & orphans))} "
             "while gc ran, which no ref reached when it began; nothing was deleted: run gc again"
         )
-    for version in sorted(spared):
-        await repo.storage.delete(repo.files.expiry_path(version))
+    await _delete(repo.storage, dict.fromkeys(map(repo.files.expiry_path, spared), 0))
     return versions - spared
 
 

@@ -353,10 +353,7 @@ async def _read(index: ShardedIndex, numbers: list[int]) -> list[Shard]:
 
 
 def _same_keys(a: Shard, b: Shard) -> bool:
-    if len(a) != len(b):
-        return False
-    joined_a, joined_b = a.joined(), b.joined()
-    return joined_a == joined_b
+    return len(a) == len(b) and a.joined() == b.joined()
 
 
 def _compare_runs(a: Shard, b: Shard, changes: dict[str, Change]) -> None:

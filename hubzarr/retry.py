@@ -74,8 +74,8 @@ async def retry_transient(
 async def compare_and_swap(
     attempt: Callable[[], Awaitable[T]],
     *,
-    before_retry: Callable[[], Awaitable[None]],
     exhausted: Callable[[], Exception],
+    before_retry: Callable[[], Awaitable[None]] | None = None,
     policy: RetryPolicy = CONFLICTS,
 ) -> T:
     """Await ``attempt()`` until it does not raise :class:`~hubzarr.errors.ConflictError`.
@@ -83,8 +83,8 @@ async def compare_and_swap(
     ``attempt`` reads what it changes and writes under
     :func:`hubzarr.session.conditional_writes`, so it raises ``ConflictError`` when another
     writer (or a seal) got there between its read and its write; it must be safe to repeat.
-    Between tries this waits (:meth:`RetryPolicy.delay`) and awaits ``before_retry()`` (which
-    catches up with the branch's head); after ``policy.attempts`` lost races it raises
+    Between tries this waits (:meth:`RetryPolicy.delay`) and awaits ``before_retry()``, if
+    given (which catches up with the branch's head); after ``policy.attempts`` lost races it raises
     ``exhausted()``.
     """
     for failures in range(1, policy.attempts + 1):
@@ -94,5 +94,6 @@ async def compare_and_swap(
             if failures == policy.attempts:
                 break
         await asyncio.sleep(policy.delay(failures))
-        await before_retry()
+        if before_retry is not None:
+            await before_retry()
     raise exhausted()

@@ -672,9 +672,7 @@ class Repository:
         if manifest is not None:
             return manifest
         seal = await self.read_seal(version)
-        mark = await self.expiry(version)
-        if mark is not None:
-            raise self._expired_error(mark)
+        await self.check_not_expired(version)
         if seal is None:
             raise FormatError(
                 f"{self.name}: sealed version {version} has no manifest; the repository is damaged"

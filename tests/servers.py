@@ -231,6 +231,14 @@ def make_bucket(url: str, name: str) -> None:
     location constraint, but ``s3fs.mkdir`` sends the client's region as one, which moto (like
     AWS) rejects with "The specified location-constraint is not valid".
     """
+    with s3_client(url) as client:
+        client.create_bucket(Bucket=name)
+
+
+@contextmanager
+def s3_client(url: str) -> Iterator[Any]:
+    """A boto3 S3 client of the moto server at ``url``, with the test credentials; closed
+    afterwards."""
     import boto3
 
     client = boto3.client(
@@ -241,9 +249,22 @@ def make_bucket(url: str, name: str) -> None:
         aws_secret_access_key=S3_SECRET,
     )
     try:
-        client.create_bucket(Bucket=name)
+        yield client
     finally:
         client.close()
+
+
+def make_public_read(url: str, bucket: str) -> None:
+    """Let anyone read and list ``bucket`` on the moto server at ``url`` (a bucket policy)."""
+    statement = {
+        "Effect": "Allow",
+        "Principal": "*",
+        "Action": ["s3:GetObject", "s3:ListBucket"],
+        "Resource": [f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*"],
+    }
+    policy = {"Version": "2012-10-17", "Statement": [statement]}
+    with s3_client(url) as client:
+        client.put_bucket_policy(Bucket=bucket, Policy=json.dumps(policy))
 
 
 # -------------------------------------------------------------------------------------- GCS

@@ -15,11 +15,10 @@ import stat
 import uuid
 from pathlib import Path
 
-import boto3
 import numpy as np
 import pytest
 from conftest import Backend
-from servers import S3_REGION, Server
+from servers import S3_REGION, Server, s3_client
 from typer.testing import CliRunner, Result
 
 import hubzarr
@@ -96,17 +95,8 @@ def rows(output: str) -> dict[str, str]:
 
 
 def bucket_exists(server: Server, bucket: str) -> bool:
-    client = boto3.client(
-        "s3",
-        endpoint_url=server.url,
-        region_name=S3_REGION,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
-    try:
+    with s3_client(server.url) as client:
         return bucket in {b["Name"] for b in client.list_buckets()["Buckets"]}
-    finally:
-        client.close()
 
 
 def new_bucket() -> str:

@@ -16,7 +16,6 @@ deployments are configured, through the environment (``AWS_ENDPOINT_URL``,
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shlex
@@ -29,7 +28,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from servers import S3_KEY, S3_REGION, S3_SECRET, Server, make_bucket, make_gcs_bucket
+from servers import (
+    S3_KEY,
+    S3_REGION,
+    S3_SECRET,
+    Server,
+    make_bucket,
+    make_gcs_bucket,
+    make_public_read,
+    s3_client,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 DOCS = REPO / "docs"
@@ -111,27 +119,15 @@ def check_install(args: list[str]) -> None:
 
 def _s3_bucket(url: str, name: str, *, public: bool = False) -> None:
     """Bucket ``name`` on the moto server at ``url``, empty; ``public``: anyone may read it."""
-    import boto3
-
-    client = boto3.client(
-        "s3", endpoint_url=url, region_name=S3_REGION,
-        aws_access_key_id=S3_KEY, aws_secret_access_key=S3_SECRET,
-    )  # fmt: skip
-    try:
+    with s3_client(url) as client:
         if any(b["Name"] == name for b in client.list_buckets()["Buckets"]):
             for page in client.get_paginator("list_objects_v2").paginate(Bucket=name):
                 for item in page.get("Contents", []):
                     client.delete_object(Bucket=name, Key=item["Key"])
         else:
             make_bucket(url, name)
-        if public:
-            read = ["s3:GetObject", "s3:ListBucket"]
-            where = [f"arn:aws:s3:::{name}", f"arn:aws:s3:::{name}/*"]
-            statement = {"Effect": "Allow", "Principal": "*", "Action": read, "Resource": where}
-            policy = {"Version": "2012-10-17", "Statement": [statement]}
-            client.put_bucket_policy(Bucket=name, Policy=json.dumps(policy))
-    finally:
-        client.close()
+    if public:
+        make_public_read(url, name)
 
 
 def check_test_command(args: list[str]) -> None:

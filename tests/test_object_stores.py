@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import pickle
 from typing import Any
 
-import boto3
 import numpy as np
 import pytest
 from _procs import race
 from conftest import Backend
-from servers import Server, gcs_object_name
+from servers import Server, gcs_object_name, make_public_read
 from test_storage import StorageContract
 from test_store import NAME
 from test_store import TestHubStore as _HubStoreTests
@@ -238,26 +236,8 @@ def test_exactly_one_concurrent_tagger_wins_on_s3(s3_backend: Backend) -> None:
 
 
 def _make_public(backend: Backend) -> None:
-    bucket = backend.root.split("/")[2]
-    public_read = {
-        "Version": "2012-10-17",
-        "Statement": [
-            {
-                "Effect": "Allow",
-                "Principal": "*",
-                "Action": ["s3:GetObject", "s3:ListBucket"],
-                "Resource": [f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*"],
-            }
-        ],
-    }
     assert backend.server is not None
-    boto3.client(
-        "s3",
-        endpoint_url=backend.server.url,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        region_name="us-east-1",
-    ).put_bucket_policy(Bucket=bucket, Policy=json.dumps(public_read))
+    make_public_read(backend.server.url, backend.root.split("/")[2])
 
 
 def test_load_by_bare_name_from_a_configured_public_root(s3_backend: Backend) -> None:
